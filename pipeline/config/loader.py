@@ -1,0 +1,190 @@
+"""Read a YAML file into a validated `Config`, or fail naming file, key path and what is wrong."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pipeline.config.model import ParquetSinkConfig, PipelineConfig, RawConfig
+from processors.base import ProcessorConfig, ProcessorFactory, Registry, processor_type
+
+_ENV = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+SINK_TYPES: dict[str, type[BaseModel]] = {"parquet": ParquetSinkConfig}
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        super().__init__("\n".join(f"{source}: {i}" for i in issues))
+
+
+@dataclass(frozen=True)
+class ProcessorSpec:
+    id: str
+    factory: ProcessorFactory
+    config: ProcessorConfig
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    raw: RawConfig
+    processors: dict[str, ProcessorSpec]
+    sinks: dict[str, ParquetSinkConfig]
+    pipeline: PipelineConfig
+    warnings: list[ConfigIssue] = field(default_factory=list)
+
+    @property
+    def lake_path(self) -> str:
+        return next(iter(self.sinks.values())).path if self.sinks else "./lake"
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def substitute_env(node: Any, path: str, issues: list[ConfigIssue], env: dict[str, str]) -> Any:
+    """Collector-style `${env:VAR}` / `${env:VAR:-default}` in string values, after YAML parsing."""
+    if isinstance(node, dict):
+        return {k: substitute_env(v, _join(path, k), issues, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute_env(v, _join(path, i), issues, env) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        issues.append(ConfigIssue(path, f"environment variable {name} is not set (or use ${{env:{name}:-default}})"))
+        return ""
+
+    whole = _ENV.fullmatch(node)
+    out = _ENV.sub(repl, node)
+    if whole:  # a value that is only a reference takes the YAML type of what it expands to
+        try:
+            return yaml.safe_load(out) if out else out
+        except yaml.YAMLError:
+            return out
+    return out
+
+
+def _pydantic_issues(err: ValidationError, prefix: str) -> list[ConfigIssue]:
+    out = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
+        # pydantic names union branches/validators in the location; keep only real keys
+        path = ".".join([prefix, *loc] if prefix else loc)
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):
+            msg = f"{msg} (got {e['input']!r})"
+        out.append(ConfigIssue(path, msg))
+    return out
+
+
+def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Config:
+    issues: list[ConfigIssue] = []
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(source, [ConfigIssue("", "expected a mapping at the top level")])
+    document = substitute_env(document, "", issues, dict(os.environ) if env is None else env)
+    try:
+        raw = RawConfig.model_validate(document)
+    except ValidationError as err:
+        raise ConfigError(source, issues + _pydantic_issues(err, "")) from None
+
+    processors: dict[str, ProcessorSpec] = {}
+    for pid, block in raw.processors.items():
+        factory = Registry.get(processor_type(pid))
+        if factory is None:
+            known = ", ".join(sorted(Registry.factories())) or "none"
+            issues.append(ConfigIssue(f"processors.{pid}", f"unknown processor type {processor_type(pid)!r} (known: {known})"))
+            continue
+        try:
+            cfg = factory.config_class.model_validate(block or {})
+        except ValidationError as err:
+            issues.extend(_pydantic_issues(err, f"processors.{pid}"))
+            continue
+        processors[pid] = ProcessorSpec(pid, factory, cfg)
+
+    sinks: dict[str, ParquetSinkConfig] = {}
+    for sid, block in raw.sinks.items():
+        model = SINK_TYPES.get(processor_type(sid))
+        if model is None:
+            issues.append(ConfigIssue(f"sinks.{sid}", f"unknown sink type {processor_type(sid)!r} (known: parquet)"))
+            continue
+        try:
+            sinks[sid] = model.model_validate(block or {})  # type: ignore[assignment]
+        except ValidationError as err:
+            issues.extend(_pydantic_issues(err, f"sinks.{sid}"))
+
+    pipeline = raw.pipelines.get("traces")
+    for name in raw.pipelines:
+        if name != "traces":
+            issues.append(ConfigIssue(f"pipelines.{name}", "only the 'traces' pipeline is supported"))
+    if pipeline is None:
+        issues.append(ConfigIssue("pipelines", "a 'traces' pipeline is required"))
+        pipeline = PipelineConfig()
+    for stage in ("ingest", "process"):
+        seen: set[str] = set()
+        for i, pid in enumerate(getattr(pipeline, stage)):
+            where = f"pipelines.traces.{stage}.{i}"
+            if pid not in raw.processors:
+                issues.append(ConfigIssue(where, f"processor {pid!r} is not defined under processors"))
+            if pid in seen:
+                issues.append(ConfigIssue(where, f"processor {pid!r} appears twice"))
+            seen.add(pid)
+    if pipeline.ingest:
+        issues.append(
+            ConfigIssue("pipelines.traces.ingest", "ingest chains are not available yet; use process")
+        )
+    if not pipeline.sinks:
+        issues.append(ConfigIssue("pipelines.traces.sinks", "at least one sink is required"))
+    for i, sid in enumerate(pipeline.sinks):
+        if sid not in raw.sinks:
+            issues.append(ConfigIssue(f"pipelines.traces.sinks.{i}", f"sink {sid!r} is not defined under sinks"))
+    if issues:
+        raise ConfigError(source, issues)
+    return Config(source=source, raw=raw, processors=processors, sinks=sinks, pipeline=pipeline)
+
+
+def load(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    p = Path(path)
+    source = str(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(source, [ConfigIssue("", f"cannot read: {e.strerror}")]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(source, [ConfigIssue(where, f"invalid YAML: {problem}")]) from None
+    return parse(document, source, env)
+
+
+def default_config() -> Config:
+    return parse({}, "<defaults>")

@@ -1,0 +1,132 @@
+"""Typed configuration: the YAML of DESIGN.md contract 3, validated once at the edge.
+
+Unknown keys are errors everywhere (`extra="forbid"`). Durations accept `500ms`, `5s`, `10m`,
+`24h`, `7d` or a number of seconds; sizes accept `16MiB`, `64MB`, `1GiB` or a number of bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
+_SIZE_UNITS = {
+    None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30,
+}
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 5s, 500ms, 10m, 24h")
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"expected a duration like 5s, 500ms, 10m, 24h, got {value!r}")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_size(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 16MiB or a number of bytes")
+    if isinstance(value, int):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"expected a size like 16MiB, 64MB or a number of bytes, got {value!r}")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def _check_endpoint(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port with a port 0-65535, got {value!r}")
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Bytes = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GrpcReceiverConfig(Strict):
+    endpoint: Endpoint = "127.0.0.1:4317"
+
+
+class HttpReceiverConfig(Strict):
+    endpoint: Endpoint = "127.0.0.1:4318"
+
+
+class OtlpReceiverConfig(Strict):
+    grpc: GrpcReceiverConfig | None = None
+    http: HttpReceiverConfig | None = None
+    max_request_bytes: Bytes = 16 * 2**20
+    # How long a refused client is told to wait (Retry-After / RetryInfo) when the bus is full.
+    retry_after: Seconds = 1.0
+
+
+class ReceiversConfig(Strict):
+    otlp: OtlpReceiverConfig = Field(
+        default_factory=lambda: OtlpReceiverConfig(grpc=GrpcReceiverConfig(), http=HttpReceiverConfig())
+    )
+
+
+class EmbeddedBusConfig(Strict):
+    type: Literal["embedded"] = "embedded"
+    # Spans held between receiver and worker; beyond this the receiver refuses with a retryable status.
+    capacity_spans: int = Field(200_000, gt=0)
+
+
+class CorrelationKeysConfig(Strict):
+    session: list[str] = ["session.id", "gen_ai.conversation.id"]
+    user: list[str] = ["user.id", "enduser.id"]
+    tenant: list[str] = ["tenant.id"]
+    prompt_version: list[str] = ["app.prompt_version", "prompt.version"]
+
+
+class WorkerConfig(Strict):
+    # A trace is summarised once it has had no new span for this long (and at shutdown).
+    trace_idle: Seconds = 5.0
+    # The worker takes up to this many spans from the bus per batch, waiting at most max_batch_delay.
+    max_batch_spans: int = Field(8192, gt=0)
+    max_batch_delay: Seconds = 0.2
+    keys: CorrelationKeysConfig = Field(default_factory=CorrelationKeysConfig)
+
+
+class ParquetSinkConfig(Strict):
+    path: str = "./lake"
+    # A partition's open file is written when it reaches any of these.
+    roll_rows: int = Field(500_000, gt=0)
+    roll_bytes: Bytes = 64 * 2**20
+    roll_seconds: Seconds = 60.0
+    compression_level: int = Field(3, ge=1, le=22)
+
+
+class PipelineConfig(Strict):
+    ingest: list[str] = []
+    process: list[str] = []
+    sinks: list[str] = ["parquet"]
+
+
+class RawConfig(Strict):
+    """The document as written; processor and sink blocks are validated against their own types."""
+
+    receivers: ReceiversConfig = Field(default_factory=ReceiversConfig)
+    bus: EmbeddedBusConfig = Field(default_factory=EmbeddedBusConfig)
+    processors: dict[str, dict[str, Any] | None] = {}
+    sinks: dict[str, dict[str, Any] | None] = Field(default_factory=lambda: {"parquet": {}})
+    pipelines: dict[str, PipelineConfig] = Field(default_factory=lambda: {"traces": PipelineConfig()})
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)

@@ -1,0 +1,190 @@
+"""TraceSummarizer: one `traces` row per trace, for every trace, kept or sampled out.
+
+Spans are aggregated per trace with Arrow's group_by, then merged into a small per-trace record
+(Python work per trace, never per span). A trace is summarised once it has been idle for
+`trace_idle` seconds. Spans that arrive after that start a new part; the `traces` view merges
+parts, and `part_id` (a digest of the part's span ids) lets it drop a replayed part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import schema
+
+
+@dataclass
+class _Partial:
+    first_seen: float
+    last_seen: float
+    span_ids: list[str] = field(default_factory=list)
+    root_name: str | None = None
+    service_name: str | None = None
+    start_ns: int | None = None
+    end_ns: int | None = None
+    span_count: int = 0
+    error_count: int = 0
+    llm_count: int = 0
+    tool_count: int = 0
+    tokens: dict[str, int] = field(default_factory=dict)
+    cost_usd: float | None = None
+    unpriced_calls: int = 0
+    models: set[str] = field(default_factory=set)
+    session_id: str | None = None
+    user_id: str | None = None
+    tenant_id: str | None = None
+    prompt_versions: set[str] = field(default_factory=set)
+    sources: set[str] = field(default_factory=set)
+
+
+TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+
+
+class TraceSummarizer:
+    def __init__(self, trace_idle: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.trace_idle = trace_idle
+        self._clock = clock
+        self._open: dict[str, _Partial] = {}
+
+    @property
+    def open_traces(self) -> int:
+        return len(self._open)
+
+    def observe(self, spans: pa.Table) -> None:
+        if spans.num_rows == 0:
+            return
+        now = self._clock()
+        is_error = pc.equal(spans.column("status_code"), "ERROR")
+        span_type = spans.column("span_type")
+        is_llm = pc.equal(span_type, "llm")
+        cost_status = spans.column("cost_status")
+        unpriced = pc.and_kleene(is_llm, pc.and_kleene(pc.is_valid(cost_status), pc.not_equal(cost_status, "priced")))
+        model = pc.coalesce(spans.column("response_model"), spans.column("request_model"))
+        work = pa.table(
+            {
+                "trace_id": spans.column("trace_id"),
+                "start": spans.column("start_time").cast(pa.int64()),
+                "end": spans.column("end_time").cast(pa.int64()),
+                "span_id": spans.column("span_id"),
+                "err": pc.cast(is_error, pa.int64()),
+                "llm": pc.cast(is_llm, pa.int64()),
+                "tool": pc.cast(pc.equal(span_type, "tool"), pa.int64()),
+                "unpriced": pc.cast(pc.fill_null(unpriced, False), pa.int64()),
+                "cost": spans.column("cost_usd"),
+                "model": model,
+                "session_id": spans.column("session_id"),
+                "user_id": spans.column("user_id"),
+                "tenant_id": spans.column("tenant_id"),
+                "prompt_version": spans.column("prompt_version"),
+                "source": spans.column("lake_source"),
+                **{c: spans.column(c) for c in TOKEN_COLUMNS},
+            }
+        )
+        agg = work.group_by("trace_id", use_threads=False).aggregate(
+            [
+                ("start", "min"),
+                ("end", "max"),
+                ("span_id", "list"),
+                ("err", "sum"),
+                ("llm", "sum"),
+                ("tool", "sum"),
+                ("unpriced", "sum"),
+                ("cost", "sum", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)),
+                ("model", "distinct"),
+                ("session_id", "first"),
+                ("user_id", "first"),
+                ("tenant_id", "first"),
+                ("prompt_version", "distinct"),
+                ("source", "distinct"),
+                *[(c, "sum", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)) for c in TOKEN_COLUMNS],
+            ]
+        )
+        roots = spans.filter(pc.is_null(spans.column("parent_span_id"))).select(
+            ["trace_id", "name", "service_name"]
+        )
+        root_by_trace = {r["trace_id"]: r for r in roots.to_pylist()}
+        for row in agg.to_pylist():
+            tid = row["trace_id"]
+            p = self._open.get(tid)
+            if p is None:
+                p = self._open[tid] = _Partial(first_seen=now, last_seen=now)
+            p.last_seen = now
+            p.span_ids.extend(row["span_id_list"])
+            p.span_count += len(row["span_id_list"])
+            p.start_ns = row["start_min"] if p.start_ns is None else min(p.start_ns, row["start_min"])
+            p.end_ns = row["end_max"] if p.end_ns is None else max(p.end_ns, row["end_max"])
+            p.error_count += row["err_sum"]
+            p.llm_count += row["llm_sum"]
+            p.tool_count += row["tool_sum"]
+            p.unpriced_calls += row["unpriced_sum"]
+            if row["cost_sum"] is not None:
+                p.cost_usd = (p.cost_usd or 0.0) + row["cost_sum"]
+            for c in TOKEN_COLUMNS:
+                if row[f"{c}_sum"] is not None:
+                    p.tokens[c] = p.tokens.get(c, 0) + row[f"{c}_sum"]
+            p.models.update(m for m in row["model_distinct"] if m)
+            p.prompt_versions.update(v for v in row["prompt_version_distinct"] if v)
+            p.sources.update(s for s in row["source_distinct"] if s)
+            p.session_id = p.session_id or row["session_id_first"]
+            p.user_id = p.user_id or row["user_id_first"]
+            p.tenant_id = p.tenant_id or row["tenant_id_first"]
+            root = root_by_trace.get(tid)
+            if root is not None:
+                p.root_name, p.service_name = root["name"], root["service_name"]
+            elif p.service_name is None:
+                p.service_name = None
+
+    def due(self, force: bool = False) -> pa.Table:
+        """Summaries of traces idle for `trace_idle` (all open traces when forced)."""
+        now = self._clock()
+        ready = [t for t, p in self._open.items() if force or now - p.last_seen >= self.trace_idle]
+        return self._emit(ready)
+
+    def _emit(self, trace_ids: list[str]) -> pa.Table:
+        rows = []
+        for tid in trace_ids:
+            p = self._open.pop(tid)
+            digest = hashlib.sha256((tid + ",".join(sorted(p.span_ids))).encode()).hexdigest()[:16]
+            rows.append(
+                {
+                    "trace_id": tid,
+                    "part_id": digest,
+                    "root_name": p.root_name,
+                    "service_name": p.service_name,
+                    "start_time": p.start_ns,
+                    "end_time": p.end_ns,
+                    "duration_ms": (p.end_ns - p.start_ns) / 1e6 if p.start_ns is not None else None,
+                    "span_count": p.span_count,
+                    "error_count": p.error_count,
+                    "llm_count": p.llm_count,
+                    "tool_count": p.tool_count,
+                    **{c: p.tokens.get(c) for c in TOKEN_COLUMNS},
+                    "cost_usd": p.cost_usd,
+                    "unpriced_calls": p.unpriced_calls,
+                    "models": sorted(p.models),
+                    "session_id": p.session_id,
+                    "user_id": p.user_id,
+                    "tenant_id": p.tenant_id,
+                    "prompt_versions": sorted(p.prompt_versions),
+                    "feedback_min": None,
+                    "kept": True,
+                    "keep_reasons": [],
+                    "lake_source": min(p.sources) if p.sources else None,
+                }
+            )
+        if not rows:
+            return schema.empty("traces")
+        columns = {f.name: [r[f.name] for r in rows] for f in schema.TRACES}
+        arrays = []
+        for f in schema.TRACES:
+            if f.name in ("start_time", "end_time"):
+                arrays.append(pa.array(columns[f.name], pa.int64()).cast(f.type))
+            else:
+                arrays.append(pa.array(columns[f.name], f.type))
+        return pa.Table.from_arrays(arrays, schema=schema.TRACES)

@@ -1,0 +1,202 @@
+"""ParquetSink: buffers rows per hive partition and writes whole, deterministically named files.
+
+Layout: `<lake>/<table>/dt=YYYY-MM-DD/hour=HH/part-<digest>.parquet`, zstd. A file is written
+to a `.tmp` name, fsynced and renamed, so a reader never sees half a file. The digest is a
+sha256 of the rows' identity columns, so the same data always gets the same name and a
+replay overwrites instead of duplicating.
+
+A failed write (disk full, permission denied) keeps the rows in memory, logs the path and the
+OS error once per failure streak, and is retried with backoff; `backlog_bytes` lets the worker
+stop taking from the bus so that receivers refuse with retryable statuses instead of anything
+being dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline import schema
+from pipeline.config.model import ParquetSinkConfig
+
+log = logging.getLogger("tracelake.sink.parquet")
+
+IDENTITY_COLUMNS = {
+    "spans": ("trace_id", "span_id", "lake_source"),
+    "traces": ("trace_id", "part_id"),
+    "feedback": ("trace_id", "time", "name", "lake_source"),
+}
+
+
+class SinkWriteError(Exception):
+    pass
+
+
+@dataclass
+class _Buffer:
+    table: str
+    partition: str
+    parts: list[pa.Table] = field(default_factory=list)
+    rows: int = 0
+    nbytes: int = 0
+    opened: float = 0.0
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    table: str
+    path: str
+    rows: int
+    bytes: int
+    seconds: float
+
+
+def partition_keys(rows: pa.Table, table: str) -> pa.Array:
+    col = rows.column(schema.PARTITION_TIME_COLUMN[table])
+    return pc.strftime(col, format="dt=%Y-%m-%d/hour=%H")
+
+
+def file_digest(rows: pa.Table, table: str) -> str:
+    h = hashlib.sha256(table.encode())
+    for name in IDENTITY_COLUMNS[table]:
+        col = rows.column(name)
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(pa.int64())
+        for chunk in col.cast(pa.string()).chunks:
+            for buf in chunk.buffers():
+                if buf is not None:
+                    h.update(buf)
+    return h.hexdigest()[:24]
+
+
+class ParquetSink:
+    def __init__(
+        self,
+        config: ParquetSinkConfig,
+        clock: Callable[[], float] = time.monotonic,
+        on_written: Callable[[WrittenFile], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.root = Path(config.path)
+        self._clock = clock
+        self._buffers: dict[tuple[str, str], _Buffer] = {}
+        self._on_written = on_written
+        self.files_written = 0
+        self.bytes_written = 0
+
+    # -- intake -----------------------------------------------------------------------------
+    def write(self, table: str, rows: pa.Table) -> None:
+        """Buffer rows (already in the table's schema); nothing touches disk until a roll."""
+        if rows.num_rows == 0:
+            return
+        rows = schema.conform(rows, schema.TABLES[table])
+        keys = partition_keys(rows, table)
+        unique = pc.unique(keys)
+        now = self._clock()
+        for key in unique.to_pylist():
+            part = rows if len(unique) == 1 else rows.filter(pc.equal(keys, key))
+            buf = self._buffers.get((table, key))
+            if buf is None:
+                buf = self._buffers[(table, key)] = _Buffer(table, key, opened=now)
+            buf.parts.append(part)
+            buf.rows += part.num_rows
+            buf.nbytes += part.nbytes
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def buffered_rows(self) -> int:
+        return sum(b.rows for b in self._buffers.values())
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes held because writing failed: the worker's signal to stop pulling."""
+        return sum(b.nbytes for b in self._buffers.values() if b.failures)
+
+    @property
+    def failing(self) -> bool:
+        return any(b.failures for b in self._buffers.values())
+
+    # -- output -----------------------------------------------------------------------------
+    def flush_due(self) -> list[WrittenFile]:
+        now = self._clock()
+        cfg = self.config
+        due = [
+            b
+            for b in self._buffers.values()
+            if now >= b.retry_at
+            and (b.rows >= cfg.roll_rows or b.nbytes >= cfg.roll_bytes or now - b.opened >= cfg.roll_seconds)
+        ]
+        return self._flush(due, raise_errors=False)
+
+    def flush_all(self) -> list[WrittenFile]:
+        """Write everything buffered; raises SinkWriteError if anything could not be written."""
+        return self._flush(list(self._buffers.values()), raise_errors=True)
+
+    def _flush(self, buffers: list[_Buffer], raise_errors: bool) -> list[WrittenFile]:
+        written: list[WrittenFile] = []
+        errors: list[str] = []
+        for buf in buffers:
+            try:
+                written.append(self._write_file(buf))
+            except OSError as e:
+                buf.failures += 1
+                buf.retry_at = self._clock() + min(30.0, 0.5 * 2 ** min(buf.failures, 6))
+                target = self.root / buf.table / buf.partition
+                msg = f"cannot write {buf.rows} {buf.table} rows to {target}: {e.strerror or e}"
+                if buf.failures == 1 or raise_errors:
+                    log.error("%s; keeping them in memory and retrying", msg)
+                errors.append(msg)
+                continue
+            del self._buffers[(buf.table, buf.partition)]
+        if errors and raise_errors:
+            raise SinkWriteError("; ".join(errors))
+        return written
+
+    def _write_file(self, buf: _Buffer) -> WrittenFile:
+        t0 = time.perf_counter()
+        rows = pa.concat_tables(buf.parts) if len(buf.parts) > 1 else buf.parts[0]
+        # sorted by trace then time: trace-id lookups and the trace view read few row groups
+        sort_cols = [("trace_id", "ascending")]
+        if buf.table != "feedback":
+            sort_cols.append(("start_time", "ascending"))
+        rows = rows.sort_by(sort_cols)
+        buf.parts = [rows]
+        directory = self.root / buf.table / buf.partition
+        directory.mkdir(parents=True, exist_ok=True)
+        final = directory / f"part-{file_digest(rows, buf.table)}.parquet"
+        tmp = directory / f".{final.name}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                pq.write_table(
+                    rows,
+                    fh,
+                    compression="zstd",
+                    compression_level=self.config.compression_level,
+                    row_group_size=128 * 1024,
+                )
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        size = final.stat().st_size
+        if buf.failures:
+            log.info("wrote %s after %d failed attempts", final, buf.failures)
+        result = WrittenFile(buf.table, str(final), rows.num_rows, size, time.perf_counter() - t0)
+        self.files_written += 1
+        self.bytes_written += size
+        if self._on_written:
+            self._on_written(result)
+        return result
