@@ -74,7 +74,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{config.source}: warning: {w}", file=sys.stderr)
     p = config.pipeline
     otlp = config.raw.receivers.otlp
-    receivers = [f"grpc {otlp.grpc.endpoint}" if otlp.grpc else "", f"http {otlp.http.endpoint}" if otlp.http else ""]
+    receivers = [
+        f"grpc {otlp.grpc.endpoint}" if otlp.grpc else "",
+        f"http {otlp.http.endpoint}" if otlp.http else "",
+    ]
     print(
         f"{config.source}: ok — receivers: {', '.join(r for r in receivers if r) or 'none'}; "
         f"bus: {config.raw.bus.type}; process: [{', '.join(p.process)}]; sinks: [{', '.join(p.sinks)}]"

@@ -47,11 +47,12 @@ SPAN_TYPE_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
             "prompt": "chain",
         },
     ),
-    ("traceloop.span.kind", {"workflow": "chain", "task": "chain", "agent": "agent", "tool": "tool"}),
     (
         "llm.request.type",
         {"chat": "llm", "completion": "llm", "embedding": "embedding", "rerank": "rerank"},
     ),
+    # workflow/task wrap other work: less specific than llm.request.type on the same span
+    ("traceloop.span.kind", {"workflow": "chain", "task": "chain", "agent": "agent", "tool": "tool"}),
 )
 
 PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")

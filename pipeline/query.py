@@ -30,7 +30,9 @@ def _source(con: duckdb.DuckDBPyConnection, lake: Path, table: str) -> str:
         path = _glob(lake, table).replace("'", "''")
         return f"read_parquet('{path}', hive_partitioning=true, union_by_name=true)"
     empty = schema.empty(table)
-    empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int64()))
+    empty = empty.append_column("dt", pa.array([], pa.date32())).append_column(
+        "hour", pa.array([], pa.int64())
+    )
     name = f"_empty_{table}"
     con.register(name, empty)
     return name

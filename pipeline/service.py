@@ -26,7 +26,9 @@ log = logging.getLogger("tracelake")
 
 def build_normalizer(config: Config) -> Normalizer:
     k = config.raw.worker.keys
-    return Normalizer(CorrelationKeys(tuple(k.session), tuple(k.user), tuple(k.tenant), tuple(k.prompt_version)))
+    return Normalizer(
+        CorrelationKeys(tuple(k.session), tuple(k.user), tuple(k.tenant), tuple(k.prompt_version))
+    )
 
 
 def build_chain(config: Config, stage: str, normalizer: Normalizer) -> list[tuple[str, Processor]]:
@@ -108,4 +110,4 @@ class Service:
                 log.critical("worker stopped unexpectedly; shutting down")
                 break
         self.stop()
-        return 0 if self.worker.stopped.is_set() else 1
+        return 1 if self.worker.error else 0

@@ -43,7 +43,13 @@ class _Partial:
     sources: set[str] = field(default_factory=set)
 
 
-TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+TOKEN_COLUMNS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
 
 
 class TraceSummarizer:
@@ -64,7 +70,9 @@ class TraceSummarizer:
         span_type = spans.column("span_type")
         is_llm = pc.equal(span_type, "llm")
         cost_status = spans.column("cost_status")
-        unpriced = pc.and_kleene(is_llm, pc.and_kleene(pc.is_valid(cost_status), pc.not_equal(cost_status, "priced")))
+        unpriced = pc.and_kleene(
+            is_llm, pc.and_kleene(pc.is_valid(cost_status), pc.not_equal(cost_status, "priced"))
+        )
         model = pc.coalesce(spans.column("response_model"), spans.column("request_model"))
         work = pa.table(
             {

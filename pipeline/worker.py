@@ -58,6 +58,7 @@ class Worker:
         self.max_batch_delay = max_batch_delay
         self.stats = WorkerStats()
         self.stopped = threading.Event()
+        self.error: BaseException | None = None
 
     # -- one iteration ----------------------------------------------------------------------
     def step(self) -> int:
@@ -123,6 +124,9 @@ class Worker:
             while not self.bus.drained:
                 self.step()
             self.shutdown()
+        except BaseException as e:
+            self.error = e
+            log.critical("worker failed: %s", e, exc_info=True)
         finally:
             self.stopped.set()
 

@@ -1,3 +1,11 @@
-from pipeline.config.loader import Config, ConfigError, ConfigIssue, ProcessorSpec, default_config, load, parse
+from pipeline.config.loader import (
+    Config,
+    ConfigError,
+    ConfigIssue,
+    ProcessorSpec,
+    default_config,
+    load,
+    parse,
+)
 
 __all__ = ["Config", "ConfigError", "ConfigIssue", "ProcessorSpec", "default_config", "load", "parse"]

@@ -109,17 +109,22 @@ def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Conf
     if not isinstance(document, dict):
         raise ConfigError(source, [ConfigIssue("", "expected a mapping at the top level")])
     document = substitute_env(document, "", issues, dict(os.environ) if env is None else env)
+    raw: RawConfig | None = None
     try:
         raw = RawConfig.model_validate(document)
     except ValidationError as err:
-        raise ConfigError(source, issues + _pydantic_issues(err, "")) from None
+        issues.extend(_pydantic_issues(err, ""))
 
+    # Processor and sink blocks are checked even when another section is wrong: every error at once.
+    proc_blocks = document.get("processors") or {}
     processors: dict[str, ProcessorSpec] = {}
-    for pid, block in raw.processors.items():
+    for pid, block in proc_blocks.items() if isinstance(proc_blocks, dict) else ():
         factory = Registry.get(processor_type(pid))
         if factory is None:
             known = ", ".join(sorted(Registry.factories())) or "none"
-            issues.append(ConfigIssue(f"processors.{pid}", f"unknown processor type {processor_type(pid)!r} (known: {known})"))
+            issues.append(
+                ConfigIssue(f"processors.{pid}", f"unknown processor type {processor_type(pid)!r} (known: {known})")
+            )
             continue
         try:
             cfg = factory.config_class.model_validate(block or {})
@@ -128,8 +133,9 @@ def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Conf
             continue
         processors[pid] = ProcessorSpec(pid, factory, cfg)
 
+    sink_blocks = document.get("sinks", {"parquet": {}})
     sinks: dict[str, ParquetSinkConfig] = {}
-    for sid, block in raw.sinks.items():
+    for sid, block in sink_blocks.items() if isinstance(sink_blocks, dict) else ():
         model = SINK_TYPES.get(processor_type(sid))
         if model is None:
             issues.append(ConfigIssue(f"sinks.{sid}", f"unknown sink type {processor_type(sid)!r} (known: parquet)"))
@@ -139,6 +145,8 @@ def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Conf
         except ValidationError as err:
             issues.extend(_pydantic_issues(err, f"sinks.{sid}"))
 
+    if raw is None:
+        raise ConfigError(source, issues)
     pipeline = raw.pipelines.get("traces")
     for name in raw.pipelines:
         if name != "traces":
@@ -156,9 +164,7 @@ def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Conf
                 issues.append(ConfigIssue(where, f"processor {pid!r} appears twice"))
             seen.add(pid)
     if pipeline.ingest:
-        issues.append(
-            ConfigIssue("pipelines.traces.ingest", "ingest chains are not available yet; use process")
-        )
+        issues.append(ConfigIssue("pipelines.traces.ingest", "ingest chains are not available yet; use process"))
     if not pipeline.sinks:
         issues.append(ConfigIssue("pipelines.traces.sinks", "at least one sink is required"))
     for i, sid in enumerate(pipeline.sinks):

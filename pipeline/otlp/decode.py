@@ -169,7 +169,11 @@ def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
     events = pa.ListArray.from_arrays(
         pa.array(ev_offsets, pa.int32()),
         pa.StructArray.from_arrays(
-            [pa.array(ev_times, pa.int64()).cast(schema.TS), pa.array(ev_names, pa.string()), ev_attrs.build()],
+            [
+                pa.array(ev_times, pa.int64()).cast(schema.TS),
+                pa.array(ev_names, pa.string()),
+                ev_attrs.build(),
+            ],
             fields=list(schema.EVENT),
         ),
     )

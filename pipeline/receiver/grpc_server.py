@@ -29,7 +29,9 @@ def _retry_info(seconds: float) -> bytes:
 
 
 class GrpcReceiver:
-    def __init__(self, intake: Intake, host: str, port: int, max_request_bytes: int, workers: int = 8) -> None:
+    def __init__(
+        self, intake: Intake, host: str, port: int, max_request_bytes: int, workers: int = 8
+    ) -> None:
         self.intake = intake
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),

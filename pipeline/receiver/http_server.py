@@ -14,7 +14,6 @@ import math
 import threading
 import zlib
 from collections.abc import Callable
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.rpc.status_pb2 import Status
@@ -79,7 +78,7 @@ class _OtlpHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "tracelake"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -213,5 +212,3 @@ def _grpc_code(http_status: int) -> int:
         503: 14,  # UNAVAILABLE
     }.get(http_status, 13 if http_status >= 500 else 2)
 
-
-__all__ = ["HTTPStatus", "HttpReceiver"]

@@ -1,0 +1,139 @@
+"""Shared fixtures: a real `tracelake run` in a subprocess, and small OTLP builders."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+READY = re.compile(r"tracelake ready (?:grpc=(\S+))? ?(?:http=(\S+))?")
+
+
+class RunningTracelake:
+    """`python -m pipeline.cli run` on ephemeral ports; the ready log line tells the ports."""
+
+    def __init__(self, workdir: Path, config_yaml: str, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.lake = workdir / "lake"
+        self.config = workdir / "tracelake.yaml"
+        self.config.write_text(config_yaml.replace("{lake}", str(self.lake)))
+        self.log_lines: list[str] = []
+        self._ready = threading.Event()
+        self.grpc = self.http = ""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run", "--config", str(self.config)],
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(30):
+            self.proc.kill()
+            raise RuntimeError("tracelake did not become ready:\n" + self.log)
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log_lines.append(line)
+            m = READY.search(line)
+            if m:
+                self.grpc, self.http = m.group(1) or "", m.group(2) or ""
+                self._ready.set()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.log_lines)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout)
+        time.sleep(0.05)  # let the reader thread collect the last lines
+        return rc
+
+
+def config_yaml(process: str = "[]", processors: str = "{}", extra: str = "") -> str:
+    return (
+        textwrap.dedent(
+            f"""\
+        receivers:
+          otlp:
+            grpc: {{endpoint: 127.0.0.1:0}}
+            http: {{endpoint: 127.0.0.1:0}}
+        processors: {processors}
+        sinks:
+          parquet: {{path: "{{lake}}", roll_seconds: 1s}}
+        worker: {{trace_idle: 1s, max_batch_delay: 50ms}}
+        pipelines:
+          traces:
+            process: {process}
+            sinks: [parquet]
+        """
+        )
+        + extra
+    )
+
+
+@pytest.fixture
+def tracelake(tmp_path: Path) -> Iterator[RunningTracelake]:
+    tl = RunningTracelake(tmp_path, config_yaml())
+    try:
+        yield tl
+    finally:
+        if tl.proc.poll() is None:
+            tl.proc.kill()
+            tl.proc.wait()
+
+
+def kv(key: str, value: object) -> KeyValue:
+    if isinstance(value, bool):
+        return KeyValue(key=key, value=AnyValue(bool_value=value))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    if isinstance(value, float):
+        return KeyValue(key=key, value=AnyValue(double_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
+
+
+def make_request(
+    spans: list[dict[str, object]], service: str = "svc", resource: dict[str, object] | None = None
+) -> ExportTraceServiceRequest:
+    """spans: dicts with trace_id (32 hex), span_id (16 hex), optional parent, name, attrs, start, end."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.append(kv("service.name", service))
+    for k, v in (resource or {}).items():
+        rs.resource.attributes.append(kv(k, v))
+    ss = rs.scope_spans.add()
+    ss.scope.name = "tests"
+    now = time.time_ns()
+    for s in spans:
+        sp: Span = ss.spans.add()
+        sp.trace_id = bytes.fromhex(str(s["trace_id"]))
+        sp.span_id = bytes.fromhex(str(s["span_id"]))
+        if s.get("parent"):
+            sp.parent_span_id = bytes.fromhex(str(s["parent"]))
+        sp.name = str(s.get("name", "span"))
+        sp.kind = int(s.get("kind", 1))  # type: ignore[arg-type]
+        sp.start_time_unix_nano = int(s.get("start", now))  # type: ignore[arg-type]
+        sp.end_time_unix_nano = int(s.get("end", now + 1_000_000))  # type: ignore[arg-type]
+        if s.get("error"):
+            sp.status.code = 2
+            sp.status.message = str(s["error"])
+        for k, v in dict(s.get("attrs", {})).items():  # type: ignore[call-overload]
+            sp.attributes.append(kv(k, v))
+    return req

@@ -1,0 +1,125 @@
+"""Config errors name the file, the key path and what was expected; env substitution works."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, load, parse
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _errors(doc: object, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        parse(doc, "t.yaml", env=env or {})
+    return [str(i) for i in err.value.issues]
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ({"recievers": {}}, "recievers: unknown key"),
+        ({"receivers": {"otlp": {"grpc": {"endpoint": "localhost"}}}}, "receivers.otlp.grpc.endpoint: Value error"),
+        ({"receivers": {"otlp": {"grpc": {"endpoint": "h:99999"}}}}, "receivers.otlp.grpc.endpoint"),
+        ({"receivers": {"otlp": {"max_request_bytes": "lots"}}}, "receivers.otlp.max_request_bytes"),
+        ({"bus": {"type": "rabbitmq"}}, "bus.type: Input should be 'embedded'"),
+        ({"bus": {"capacity_spans": -1}}, "bus.capacity_spans: Input should be greater than 0"),
+        ({"bus": {"capacity_spans": "many"}}, "bus.capacity_spans: Input should be a valid integer"),
+        ({"processors": {"nope": {}}}, "processors.nope: unknown processor type 'nope'"),
+        ({"processors": {"nope/2": {}}}, "processors.nope/2: unknown processor type 'nope'"),
+        (
+            {"pipelines": {"traces": {"process": ["ghost"]}}},
+            "pipelines.traces.process.0: processor 'ghost' is not defined",
+        ),
+        ({"pipelines": {"traces": {"sinks": ["s3"]}}}, "pipelines.traces.sinks.0: sink 's3' is not defined"),
+        ({"pipelines": {"traces": {"sinks": []}}}, "pipelines.traces.sinks: at least one sink is required"),
+        ({"pipelines": {"traces": {"procss": []}}}, "pipelines.traces.procss: unknown key"),
+        ({"pipelines": {"logs": {}}}, "pipelines.logs: only the 'traces' pipeline is supported"),
+        ({"sinks": {"parquet": {"path": "x", "roll_seconds": "soon"}}}, "sinks.parquet.roll_seconds"),
+        ({"sinks": {"parquet": {"pth": "x"}}}, "sinks.parquet.pth: unknown key"),
+        ({"sinks": {"kafka": {}}}, "sinks.kafka: unknown sink type 'kafka'"),
+        ({"worker": {"trace_idle": "5 parsecs"}}, "worker.trace_idle"),
+        ({"worker": {"keys": {"session": "session.id"}}}, "worker.keys.session: Input should be a valid list"),
+        ([1, 2], "expected a mapping at the top level"),
+    ],
+)
+def test_config_errors(doc: object, expected: str) -> None:
+    errors = _errors(doc)
+    assert any(expected in e for e in errors), errors
+
+
+def test_every_error_is_reported_not_just_the_first() -> None:
+    errors = _errors(
+        {"processors": {"a": {}, "b": {}}, "pipelines": {"traces": {"process": ["a", "c"]}}, "sinks": {"x": {}}}
+    )
+    assert len(errors) >= 4, errors
+
+
+def test_env_substitution() -> None:
+    env = {"GRPC": "0.0.0.0:5317", "CAP": "123"}
+    cfg = parse(
+        {
+            "receivers": {
+                "otlp": {"grpc": {"endpoint": "${env:GRPC}"}, "http": {"endpoint": "${env:NOPE:-127.0.0.1:9}"}}
+            },
+            "bus": {"type": "embedded", "capacity_spans": "${env:CAP}"},
+            "sinks": {"parquet": {"path": "/data/${env:TENANT:-shared}/lake"}},
+        },
+        "t.yaml",
+        env=env,
+    )
+    assert cfg.raw.receivers.otlp.grpc is not None and cfg.raw.receivers.otlp.grpc.endpoint == "0.0.0.0:5317"
+    assert cfg.raw.receivers.otlp.http is not None and cfg.raw.receivers.otlp.http.endpoint == "127.0.0.1:9"
+    assert cfg.raw.bus.capacity_spans == 123  # a whole-value reference takes the YAML type of its value
+    assert cfg.lake_path == "/data/shared/lake"
+
+
+def test_missing_env_var_is_an_error_naming_the_key() -> None:
+    errors = _errors({"sinks": {"parquet": {"path": "${env:LAKE_DIR}"}}})
+    assert errors == ["sinks.parquet.path: environment variable LAKE_DIR is not set (or use ${env:LAKE_DIR:-default})"]
+
+
+def test_durations_and_sizes() -> None:
+    cfg = parse(
+        {
+            "receivers": {"otlp": {"max_request_bytes": "4MiB"}},
+            "worker": {"trace_idle": "1500ms", "max_batch_delay": 2},
+            "sinks": {"parquet": {"roll_seconds": "2m", "roll_bytes": "10MB"}},
+        },
+        "t.yaml",
+        env={},
+    )
+    assert cfg.raw.receivers.otlp.max_request_bytes == 4 * 2**20
+    assert cfg.raw.worker.trace_idle == 1.5 and cfg.raw.worker.max_batch_delay == 2.0
+    assert cfg.sinks["parquet"].roll_seconds == 120.0 and cfg.sinks["parquet"].roll_bytes == 10_000_000
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("receivers:\n  otlp: [unclosed\n")
+    with pytest.raises(ConfigError) as err:
+        load(p)
+    assert "invalid YAML" in str(err.value) and "line" in str(err.value)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "missing.yaml")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_validate_cli(tmp_path: Path) -> None:
+    ok = _cli("validate", str(REPO / "conf" / "tracelake.yaml"))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith(f"{REPO / 'conf' / 'tracelake.yaml'}: ok")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("bus: {type: embedded, capcity: 3}\nprocessors: {frobnicate: {}}\n")
+    out = _cli("validate", str(bad))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert f"{bad}: bus.capcity: unknown key" in lines
+    assert any(line.startswith(f"{bad}: processors.frobnicate: unknown processor type") for line in lines)
