@@ -28,7 +28,10 @@ def _source(con: duckdb.DuckDBPyConnection, lake: Path, table: str) -> str:
     """A FROM clause for the table's raw rows; an empty typed relation when nothing is written yet."""
     if _has_files(lake, table):
         path = _glob(lake, table).replace("'", "''")
-        return f"read_parquet('{path}', hive_partitioning=true, union_by_name=true)"
+        return (
+            f"read_parquet('{path}', hive_partitioning=true, union_by_name=true,"
+            " hive_types={'dt': DATE, 'hour': INTEGER})"
+        )
     empty = schema.empty(table)
     empty = empty.append_column("dt", pa.array([], pa.date32())).append_column(
         "hour", pa.array([], pa.int64())
