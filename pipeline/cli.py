@@ -56,16 +56,31 @@ def _lake_from(args: argparse.Namespace) -> Path:
 
 
 # -- commands ---------------------------------------------------------------------------------
-def cmd_run(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, role: str) -> int:
     from pipeline.service import Service
 
     config = _load_or_exit(args.config)
     try:
-        service = Service(config)
-    except OSError as e:
+        service = Service(config, role=role)
+    except (OSError, ValueError) as e:
         print(f"tracelake: {e}", file=sys.stderr)
         return 1
+    except Exception as e:  # e.g. KafkaException: brokers unreachable at start
+        print(f"tracelake: cannot start: {e}", file=sys.stderr)
+        return 1
     return service.serve()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _serve(args, "all")
+
+
+def cmd_receiver(args: argparse.Namespace) -> int:
+    return _serve(args, "receiver")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    return _serve(args, "worker")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -147,9 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="receiver + worker + embedded bus in one process")
+    r = sub.add_parser("run", help="receivers + worker in one process (embedded or Kafka bus)")
     r.add_argument("--config", required=True, help="YAML config (see conf/tracelake.yaml)")
     r.set_defaults(func=cmd_run)
+
+    rc = sub.add_parser("receiver", help="OTLP receivers publishing to Kafka (scale out behind a load balancer)")
+    rc.add_argument("--config", required=True, help="YAML config with bus.type: kafka (see conf/kafka.yaml)")
+    rc.set_defaults(func=cmd_receiver)
+
+    wk = sub.add_parser("worker", help="a Kafka consumer-group member: processors and sinks")
+    wk.add_argument("--config", required=True, help="YAML config with bus.type: kafka (see conf/kafka.yaml)")
+    wk.set_defaults(func=cmd_worker)
 
     v = sub.add_parser("validate", help="check a config file; prints every error with its key path")
     v.add_argument("file")
@@ -183,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import faulthandler
+    import signal
+
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: the first thing to ask for when a process hangs
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.log_level, args.log_json)

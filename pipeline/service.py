@@ -1,6 +1,7 @@
 """Assemble receivers, bus, worker, processors and sinks from a validated Config.
 
-`tracelake run` is `Service(config).serve()`: one process, embedded bus.
+`tracelake run` is `Service(config).serve()`: receivers and a worker in one process, over the
+embedded bus or Kafka. `tracelake receiver` / `tracelake worker` run one role each (Kafka only).
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ import logging
 import signal
 import threading
 
+from pipeline.bus.base import Publisher, Source
 from pipeline.bus.embedded import EmbeddedBus
 from pipeline.config import Config
-from pipeline.config.model import split_endpoint
+from pipeline.config.model import EmbeddedBusConfig, KafkaBusConfig, split_endpoint
 from pipeline.conventions import CorrelationKeys, Normalizer
 from pipeline.receiver.grpc_server import GrpcReceiver
 from pipeline.receiver.http_server import HttpReceiver
@@ -41,36 +43,65 @@ def build_chain(config: Config, stage: str, normalizer: Normalizer) -> list[tupl
 
 
 class Service:
-    def __init__(self, config: Config) -> None:
+    ROLES = ("all", "receiver", "worker")
+
+    def __init__(self, config: Config, role: str = "all") -> None:
+        if role not in self.ROLES:
+            raise ValueError(f"role must be one of {self.ROLES}")
         self.config = config
+        self.role = role
         raw = config.raw
         otlp = raw.receivers.otlp
-        self.bus = EmbeddedBus(raw.bus.capacity_spans, retry_after=otlp.retry_after)
-        self.intake = Intake(self.bus)
-        normalizer = build_normalizer(config)
-        self.sinks = [ParquetSink(config.sinks[sid]) for sid in config.pipeline.sinks]
-        self.worker = Worker(
-            self.bus,
-            build_chain(config, "process", normalizer),
-            self.sinks,
-            normalizer,
-            TraceSummarizer(raw.worker.trace_idle),
-            max_batch_spans=raw.worker.max_batch_spans,
-            max_batch_delay=raw.worker.max_batch_delay,
-        )
+        bus_cfg = raw.bus
+        self.publisher: Publisher | None = None
+        self.source: Source | None = None
+        if isinstance(bus_cfg, EmbeddedBusConfig):
+            if role != "all":
+                raise ValueError(f"`tracelake {role}` needs a Kafka bus; the embedded bus only works with `run`")
+            bus = EmbeddedBus(bus_cfg.capacity_spans, retry_after=otlp.retry_after)
+            self.publisher, self.source = bus, bus
+        else:
+            assert isinstance(bus_cfg, KafkaBusConfig)
+            from pipeline.bus.kafka import KafkaPublisher, KafkaSource, ensure_topic
+
+            ensure_topic(bus_cfg)
+            if role in ("all", "receiver"):
+                self.publisher = KafkaPublisher(bus_cfg, retry_after=otlp.retry_after)
+            if role in ("all", "worker"):
+                self.source = KafkaSource(bus_cfg)
+        self.intake = Intake(self.publisher) if self.publisher is not None else None
+        self.sinks: list[ParquetSink] = []
+        self.worker: Worker | None = None
+        if self.source is not None:
+            normalizer = build_normalizer(config)
+            self.sinks = [ParquetSink(config.sinks[sid]) for sid in config.pipeline.sinks]
+            self.worker = Worker(
+                self.source,
+                build_chain(config, "process", normalizer),
+                self.sinks,
+                normalizer,
+                TraceSummarizer(raw.worker.trace_idle),
+                max_batch_spans=raw.worker.max_batch_spans,
+                max_batch_delay=raw.worker.max_batch_delay,
+                commit_interval=getattr(bus_cfg, "commit_interval", 1.0),
+            )
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
-        if otlp.grpc is not None:
-            host, port = split_endpoint(otlp.grpc.endpoint)
-            self.grpc = GrpcReceiver(self.intake, host, port, otlp.max_request_bytes)
-        if otlp.http is not None:
-            host, port = split_endpoint(otlp.http.endpoint)
-            self.http = HttpReceiver(self.intake, host, port, otlp.max_request_bytes)
-        self._worker_thread = threading.Thread(target=self.worker.run, name="worker", daemon=True)
+        if self.intake is not None:
+            if otlp.grpc is not None:
+                host, port = split_endpoint(otlp.grpc.endpoint)
+                self.grpc = GrpcReceiver(self.intake, host, port, otlp.max_request_bytes)
+            if otlp.http is not None:
+                host, port = split_endpoint(otlp.http.endpoint)
+                self.http = HttpReceiver(self.intake, host, port, otlp.max_request_bytes)
+        self._worker_thread: threading.Thread | None = None
+        if self.worker is not None:
+            self._worker_thread = threading.Thread(target=self.worker.run, name="worker", daemon=True)
         self._stop = threading.Event()
 
     def start(self) -> None:
-        self._worker_thread.start()
+        if self._worker_thread is not None:
+            self._worker_thread.start()
         if self.grpc:
             self.grpc.start()
         if self.http:
@@ -80,25 +111,36 @@ class Service:
             parts.append(f"grpc={self.grpc.address}")
         if self.http:
             parts.append(f"http={self.http.address}")
-        log.info("tracelake ready %s lake=%s", " ".join(parts), self.config.lake_path)
+        bus = self.config.raw.bus
+        where = f"kafka={bus.brokers}/{bus.topic}" if isinstance(bus, KafkaBusConfig) else "bus=embedded"
+        lake = f" lake={self.config.lake_path}" if self.worker is not None else ""
+        log.info("tracelake ready %s %s%s", " ".join(parts), where, lake)
 
     def stop(self) -> None:
         """Stop accepting, drain the bus through the worker, shut processors down, flush sinks."""
-        log.info("stopping: refusing new data, draining %d buffered spans", self.bus.held_spans)
+        log.info("stopping: refusing new data")
         if self.grpc:
             self.grpc.stop()
         if self.http:
             self.http.stop()
-        self.bus.close()
-        self._worker_thread.join()
-        s = self.worker.stats
-        log.info(
-            "stopped: %d spans in, %d out, %d traces summarised, %d files written",
-            s.spans_in,
-            s.spans_out,
-            s.traces_summarised,
-            sum(k.files_written for k in self.sinks),
-        )
+        if self.publisher is not None and self.publisher is not self.source:
+            self.publisher.close()
+        if self.source is not None:
+            self.source.close()
+        if self._worker_thread is not None and self.worker is not None:
+            self._worker_thread.join()
+            s = self.worker.stats
+            log.info(
+                "stopped: %d spans in, %d out, %d traces summarised, %d files written",
+                s.spans_in,
+                s.spans_out,
+                s.traces_summarised,
+                sum(k.files_written for k in self.sinks),
+            )
+
+    @property
+    def failed(self) -> bool:
+        return self.worker is not None and self.worker.error is not None
 
     def serve(self) -> int:
         """Run until SIGINT/SIGTERM, then stop cleanly. Returns the exit code."""
@@ -106,8 +148,9 @@ class Service:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stop.set())
         while not self._stop.wait(0.5):
-            if self.worker.stopped.is_set():  # the worker died: stop rather than accept into a void
+            if self.worker is not None and self.worker.stopped.is_set():
+                # the worker died: stop rather than accept into a void
                 log.critical("worker stopped unexpectedly; shutting down")
                 break
         self.stop()
-        return 1 if self.worker.error else 0
+        return 1 if self.failed else 0

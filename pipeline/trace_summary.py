@@ -19,10 +19,22 @@ import pyarrow.compute as pc
 from pipeline import schema
 
 
+@dataclass(frozen=True)
+class SummaryBatch:
+    """Summary rows of traces that came from one source (Kafka partition), with its offset range."""
+
+    rows: pa.Table
+    source: str | None
+    offsets: tuple[int, int] | None
+
+
 @dataclass
 class _Partial:
     first_seen: float
     last_seen: float
+    source: str | None = None
+    first_offset: int | None = None
+    last_offset: int | None = None
     span_ids: list[str] = field(default_factory=list)
     root_name: str | None = None
     service_name: str | None = None
@@ -62,7 +74,8 @@ class TraceSummarizer:
     def open_traces(self) -> int:
         return len(self._open)
 
-    def observe(self, spans: pa.Table) -> None:
+    def observe(self, spans: pa.Table, source: str | None = None, offsets: tuple[int, int] | None = None) -> None:
+        """Fold a batch of spans (all from `source`, within `offsets`) into the open traces."""
         if spans.num_rows == 0:
             return
         now = self._clock()
@@ -123,6 +136,10 @@ class TraceSummarizer:
             if p is None:
                 p = self._open[tid] = _Partial(first_seen=now, last_seen=now)
             p.last_seen = now
+            if offsets is not None:
+                p.source = source
+                p.first_offset = offsets[0] if p.first_offset is None else min(p.first_offset, offsets[0])
+                p.last_offset = offsets[1] if p.last_offset is None else max(p.last_offset, offsets[1])
             p.span_ids.extend(row["span_id_list"])
             p.span_count += len(row["span_id_list"])
             p.start_ns = row["start_min"] if p.start_ns is None else min(p.start_ns, row["start_min"])
@@ -148,16 +165,35 @@ class TraceSummarizer:
             elif p.service_name is None:
                 p.service_name = None
 
-    def due(self, force: bool = False) -> pa.Table:
-        """Summaries of traces idle for `trace_idle` (all open traces when forced)."""
-        now = self._clock()
-        ready = [t for t, p in self._open.items() if force or now - p.last_seen >= self.trace_idle]
-        return self._emit(ready)
+    def low_watermarks(self) -> dict[str, int]:
+        """Per source, the oldest offset that contributed to a trace not yet summarised."""
+        out: dict[str, int] = {}
+        for p in self._open.values():
+            if p.source is not None and p.first_offset is not None:
+                out[p.source] = min(out.get(p.source, p.first_offset), p.first_offset)
+        return out
 
-    def _emit(self, trace_ids: list[str]) -> pa.Table:
+    def due(self, force: bool = False, sources: set[str] | None = None) -> list[SummaryBatch]:
+        """Summaries of traces idle for `trace_idle`; with `force`, of all open traces (of `sources`)."""
+        now = self._clock()
+        by_source: dict[str | None, list[str]] = {}
+        for t, p in self._open.items():
+            if (force and (sources is None or p.source in sources)) or now - p.last_seen >= self.trace_idle:
+                by_source.setdefault(p.source, []).append(t)
+        out = []
+        for source, trace_ids in by_source.items():
+            partials = [self._open.pop(t) for t in trace_ids]
+            offsets = None
+            firsts = [p.first_offset for p in partials if p.first_offset is not None]
+            lasts = [p.last_offset for p in partials if p.last_offset is not None]
+            if firsts and lasts:
+                offsets = (min(firsts), max(lasts))
+            out.append(SummaryBatch(self._emit(trace_ids, partials), source, offsets))
+        return out
+
+    def _emit(self, trace_ids: list[str], partials: list[_Partial]) -> pa.Table:
         rows = []
-        for tid in trace_ids:
-            p = self._open.pop(tid)
+        for tid, p in zip(trace_ids, partials, strict=True):
             digest = hashlib.sha256((tid + ",".join(sorted(p.span_ids))).encode()).hexdigest()[:16]
             rows.append(
                 {

@@ -1,8 +1,12 @@
 """Worker: bus → decode → processor chain → sinks, plus the per-trace summaries.
 
-One thread runs `run()`; `step()` is one iteration and is what tests drive. Stopping is
-cooperative: close the bus, and `run()` returns once the bus is drained, processors are shut
-down and every sink has flushed.
+One thread runs `run()`; `step()` is one iteration and is what tests drive. Messages are
+processed in batches per source partition, so every row, summary and held span knows which
+partition and offset range it came from; the worker commits a partition only up to the oldest
+offset that something (a sink buffer, an open trace summary, a processor) still holds in memory.
+
+Stopping is cooperative: close the source, and `run()` returns once it is drained, processors
+are shut down, every sink has flushed and the final offsets are committed.
 """
 
 from __future__ import annotations
@@ -10,13 +14,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline import schema
-from pipeline.bus.base import Bus, Delivery
+from pipeline.bus.base import Delivery, Source
 from pipeline.conventions import Normalizer
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.trace_summary import TraceSummarizer
@@ -36,29 +42,42 @@ class WorkerStats:
     spans_out: int = 0
     traces_summarised: int = 0
     undecodable_messages: int = 0
+    commits: int = 0
+
+
+def _by_partition(deliveries: list[Delivery]) -> Iterable[tuple[str | None, list[Delivery]]]:
+    groups: dict[str | None, list[Delivery]] = {}
+    for d in deliveries:
+        groups.setdefault(d.partition, []).append(d)
+    return groups.items()
 
 
 class Worker:
     def __init__(
         self,
-        bus: Bus,
+        source: Source,
         processors: list[tuple[str, Processor]],
         sinks: list[ParquetSink],
         normalizer: Normalizer,
         summarizer: TraceSummarizer,
         max_batch_spans: int = 8192,
         max_batch_delay: float = 0.2,
+        commit_interval: float = 1.0,
     ) -> None:
-        self.bus = bus
+        self.source = source
         self.processors = processors
         self.sinks = sinks
         self.normalizer = normalizer
         self.summarizer = summarizer
         self.max_batch_spans = max_batch_spans
         self.max_batch_delay = max_batch_delay
+        self.commit_interval = commit_interval
         self.stats = WorkerStats()
         self.stopped = threading.Event()
         self.error: BaseException | None = None
+        self._last_commit = 0.0
+        if hasattr(source, "on_revoke"):
+            source.on_revoke = self.handle_revoke  # type: ignore[attr-defined]
 
     # -- one iteration ----------------------------------------------------------------------
     def step(self) -> int:
@@ -66,14 +85,14 @@ class Worker:
             self._flush_due()
             time.sleep(0.2)
             return 0
-        deliveries = self.bus.take(self.max_batch_spans, self.max_batch_delay)
-        n = 0
-        if deliveries:
-            n = self.handle(deliveries)
+        deliveries = self.source.take(self.max_batch_spans, self.max_batch_delay)
+        for partition, group in _by_partition(deliveries):
+            self.handle(group, partition)
         self._tick()
-        return n
+        self._maybe_commit()
+        return len(deliveries)
 
-    def handle(self, deliveries: list[Delivery]) -> int:
+    def handle(self, deliveries: list[Delivery], partition: str | None = None) -> None:
         requests = []
         for d in deliveries:
             req = ExportTraceServiceRequest()
@@ -84,6 +103,10 @@ class Worker:
                 log.error("skipping undecodable message %s: %s", d.source, e)
                 continue
             requests.append(SourcedRequest(req, d.source))
+        offsets = None
+        if partition is not None:
+            known = [d.offset for d in deliveries if d.offset is not None]
+            offsets = (min(known), max(known)) if known else None
         batch = self.normalizer(decode(requests))
         self.stats.batches += 1
         self.stats.spans_in += batch.num_rows
@@ -91,51 +114,105 @@ class Worker:
             if batch.num_rows == 0:
                 break
             batch = proc.process(batch)
-        self._emit(batch)
-        return len(deliveries)
+        self._emit(batch, partition, offsets)
 
-    def _emit(self, spans: pa.Table) -> None:
+    def _emit(self, spans: pa.Table, source: str | None = None, offsets: tuple[int, int] | None = None) -> None:
         if spans.num_rows:
             self.stats.spans_out += spans.num_rows
-            self.summarizer.observe(spans)
+            self.summarizer.observe(spans, source, offsets)
             for sink in self.sinks:
-                sink.write("spans", spans)
+                sink.write("spans", spans, source, offsets)
 
-    def _tick(self, force: bool = False) -> None:
+    def _emit_released(self, spans: pa.Table) -> None:
+        """Spans a processor held and now releases: recover their partition and offsets from lake_source."""
+        if spans.num_rows == 0:
+            return
+        parts = pc.extract_regex(spans.column("lake_source"), r"^kafka:(?P<p>.+)@(?P<o>\d+)$")
+        partition = pc.struct_field(parts, "p")
+        offset = pc.cast(pc.struct_field(parts, "o"), pa.int64())
+        for key in pc.unique(partition).to_pylist():
+            if key is None:
+                self._emit(spans.filter(pc.is_null(partition)))
+                continue
+            mask = pc.equal(partition, key)
+            mm = pc.min_max(offset.filter(mask))
+            self._emit(spans.filter(mask), key, (mm["min"].as_py(), mm["max"].as_py()))
+
+    def _tick(self, force: bool = False, sources: set[str] | None = None) -> None:
         now_ns = time.time_ns()
         for _pid, proc in self.processors:
             tick = getattr(proc, "tick", None)
             if tick is not None:
-                self._emit(tick(now_ns))
-        traces = self.summarizer.due(force=force)
-        if traces.num_rows:
-            self.stats.traces_summarised += traces.num_rows
+                self._emit_released(tick(now_ns))
+        for part in self.summarizer.due(force=force, sources=sources):
+            self.stats.traces_summarised += part.rows.num_rows
             for sink in self.sinks:
-                sink.write("traces", traces)
+                sink.write("traces", part.rows, part.source, part.offsets)
         self._flush_due()
 
     def _flush_due(self) -> None:
         for sink in self.sinks:
             sink.flush_due()
 
+    # -- offsets ----------------------------------------------------------------------------
+    def low_watermarks(self) -> dict[str, int]:
+        """Per source partition, the oldest offset something still holds only in memory."""
+        held: dict[str, int] = {}
+        parts: list[dict[str, int]] = [s.low_watermarks() for s in self.sinks]
+        parts.append(self.summarizer.low_watermarks())
+        for _pid, proc in self.processors:
+            marks = getattr(proc, "low_watermarks", None)
+            if marks is not None:
+                parts.append(marks())
+        for marks in parts:
+            for k, v in marks.items():
+                held[k] = min(held.get(k, v), v)
+        return held
+
+    def _maybe_commit(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_commit >= self.commit_interval:
+            self._last_commit = now
+            self.source.commit(self.low_watermarks())
+            self.stats.commits += 1
+
+    def handle_revoke(self, sources: list[str]) -> None:
+        """Before partitions move to another worker: write what we hold of them, commit it."""
+        revoked = set(sources)
+        for _pid, proc in self.processors:
+            release = getattr(proc, "on_revoke", None)
+            if release is not None:
+                self._emit_released(release(revoked))
+        self._tick(force=True, sources=revoked)
+        for sink in self.sinks:
+            try:
+                sink.flush_all(sources=revoked)
+            except SinkWriteError as e:
+                # not committed: the partitions' next owner reads these messages again
+                log.error("could not write data of revoked partitions before handing them over: %s", e)
+        self._maybe_commit(force=True)
+
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
         try:
-            while not self.bus.drained:
+            while not self.source.drained:
                 self.step()
             self.shutdown()
         except BaseException as e:
             self.error = e
             log.critical("worker failed: %s", e, exc_info=True)
         finally:
+            finish: Any = getattr(self.source, "finish", None)
+            if finish is not None:
+                finish()
             self.stopped.set()
 
     def shutdown(self) -> None:
-        """Release what processors hold, summarise every open trace, flush every sink."""
+        """Release what processors hold, summarise every open trace, flush every sink, commit."""
         for _pid, proc in self.processors:
             stop = getattr(proc, "shutdown", None)
             if stop is not None:
-                self._emit(stop())
+                self._emit_released(stop())
         self._tick(force=True)
         for sink in self.sinks:
             attempts = 0
@@ -149,7 +226,4 @@ class Worker:
                         log.critical("giving up at shutdown, %d rows not written: %s", sink.buffered_rows, e)
                         raise
                     time.sleep(1.0)
-
-
-def empty_spans() -> pa.Table:
-    return schema.empty("spans")
+        self._maybe_commit(force=True)

@@ -24,16 +24,23 @@ READY = re.compile(r"tracelake ready (?:grpc=(\S+))? ?(?:http=(\S+))?")
 class RunningTracelake:
     """`python -m pipeline.cli run` on ephemeral ports; the ready log line tells the ports."""
 
-    def __init__(self, workdir: Path, config_yaml: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config_yaml: str,
+        env: dict[str, str] | None = None,
+        command: str = "run",
+        name: str = "tracelake",
+    ) -> None:
         self.workdir = workdir
         self.lake = workdir / "lake"
-        self.config = workdir / "tracelake.yaml"
+        self.config = workdir / f"{name}.yaml"
         self.config.write_text(config_yaml.replace("{lake}", str(self.lake)))
         self.log_lines: list[str] = []
         self._ready = threading.Event()
         self.grpc = self.http = ""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "pipeline.cli", command, "--config", str(self.config)],
             cwd=workdir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -61,7 +68,14 @@ class RunningTracelake:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # thread stacks into the log
+            time.sleep(1)
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"did not stop within {timeout}s:\n{self.log}") from None
         time.sleep(0.05)  # let the reader thread collect the last lines
         return rc
 

@@ -45,7 +45,8 @@ def test_replayed_spans_and_trace_parts_read_once(tmp_path: Path) -> None:
         sink.write("spans", batch)
         summarizer.observe(batch)
         clock[0] += 10  # each batch is summarised as its own part: the second one is "late"
-        sink.write("traces", summarizer.due())
+        for part in summarizer.due():
+            sink.write("traces", part.rows)
         sink.flush_all()
     # a replay writes the first batch and its summary part again, as separate files
     replay = ParquetSink(ParquetSinkConfig(path=str(tmp_path)))
@@ -55,7 +56,8 @@ def test_replayed_spans_and_trace_parts_read_once(tmp_path: Path) -> None:
     )
     summarizer2 = TraceSummarizer(trace_idle=0, clock=lambda: 0.0)
     summarizer2.observe(first)
-    replay.write("traces", summarizer2.due(force=True))
+    for part in summarizer2.due(force=True):
+        replay.write("traces", part.rows)
     replay.flush_all()
 
     assert len(list((tmp_path / "spans").rglob("*.parquet"))) == 3

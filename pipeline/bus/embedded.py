@@ -68,6 +68,9 @@ class EmbeddedBus:
                 self._cond.wait(remaining)
         return out
 
+    def commit(self, held: dict[str, int]) -> None:
+        """Nothing to commit: what the embedded bus hands out is gone from it."""
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

@@ -91,6 +91,8 @@ def _pydantic_issues(err: ValidationError, prefix: str) -> list[ConfigIssue]:
     out = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
+        if len(loc) > 1 and loc[0] == "bus" and loc[1] in ("embedded", "kafka"):
+            del loc[1]  # pydantic puts the union's tag in the path; users wrote bus.<key>
         # pydantic names union branches/validators in the location; keep only real keys
         path = ".".join([prefix, *loc] if prefix else loc)
         msg = e["msg"]

@@ -97,6 +97,38 @@ class EmbeddedBusConfig(Strict):
     capacity_spans: int = Field(200_000, gt=0)
 
 
+LibrdkafkaValue = str | int | float | bool
+
+
+class KafkaBusConfig(Strict):
+    type: Literal["kafka"]
+    brokers: str = Field(min_length=1, description="bootstrap servers, host:port[,host:port]")
+    topic: str = Field("otlp_spans", min_length=1)
+    group: str = Field("tracelake", min_length=1)
+    # used when tracelake creates the topic; an existing topic is used as it is
+    partitions: int = Field(12, gt=0)
+    replication_factor: int = Field(1, ge=-1, description="-1: the broker's default")
+    # how long a receiver waits for Kafka's acknowledgement before answering UNAVAILABLE / 503
+    delivery_timeout: Seconds = 5.0
+    compression: Literal["zstd", "lz4", "snappy", "gzip", "none"] = "zstd"
+    linger: Seconds = 0.005
+    session_timeout: Seconds = 10.0
+    # commit offsets (up to what is durable in the lake) this often
+    commit_interval: Seconds = 1.0
+    client_id: str = "tracelake"
+    # librdkafka settings passed through as they are (security.protocol, sasl.*, ssl.*, ...)
+    librdkafka: dict[str, LibrdkafkaValue] = {}
+    producer: dict[str, LibrdkafkaValue] = {}
+    consumer: dict[str, LibrdkafkaValue] = {}
+
+
+def _default_bus_type(value: Any) -> Any:
+    """`bus: {capacity_spans: 1000}` means the embedded bus, as it did before Kafka existed."""
+    if isinstance(value, dict) and "type" not in value:
+        return {"type": "embedded", **value}
+    return value
+
+
 class CorrelationKeysConfig(Strict):
     session: list[str] = ["session.id", "gen_ai.conversation.id"]
     user: list[str] = ["user.id", "enduser.id"]
@@ -132,7 +164,11 @@ class RawConfig(Strict):
     """The document as written; processor and sink blocks are validated against their own types."""
 
     receivers: ReceiversConfig = Field(default_factory=ReceiversConfig)
-    bus: EmbeddedBusConfig = Field(default_factory=EmbeddedBusConfig)
+    bus: Annotated[
+        EmbeddedBusConfig | KafkaBusConfig, Field(discriminator="type"), BeforeValidator(_default_bus_type)
+    ] = Field(
+        default_factory=EmbeddedBusConfig
+    )
     processors: dict[str, dict[str, Any] | None] = {}
     sinks: dict[str, dict[str, Any] | None] = Field(default_factory=lambda: {"parquet": {}})
     pipelines: dict[str, PipelineConfig] = Field(default_factory=lambda: {"traces": PipelineConfig()})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline.bus.base import Bus
+from pipeline.bus.base import Publisher
 
 log = logging.getLogger("tracelake.receiver")
 
@@ -38,7 +38,7 @@ class IntakeStats:
 
 
 class Intake:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Publisher) -> None:
         self.bus = bus
         self.stats = IntakeStats()
         self._lock = threading.Lock()

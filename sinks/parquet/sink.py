@@ -45,6 +45,11 @@ class SinkWriteError(Exception):
 class _Buffer:
     table: str
     partition: str
+    # where the rows came from ("topic/3" for Kafka) and the offsets they span, for file names
+    # and for committing only what is on disk
+    source: str | None = None
+    first_offset: int | None = None
+    last_offset: int | None = None
     parts: list[pa.Table] = field(default_factory=list)
     rows: int = 0
     nbytes: int = 0
@@ -90,14 +95,19 @@ class ParquetSink:
         self.config = config
         self.root = Path(config.path)
         self._clock = clock
-        self._buffers: dict[tuple[str, str], _Buffer] = {}
+        self._buffers: dict[tuple[str, str, str | None], _Buffer] = {}
         self._on_written = on_written
         self.files_written = 0
         self.bytes_written = 0
 
     # -- intake -----------------------------------------------------------------------------
-    def write(self, table: str, rows: pa.Table) -> None:
-        """Buffer rows (already in the table's schema); nothing touches disk until a roll."""
+    def write(
+        self, table: str, rows: pa.Table, source: str | None = None, offsets: tuple[int, int] | None = None
+    ) -> None:
+        """Buffer rows; nothing touches disk until a roll.
+
+        `source`/`offsets` (a Kafka partition and the offset range the rows came from) keep rows of
+        different partitions in different files, named after the offsets they hold."""
         if rows.num_rows == 0:
             return
         rows = schema.conform(rows, schema.TABLES[table])
@@ -106,9 +116,13 @@ class ParquetSink:
         now = self._clock()
         for key in unique.to_pylist():
             part = rows if len(unique) == 1 else rows.filter(pc.equal(keys, key))
-            buf = self._buffers.get((table, key))
+            buf = self._buffers.get((table, key, source))
             if buf is None:
-                buf = self._buffers[(table, key)] = _Buffer(table, key, opened=now)
+                buf = self._buffers[(table, key, source)] = _Buffer(table, key, source, opened=now)
+            if offsets is not None:
+                lo, hi = offsets
+                buf.first_offset = lo if buf.first_offset is None else min(buf.first_offset, lo)
+                buf.last_offset = hi if buf.last_offset is None else max(buf.last_offset, hi)
             buf.parts.append(part)
             buf.rows += part.num_rows
             buf.nbytes += part.nbytes
@@ -117,6 +131,14 @@ class ParquetSink:
     @property
     def buffered_rows(self) -> int:
         return sum(b.rows for b in self._buffers.values())
+
+    def low_watermarks(self) -> dict[str, int]:
+        """Per source, the oldest offset whose rows are still only in memory."""
+        out: dict[str, int] = {}
+        for b in self._buffers.values():
+            if b.source is not None and b.first_offset is not None:
+                out[b.source] = min(out.get(b.source, b.first_offset), b.first_offset)
+        return out
 
     @property
     def backlog_bytes(self) -> int:
@@ -139,9 +161,10 @@ class ParquetSink:
         ]
         return self._flush(due, raise_errors=False)
 
-    def flush_all(self) -> list[WrittenFile]:
-        """Write everything buffered; raises SinkWriteError if anything could not be written."""
-        return self._flush(list(self._buffers.values()), raise_errors=True)
+    def flush_all(self, sources: set[str] | None = None) -> list[WrittenFile]:
+        """Write everything buffered (of `sources` only, when given); raises SinkWriteError on failure."""
+        buffers = [b for b in self._buffers.values() if sources is None or b.source in sources]
+        return self._flush(buffers, raise_errors=True)
 
     def _flush(self, buffers: list[_Buffer], raise_errors: bool) -> list[WrittenFile]:
         written: list[WrittenFile] = []
@@ -158,7 +181,7 @@ class ParquetSink:
                     log.error("%s; keeping them in memory and retrying", msg)
                 errors.append(msg)
                 continue
-            del self._buffers[(buf.table, buf.partition)]
+            del self._buffers[(buf.table, buf.partition, buf.source)]
         if errors and raise_errors:
             raise SinkWriteError("; ".join(errors))
         return written
@@ -174,7 +197,13 @@ class ParquetSink:
         buf.parts = [rows]
         directory = self.root / buf.table / buf.partition
         directory.mkdir(parents=True, exist_ok=True)
-        final = directory / f"part-{file_digest(rows, buf.table)}.parquet"
+        digest = file_digest(rows, buf.table)
+        if buf.source is not None and buf.first_offset is not None:
+            # topic-partition-first-last: a replay of the same offsets rewrites the same name
+            name = f"{buf.source.replace('/', '-')}-{buf.first_offset:012d}-{buf.last_offset:012d}-{digest[:12]}"
+        else:
+            name = f"part-{digest}"
+        final = directory / f"{name}.parquet"
         tmp = directory / f".{final.name}.{os.getpid()}.tmp"
         try:
             with open(tmp, "wb") as fh:
