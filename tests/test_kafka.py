@@ -242,3 +242,20 @@ def test_worker_killed_with_sigkill_loses_nothing_and_duplicates_nothing(broker:
     assert not list(lake.rglob("*.tmp"))
     assert _lake_counts(lake) == (len(sent) * 3, len(sent))
     assert connect(lake).execute("select count(*) from traces").fetchone() == (len(sent),)
+
+
+def test_full_producer_queue_is_resource_exhausted(tmp_path: Path) -> None:
+    broker = Broker()
+    bus = kafka_bus(broker, "tiny_queue", producer="{queue.buffering.max.messages: 3}")
+    (tmp_path / "r").mkdir()
+    receiver = RunningTracelake(tmp_path / "r", config_yaml(extra=bus), command="receiver")
+    try:
+        broker.pause()  # nothing leaves the producer's queue
+        with pytest.raises(grpc.RpcError) as err:
+            _send(receiver, _spans(_trace_ids(5, 1)))  # 5 messages, room for 3
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "queue is full" in (err.value.details() or "")
+    finally:
+        broker.resume()
+        assert receiver.stop() == 0, receiver.log
+        broker.stop()
