@@ -259,3 +259,40 @@ def test_full_producer_queue_is_resource_exhausted(tmp_path: Path) -> None:
         broker.resume()
         assert receiver.stop() == 0, receiver.log
         broker.stop()
+
+
+def test_broker_restarted_empty_on_the_same_address(tmp_path: Path) -> None:
+    """Tansu keeps everything in memory: after a restart the topic is gone and offsets start again at 0.
+
+    The SDK's retries must succeed once the broker is back, and the worker must keep consuming."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    broker = Broker()
+    tl = RunningTracelake(tmp_path, config_yaml(extra=kafka_bus(broker, "phoenix")))
+    try:
+        assert _wait_for(lambda: "assigned partitions" in tl.log, 30)
+        _send(tl, _spans(_trace_ids(3, 1)))
+        assert _wait_for(lambda: tl.lake.exists() and _lake_counts(tl.lake) == (9, 3), 30), tl.log
+        broker.stop()
+        tp = TracerProvider()
+        tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=tl.grpc, insecure=True, timeout=20)))
+        tracer = tp.get_tracer("restart")
+        ids = []
+        for i in range(5):
+            with tracer.start_as_current_span(f"after-restart-{i}") as span:
+                ids.append(f"{span.get_span_context().trace_id:032x}")
+        # the SDK exports while the broker is down; it is back on the same port within the SDK's retry window
+        flusher = threading.Thread(target=tp.force_flush)
+        flusher.start()
+        time.sleep(1.5)
+        broker = Broker(port=broker.port)
+        flusher.join(60)
+        tp.shutdown()
+        ok = _wait_for(lambda: _lake_counts(tl.lake) == (14, 8), 60)
+        print(tl.log)
+        assert ok, _lake_counts(tl.lake)
+    finally:
+        assert tl.stop() == 0, tl.log
+        broker.stop()

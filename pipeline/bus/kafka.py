@@ -113,7 +113,7 @@ class KafkaPublisher:
     def __init__(self, cfg: KafkaBusConfig, retry_after: float = 1.0) -> None:
         self.cfg = cfg
         self.retry_after = retry_after
-        producer_cfg = {
+        self._producer_cfg = {
             "acks": "all",
             "enable.idempotence": True,
             "compression.type": cfg.compression,
@@ -121,13 +121,25 @@ class KafkaPublisher:
             "partitioner": "fnv1a_random",
             # a message not delivered within this is failed by librdkafka itself
             "message.timeout.ms": max(1000, int(cfg.delivery_timeout * 1000 * 6)),
+            "error_cb": self._on_error,
         }
-        producer_cfg.update(cfg.producer)
-        self._producer = Producer(_client_config(cfg, producer_cfg))
+        self._producer_cfg.update(cfg.producer)
+        self._lock = threading.Lock()
+        self._fatal: str | None = None
+        self._producer = self._new_producer()
         self._closed = False
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
         self._poller.start()
-        self._topic_checked = 0.0
+        self._recovered_at = 0.0
+        self._stalled_since: float | None = None
+
+    def _new_producer(self) -> Producer:
+        return Producer(_client_config(self.cfg, self._producer_cfg))
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err.str()
+            log.error("Kafka producer fatal error: %s", err.str())
 
     def _poll_loop(self) -> None:
         while not self._closed:
@@ -136,11 +148,14 @@ class KafkaPublisher:
     def publish(self, request: ExportTraceServiceRequest, raw: bytes | None, spans: int) -> None:
         if self._closed:
             raise BusRefused("shutting down", self.retry_after, exhausted=False)
+        if self._fatal is not None:
+            self._recover(f"fatal producer error: {self._fatal}")
         messages = split_by_trace(request)
         pending = _Pending(len(messages))
+        producer = self._producer
         try:
             for key, value, _n in messages:
-                self._producer.produce(self.cfg.topic, value=value, key=key, on_delivery=pending.done)
+                producer.produce(self.cfg.topic, value=value, key=key, on_delivery=pending.done)
         except BufferError:
             # messages already queued will still be delivered; the client's retry may duplicate
             # them, which the lake's views remove
@@ -148,6 +163,11 @@ class KafkaPublisher:
         except KafkaException as e:
             raise BusRefused(f"Kafka produce failed: {e}", self.retry_after, exhausted=False) from None
         if not pending.wait(self.cfg.delivery_timeout):
+            now = time.monotonic()
+            if self._stalled_since is None:
+                self._stalled_since = now
+            elif now - self._stalled_since >= self.cfg.delivery_timeout:
+                self._recover("no delivery acknowledged")
             raise BusRefused(
                 f"Kafka did not acknowledge {pending.remaining} of {len(messages)} messages within "
                 f"{self.cfg.delivery_timeout:g}s (brokers {self.cfg.brokers})",
@@ -155,20 +175,31 @@ class KafkaPublisher:
                 exhausted=False,
             )
         if pending.error is not None:
-            if pending.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                self._recreate_topic()
+            self._recover(pending.error.str())
             raise BusRefused(f"Kafka delivery failed: {pending.error.str()}", self.retry_after, exhausted=False)
+        self._stalled_since = None
 
-    def _recreate_topic(self) -> None:
-        """A broker that lost its topic (e.g. restarted without storage) gets it back."""
-        now = time.monotonic()
-        if now - self._topic_checked < 5:
-            return
-        self._topic_checked = now
-        try:
-            ensure_topic(self.cfg, timeout=3)
-        except KafkaException as e:
-            log.warning("cannot create topic %s: %s", self.cfg.topic, e)
+    def _recover(self, reason: str) -> None:
+        """Deliveries keep failing although the cluster answers: the broker may have come back without
+        its state (topic gone, idempotent producer id unknown; seen with storage-less brokers). Make sure
+        the topic exists and start a fresh producer; the old one's unacknowledged messages are purged
+        (their clients were refused and will retry)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._recovered_at < max(5.0, self.cfg.delivery_timeout):
+                return
+            self._recovered_at = now
+            try:
+                ensure_topic(self.cfg, timeout=3)
+            except KafkaException as e:
+                log.warning("Kafka unreachable (%s); keeping the producer: %s", reason, e)
+                return
+            old, self._producer = self._producer, self._new_producer()
+            self._fatal = None
+            self._stalled_since = None
+        log.warning("Kafka reachable but deliveries fail (%s): restarted the producer", reason)
+        old.purge(in_queue=True, in_flight=True)
+        old.flush(0)
 
     def close(self, timeout: float = 10.0) -> None:
         left = self._producer.flush(timeout)
@@ -259,6 +290,10 @@ class KafkaSource:
                 continue
             topic, part, off = msg.topic(), msg.partition(), msg.offset()
             pk = self.key(topic, part)
+            if off + 1 < self._next.get(pk, 0):
+                # offsets went backwards: the topic was recreated (e.g. a broker without storage restarted)
+                log.warning("offsets of %s restarted at %d (was %d): topic recreated?", pk, off, self._next[pk])
+                self._committed.pop(pk, None)
             self._next[pk] = off + 1
             out.append(Delivery(msg.value() or b"", 0, f"kafka:{topic}/{part}@{off}", pk, off))
         return out
