@@ -169,6 +169,7 @@ def test_broker_unreachable_then_back(tmp_path: Path) -> None:
     broker = Broker()
     tl = RunningTracelake(tmp_path, config_yaml(extra=kafka_bus(broker, "flaky")))
     try:
+        assert _wait_for(lambda: "assigned partitions" in tl.log, 30)
         _send(tl, _spans(_trace_ids(2, 1)))
         broker.pause()
         t0 = time.monotonic()
@@ -179,6 +180,7 @@ def test_broker_unreachable_then_back(tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 6  # delivery_timeout: 2s
         broker.resume()
         assert _wait_for(lambda: _try_send(tl, _spans(_trace_ids(2, 3))), 30)
+        assert _wait_for(lambda: tl.lake.exists() and _lake_counts(tl.lake)[1] >= 4, 30)
     finally:
         broker.resume()
         assert tl.stop() == 0, tl.log
