@@ -17,7 +17,7 @@ from pipeline.config.model import EmbeddedBusConfig, KafkaBusConfig, split_endpo
 from pipeline.conventions import CorrelationKeys, Normalizer
 from pipeline.receiver.grpc_server import GrpcReceiver
 from pipeline.receiver.http_server import HttpReceiver
-from pipeline.receiver.intake import Intake
+from pipeline.receiver.intake import IngestChain, Intake
 from pipeline.trace_summary import TraceSummarizer
 from pipeline.worker import Worker
 from processors.base import Processor, ProcessorContext
@@ -69,7 +69,13 @@ class Service:
                 self.publisher = KafkaPublisher(bus_cfg, retry_after=otlp.retry_after)
             if role in ("all", "worker"):
                 self.source = KafkaSource(bus_cfg)
-        self.intake = Intake(self.publisher) if self.publisher is not None else None
+        self.intake: Intake | None = None
+        if self.publisher is not None:
+            ingest = None
+            if config.pipeline.ingest:
+                normalizer = build_normalizer(config)
+                ingest = IngestChain(build_chain(config, "ingest", normalizer), normalizer)
+            self.intake = Intake(self.publisher, ingest)
         self.sinks: list[ParquetSink] = []
         self.worker: Worker | None = None
         if self.source is not None:

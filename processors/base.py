@@ -56,6 +56,8 @@ class ProcessorFactory:
     config_class: type[ProcessorConfig]
     create: Any  # Callable[[ProcessorConfig, ProcessorContext], Processor]
     description: str = ""
+    # holds spans across batches (tick/shutdown/low_watermarks): not allowed in the ingest stage
+    stateful: bool = False
 
 
 class Registry:

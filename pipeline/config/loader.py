@@ -165,8 +165,15 @@ def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Conf
             if pid in seen:
                 issues.append(ConfigIssue(where, f"processor {pid!r} appears twice"))
             seen.add(pid)
-    if pipeline.ingest:
-        issues.append(ConfigIssue("pipelines.traces.ingest", "ingest chains are not available yet; use process"))
+    for i, pid in enumerate(pipeline.ingest):
+        spec = processors.get(pid)
+        if spec is not None and spec.factory.stateful:
+            issues.append(
+                ConfigIssue(
+                    f"pipelines.traces.ingest.{i}",
+                    f"processor {pid!r} holds spans across requests and can only run in process",
+                )
+            )
     if not pipeline.sinks:
         issues.append(ConfigIssue("pipelines.traces.sinks", "at least one sink is required"))
     for i, sid in enumerate(pipeline.sinks):
