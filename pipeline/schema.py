@@ -107,10 +107,13 @@ FEEDBACK = pa.schema(
     ]
 )
 
-TABLES: dict[str, pa.Schema] = {"spans": SPANS, "traces": TRACES, "feedback": FEEDBACK}
+# "holdback": spans of traces that tail sampling dropped, kept for the late-feedback window in
+# <lake>/_holdback/ (not read by the views) so that a late thumbs-down can still promote them.
+TABLES: dict[str, pa.Schema] = {"spans": SPANS, "traces": TRACES, "feedback": FEEDBACK, "holdback": SPANS}
+TABLE_DIRS = {"spans": "spans", "traces": "traces", "feedback": "feedback", "holdback": "_holdback"}
 
 # The column each table's hive partition (dt=YYYY-MM-DD/hour=HH, UTC) is taken from.
-PARTITION_TIME_COLUMN = {"spans": "start_time", "traces": "start_time", "feedback": "time"}
+PARTITION_TIME_COLUMN = {"spans": "start_time", "traces": "start_time", "feedback": "time", "holdback": "start_time"}
 
 
 def empty(table: str) -> pa.Table:

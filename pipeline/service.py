@@ -10,6 +10,7 @@ import logging
 import signal
 import threading
 
+from pipeline import feedback
 from pipeline.bus.base import Publisher, Source
 from pipeline.bus.embedded import EmbeddedBus
 from pipeline.config import Config
@@ -28,18 +29,26 @@ log = logging.getLogger("tracelake")
 
 def build_normalizer(config: Config) -> Normalizer:
     k = config.raw.worker.keys
-    return Normalizer(
-        CorrelationKeys(tuple(k.session), tuple(k.user), tuple(k.tenant), tuple(k.prompt_version))
-    )
+    return Normalizer(CorrelationKeys(tuple(k.session), tuple(k.user), tuple(k.tenant), tuple(k.prompt_version)))
 
 
 def build_chain(config: Config, stage: str, normalizer: Normalizer) -> list[tuple[str, Processor]]:
     chain = []
+    replayable = isinstance(config.raw.bus, KafkaBusConfig)
     for pid in getattr(config.pipeline, stage):
         spec = config.processors[pid]
-        ctx = ProcessorContext(processor_id=pid, normalizer=normalizer, stage=stage)
+        ctx = ProcessorContext(processor_id=pid, normalizer=normalizer, stage=stage, replayable_source=replayable)
         chain.append((pid, spec.factory.create(spec.config, ctx)))
     return chain
+
+
+def _holdback_retention(config: Config) -> float | None:
+    """Held-back spans live as long as the longest late-feedback window of the chain's samplers."""
+    windows = [
+        float(getattr(config.processors[pid].config, "late_feedback_window", 0) or 0) for pid in config.pipeline.process
+    ]
+    windows = [w for w in windows if w > 0]
+    return max(windows) if windows else None
 
 
 class Service:
@@ -90,6 +99,7 @@ class Service:
                 max_batch_spans=raw.worker.max_batch_spans,
                 max_batch_delay=raw.worker.max_batch_delay,
                 commit_interval=getattr(bus_cfg, "commit_interval", 1.0),
+                holdback_retention=_holdback_retention(config),
             )
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
@@ -100,6 +110,7 @@ class Service:
             if otlp.http is not None:
                 host, port = split_endpoint(otlp.http.endpoint)
                 self.http = HttpReceiver(self.intake, host, port, otlp.max_request_bytes)
+                self.http.routes["/v1/feedback"] = feedback.http_route(self.intake)
         self._worker_thread: threading.Thread | None = None
         if self.worker is not None:
             self._worker_thread = threading.Thread(target=self.worker.run, name="worker", daemon=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import schema
+from pipeline import feedback, schema
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,10 @@ class _Partial:
     tenant_id: str | None = None
     prompt_versions: set[str] = field(default_factory=set)
     sources: set[str] = field(default_factory=set)
+    # None: no sampling decision seen in this part (no tail sampler, or feedback only)
+    kept: bool | None = None
+    keep_reasons: set[str] = field(default_factory=set)
+    feedback_min: float | None = None
 
 
 TOKEN_COLUMNS = (
@@ -62,6 +66,14 @@ TOKEN_COLUMNS = (
     "cache_write_tokens",
     "reasoning_tokens",
 )
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 class TraceSummarizer:
@@ -79,23 +91,35 @@ class TraceSummarizer:
         if spans.num_rows == 0:
             return
         now = self._clock()
-        is_error = pc.equal(spans.column("status_code"), "ERROR")
-        span_type = spans.column("span_type")
-        is_llm = pc.equal(span_type, "llm")
+        n = spans.num_rows
+        # synthetic feedback spans (POST /v1/feedback) carry feedback only: they are not spans of the trace
+        real = pc.invert(feedback.is_synthetic(spans))
+        fb_raw = pc.map_lookup(spans.column("attributes"), pa.scalar("feedback.value", pa.string()), "first")
+        fb_ok = pc.match_substring_regex(fb_raw, r"^\s*-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+        fb = pc.cast(pc.if_else(fb_ok, fb_raw, pa.scalar(None, pa.string())), pa.float64())
+        if "sampling_kept" in spans.column_names:
+            kept = pc.if_else(real, spans.column("sampling_kept"), pa.scalar(None, pa.bool_()))
+            reasons = pc.binary_join(spans.column("sampling_reasons"), ",")
+        else:
+            kept = pc.if_else(real, pa.scalar(True), pa.scalar(None, pa.bool_()))
+            reasons = pa.nulls(n, pa.string())
+        is_error = pc.and_(pc.equal(spans.column("status_code"), "ERROR"), real)
+        span_type = pc.if_else(real, spans.column("span_type"), pa.scalar(None, pa.string()))
+        is_llm = pc.fill_null(pc.equal(span_type, "llm"), False)
         cost_status = spans.column("cost_status")
-        unpriced = pc.and_kleene(
-            is_llm, pc.and_kleene(pc.is_valid(cost_status), pc.not_equal(cost_status, "priced"))
-        )
+        unpriced = pc.and_kleene(is_llm, pc.and_kleene(pc.is_valid(cost_status), pc.not_equal(cost_status, "priced")))
         model = pc.coalesce(spans.column("response_model"), spans.column("request_model"))
+        no_int = pa.scalar(None, pa.int64())
         work = pa.table(
             {
                 "trace_id": spans.column("trace_id"),
                 "start": spans.column("start_time").cast(pa.int64()),
-                "end": spans.column("end_time").cast(pa.int64()),
-                "span_id": spans.column("span_id"),
+                "end": pc.if_else(real, spans.column("end_time").cast(pa.int64()), no_int),
+                "span_id": pc.if_else(real, spans.column("span_id"), pa.scalar(None, pa.string())),
+                "real": pc.cast(real, pa.int64()),
                 "err": pc.cast(is_error, pa.int64()),
                 "llm": pc.cast(is_llm, pa.int64()),
-                "tool": pc.cast(pc.equal(span_type, "tool"), pa.int64()),
+                "tool": pc.cast(pc.fill_null(pc.equal(span_type, "tool"), False), pa.int64()),
                 "unpriced": pc.cast(pc.fill_null(unpriced, False), pa.int64()),
                 "cost": spans.column("cost_usd"),
                 "model": model,
@@ -104,6 +128,9 @@ class TraceSummarizer:
                 "tenant_id": spans.column("tenant_id"),
                 "prompt_version": spans.column("prompt_version"),
                 "source": spans.column("lake_source"),
+                "kept": pc.cast(kept, pa.int64()),
+                "reasons": reasons,
+                "fb": fb,
                 **{c: spans.column(c) for c in TOKEN_COLUMNS},
             }
         )
@@ -112,6 +139,10 @@ class TraceSummarizer:
                 ("start", "min"),
                 ("end", "max"),
                 ("span_id", "list"),
+                ("real", "sum"),
+                ("kept", "max", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)),
+                ("reasons", "distinct"),
+                ("fb", "min", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)),
                 ("err", "sum"),
                 ("llm", "sum"),
                 ("tool", "sum"),
@@ -126,9 +157,7 @@ class TraceSummarizer:
                 *[(c, "sum", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)) for c in TOKEN_COLUMNS],
             ]
         )
-        roots = spans.filter(pc.is_null(spans.column("parent_span_id"))).select(
-            ["trace_id", "name", "service_name"]
-        )
+        roots = spans.filter(pc.is_null(spans.column("parent_span_id"))).select(["trace_id", "name", "service_name"])
         root_by_trace = {r["trace_id"]: r for r in roots.to_pylist()}
         for row in agg.to_pylist():
             tid = row["trace_id"]
@@ -140,10 +169,17 @@ class TraceSummarizer:
                 p.source = source
                 p.first_offset = offsets[0] if p.first_offset is None else min(p.first_offset, offsets[0])
                 p.last_offset = offsets[1] if p.last_offset is None else max(p.last_offset, offsets[1])
-            p.span_ids.extend(row["span_id_list"])
-            p.span_count += len(row["span_id_list"])
-            p.start_ns = row["start_min"] if p.start_ns is None else min(p.start_ns, row["start_min"])
-            p.end_ns = row["end_max"] if p.end_ns is None else max(p.end_ns, row["end_max"])
+            p.span_ids.extend(s for s in row["span_id_list"] if s is not None)
+            p.span_count += row["real_sum"]
+            if row["kept_max"] is not None:
+                p.kept = bool(row["kept_max"]) or bool(p.kept)
+            for joined in row["reasons_distinct"]:
+                if joined:
+                    p.keep_reasons.update(joined.split(","))
+            if row["fb_min"] is not None:
+                p.feedback_min = row["fb_min"] if p.feedback_min is None else min(p.feedback_min, row["fb_min"])
+            p.start_ns = _min(p.start_ns, row["start_min"])
+            p.end_ns = _max(p.end_ns, row["end_max"])
             p.error_count += row["err_sum"]
             p.llm_count += row["llm_sum"]
             p.tool_count += row["tool_sum"]
@@ -191,6 +227,19 @@ class TraceSummarizer:
             out.append(SummaryBatch(self._emit(trace_ids, partials), source, offsets))
         return out
 
+    def promotion_rows(self, spans: pa.Table, reasons: dict[str, str]) -> pa.Table:
+        """Summary parts that turn dropped traces into kept ones (their counts are already summarised)."""
+        ids = spans.select(["trace_id"]).append_column("start", spans.column("start_time").cast(pa.int64()))
+        starts = ids.group_by("trace_id", use_threads=False).aggregate([("start", "min")]).to_pydict()
+        trace_ids, partials = [], []
+        for tid, start in zip(starts["trace_id"], starts["start_min"], strict=True):
+            p = _Partial(first_seen=0.0, last_seen=0.0, kept=True, keep_reasons={reasons.get(tid, "feedback")})
+            p.start_ns = start
+            p.span_ids = [f"promoted:{p.keep_reasons}"]
+            trace_ids.append(tid)
+            partials.append(p)
+        return self._emit(trace_ids, partials)
+
     def _emit(self, trace_ids: list[str], partials: list[_Partial]) -> pa.Table:
         rows = []
         for tid, p in zip(trace_ids, partials, strict=True):
@@ -203,7 +252,7 @@ class TraceSummarizer:
                     "service_name": p.service_name,
                     "start_time": p.start_ns,
                     "end_time": p.end_ns,
-                    "duration_ms": (p.end_ns - p.start_ns) / 1e6 if p.start_ns is not None else None,
+                    "duration_ms": (p.end_ns - p.start_ns) / 1e6 if p.start_ns and p.end_ns else None,
                     "span_count": p.span_count,
                     "error_count": p.error_count,
                     "llm_count": p.llm_count,
@@ -216,9 +265,9 @@ class TraceSummarizer:
                     "user_id": p.user_id,
                     "tenant_id": p.tenant_id,
                     "prompt_versions": sorted(p.prompt_versions),
-                    "feedback_min": None,
-                    "kept": True,
-                    "keep_reasons": [],
+                    "feedback_min": p.feedback_min,
+                    "kept": p.kept,
+                    "keep_reasons": sorted(p.keep_reasons),
                     "lake_source": min(p.sources) if p.sources else None,
                 }
             )

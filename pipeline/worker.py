@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from pipeline import feedback
 from pipeline.bus.base import Delivery, Source
 from pipeline.conventions import Normalizer
 from pipeline.otlp.decode import SourcedRequest, decode
@@ -43,6 +44,9 @@ class WorkerStats:
     traces_summarised: int = 0
     undecodable_messages: int = 0
     commits: int = 0
+    spans_held_back: int = 0
+    feedback_events: int = 0
+    promoted_traces: int = 0
 
 
 def _by_partition(deliveries: list[Delivery]) -> Iterable[tuple[str | None, list[Delivery]]]:
@@ -50,6 +54,17 @@ def _by_partition(deliveries: list[Delivery]) -> Iterable[tuple[str | None, list
     for d in deliveries:
         groups.setdefault(d.partition, []).append(d)
     return groups.items()
+
+
+def _dedupe_spans(rows: pa.Table) -> pa.Table:
+    """One row per (trace_id, span_id): the holdback may hold a replayed span twice."""
+    first = (
+        pa.table({"k": pc.binary_join_element_wise(rows.column("trace_id"), rows.column("span_id"), ":")})
+        .append_column("i", pa.array(range(rows.num_rows), pa.int64()))
+        .group_by("k", use_threads=False)
+        .aggregate([("i", "min")])
+    )
+    return rows.take(pc.sort(first.column("i_min")))
 
 
 class Worker:
@@ -63,6 +78,7 @@ class Worker:
         max_batch_spans: int = 8192,
         max_batch_delay: float = 0.2,
         commit_interval: float = 1.0,
+        holdback_retention: float | None = None,
     ) -> None:
         self.source = source
         self.processors = processors
@@ -76,6 +92,8 @@ class Worker:
         self.stopped = threading.Event()
         self.error: BaseException | None = None
         self._last_commit = 0.0
+        self.holdback_retention = holdback_retention
+        self._last_expiry = 0.0
         if hasattr(source, "on_revoke"):
             source.on_revoke = self.handle_revoke  # type: ignore[attr-defined]
 
@@ -88,6 +106,7 @@ class Worker:
         deliveries = self.source.take(self.max_batch_spans, self.max_batch_delay)
         for partition, group in _by_partition(deliveries):
             self.handle(group, partition)
+        self._promote()
         self._tick()
         self._maybe_commit()
         return len(deliveries)
@@ -117,11 +136,46 @@ class Worker:
         self._emit(batch, partition, offsets)
 
     def _emit(self, spans: pa.Table, source: str | None = None, offsets: tuple[int, int] | None = None) -> None:
-        if spans.num_rows:
-            self.stats.spans_out += spans.num_rows
-            self.summarizer.observe(spans, source, offsets)
-            for sink in self.sinks:
-                sink.write("spans", spans, source, offsets)
+        """Route a processed batch: every row into the trace summaries, feedback rows into `feedback`,
+        spans a tail sampler kept into `spans`, spans it dropped into the holdback area."""
+        if spans.num_rows == 0:
+            return
+        self.summarizer.observe(spans, source, offsets)
+        events = feedback.extract(spans)
+        real = spans.filter(pc.invert(feedback.is_synthetic(spans)))
+        kept, dropped = real, None
+        if "sampling_kept" in real.column_names:
+            mask = real.column("sampling_kept")
+            kept, dropped = real.filter(mask), real.filter(pc.invert(mask))
+        self.stats.spans_out += kept.num_rows
+        for sink in self.sinks:
+            sink.write("spans", kept, source, offsets)
+            sink.write("feedback", events, source, offsets)
+            if dropped is not None:
+                sink.write("holdback", dropped, source, offsets)
+        self.stats.spans_held_back += 0 if dropped is None else dropped.num_rows
+        self.stats.feedback_events += events.num_rows
+
+    def _promote(self) -> None:
+        """Late negative feedback for dropped traces: move their held-back spans into `spans`."""
+        requests: list[tuple[str, str]] = []
+        for _pid, proc in self.processors:
+            take = getattr(proc, "take_promotions", None)
+            if take is not None:
+                requests.extend(take())
+        if not requests or not self.sinks:
+            return
+        reasons = dict(requests)
+        sink = self.sinks[0]
+        rows = sink.read_holdback(sorted(reasons))
+        if rows.num_rows == 0:
+            return
+        rows = _dedupe_spans(rows)
+        for s in self.sinks:
+            s.write("spans", rows)
+            s.write("traces", self.summarizer.promotion_rows(rows, reasons))
+        self.stats.promoted_traces += len(set(rows.column("trace_id").to_pylist()))
+        log.info("promoted %d held-back spans of %d traces after late feedback", rows.num_rows, len(reasons))
 
     def _emit_released(self, spans: pa.Table) -> None:
         """Spans a processor held and now releases: recover their partition and offsets from lake_source."""
@@ -144,11 +198,22 @@ class Worker:
             tick = getattr(proc, "tick", None)
             if tick is not None:
                 self._emit_released(tick(now_ns))
+        self._promote()
         for part in self.summarizer.due(force=force, sources=sources):
             self.stats.traces_summarised += part.rows.num_rows
             for sink in self.sinks:
                 sink.write("traces", part.rows, part.source, part.offsets)
         self._flush_due()
+        self._expire_holdback()
+
+    def _expire_holdback(self) -> None:
+        now = time.monotonic()
+        if self.holdback_retention is None or now - self._last_expiry < 60:
+            return
+        self._last_expiry = now
+        for sink in self.sinks:
+            for path in sink.expire("holdback", self.holdback_retention):
+                log.info("deleted held-back spans older than the late-feedback window: %s", path)
 
     def _flush_due(self) -> None:
         for sink in self.sinks:
@@ -191,6 +256,14 @@ class Worker:
                 # not committed: the partitions' next owner reads these messages again
                 log.error("could not write data of revoked partitions before handing them over: %s", e)
         self._maybe_commit(force=True)
+        self._forget(revoked)
+
+    def _forget(self, sources: set[str] | None) -> None:
+        """After the commit: processors drop state the next owner of these partitions will replay."""
+        for _pid, proc in self.processors:
+            forget = getattr(proc, "forget", None)
+            if forget is not None:
+                forget(sources)
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
@@ -227,3 +300,4 @@ class Worker:
                         raise
                     time.sleep(1.0)
         self._maybe_commit(force=True)
+        self._forget(None)

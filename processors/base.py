@@ -33,6 +33,9 @@ class ProcessorContext:
     normalizer: Normalizer = field(default_factory=Normalizer)
     # "ingest" (in the receiver, before the bus) or "process" (in the worker).
     stage: str = "process"
+    # True when the bus can replay (Kafka): a stateful processor may then keep undecided state at
+    # shutdown/revoke instead of deciding early; the uncommitted offsets bring the spans back.
+    replayable_source: bool = False
 
 
 @runtime_checkable

@@ -33,6 +33,10 @@ class RequestTooLarge(Exception):
     pass
 
 
+class UnsupportedMedia(Exception):
+    """415: the route does not speak this content type."""
+
+
 # Extra routes (e.g. /v1/feedback) plug in here: path -> handler(body, content_type) -> (status, body, ctype)
 Route = Callable[[bytes, str], tuple[int, bytes, str]]
 
@@ -162,6 +166,8 @@ class _OtlpHandler(BaseHTTPRequestHandler):
             self._export(body, ctype)
         except RequestTooLarge as e:
             self._error(413, str(e), reply_type)
+        except UnsupportedMedia as e:
+            self._error(415, str(e), reply_type)
         except InvalidRequest as e:
             self.owner.intake.invalid()
             self._error(400, str(e), reply_type)

@@ -16,13 +16,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipeline import schema
@@ -32,6 +35,7 @@ log = logging.getLogger("tracelake.sink.parquet")
 
 IDENTITY_COLUMNS = {
     "spans": ("trace_id", "span_id", "lake_source"),
+    "holdback": ("trace_id", "span_id", "lake_source"),
     "traces": ("trace_id", "part_id"),
     "feedback": ("trace_id", "time", "name", "lake_source"),
 }
@@ -161,10 +165,42 @@ class ParquetSink:
         ]
         return self._flush(due, raise_errors=False)
 
-    def flush_all(self, sources: set[str] | None = None) -> list[WrittenFile]:
-        """Write everything buffered (of `sources` only, when given); raises SinkWriteError on failure."""
-        buffers = [b for b in self._buffers.values() if sources is None or b.source in sources]
+    def flush_all(self, sources: set[str] | None = None, tables: set[str] | None = None) -> list[WrittenFile]:
+        """Write everything buffered (of `sources` / `tables` only, when given); raises SinkWriteError on failure."""
+        buffers = [
+            b
+            for b in self._buffers.values()
+            if (sources is None or b.source in sources) and (tables is None or b.table in tables)
+        ]
         return self._flush(buffers, raise_errors=True)
+
+    def read_holdback(self, trace_ids: list[str]) -> pa.Table:
+        """Held-back spans of these traces (after flushing held-back rows still in memory)."""
+        self.flush_all(tables={"holdback"})
+        root = self.root / schema.TABLE_DIRS["holdback"]
+        if not trace_ids or not any(root.glob("*/*/*.parquet")):
+            return schema.empty("holdback")
+        dataset = ds.dataset(str(root), format="parquet", partitioning="hive", schema=None)
+        found = dataset.to_table(
+            columns=schema.SPANS.names, filter=ds.field("trace_id").isin(pa.array(trace_ids, pa.string()))
+        )
+        return schema.conform(found, schema.SPANS)
+
+    def expire(self, table: str, older_than_s: float, now_s: float | None = None) -> list[str]:
+        """Delete the table's hour partitions that ended more than `older_than_s` ago; returns their paths."""
+        now_s = time.time() if now_s is None else now_s
+        removed = []
+        for hour_dir in sorted((self.root / schema.TABLE_DIRS[table]).glob("dt=*/hour=*")):
+            try:
+                start = datetime.strptime(
+                    f"{hour_dir.parent.name[3:]} {hour_dir.name[5:]}", "%Y-%m-%d %H"
+                ).replace(tzinfo=UTC)
+            except ValueError:
+                continue
+            if start.timestamp() + 3600 <= now_s - older_than_s:
+                shutil.rmtree(hour_dir, ignore_errors=True)
+                removed.append(str(hour_dir))
+        return removed
 
     def _flush(self, buffers: list[_Buffer], raise_errors: bool) -> list[WrittenFile]:
         written: list[WrittenFile] = []
@@ -175,7 +211,7 @@ class ParquetSink:
             except OSError as e:
                 buf.failures += 1
                 buf.retry_at = self._clock() + min(30.0, 0.5 * 2 ** min(buf.failures, 6))
-                target = self.root / buf.table / buf.partition
+                target = self.root / schema.TABLE_DIRS[buf.table] / buf.partition
                 msg = f"cannot write {buf.rows} {buf.table} rows to {target}: {e.strerror or e}"
                 if buf.failures == 1 or raise_errors:
                     log.error("%s; keeping them in memory and retrying", msg)
@@ -195,7 +231,7 @@ class ParquetSink:
             sort_cols.append(("start_time", "ascending"))
         rows = rows.sort_by(sort_cols)
         buf.parts = [rows]
-        directory = self.root / buf.table / buf.partition
+        directory = self.root / schema.TABLE_DIRS[buf.table] / buf.partition
         directory.mkdir(parents=True, exist_ok=True)
         digest = file_digest(rows, buf.table)
         if buf.source is not None and buf.first_offset is not None:
