@@ -60,6 +60,8 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     from pipeline.service import Service
 
     config = _load_or_exit(args.config)
+    telemetry = config.raw.telemetry
+    _setup_logging(args.log_level or telemetry.log_level, args.log_json or telemetry.log_format == "json")
     try:
         service = Service(config, role=role)
     except (OSError, ValueError) as e:
@@ -158,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tracelake",
         description="Stream processor for LLM-application traces: OTLP in, Parquet out, DuckDB on top.",
     )
-    p.add_argument("--log-level", default="info", help="debug, info, warning, error (default: info)")
+    p.add_argument("--log-level", default=None, help="debug, info, warning, error (default: the config's, else info)")
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level, args.log_json)
+    _setup_logging(args.log_level or "info", args.log_json)
     return int(args.func(args) or 0)
 
 

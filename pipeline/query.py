@@ -33,9 +33,7 @@ def _source(con: duckdb.DuckDBPyConnection, lake: Path, table: str) -> str:
             " hive_types={'dt': DATE, 'hour': INTEGER})"
         )
     empty = schema.empty(table)
-    empty = empty.append_column("dt", pa.array([], pa.date32())).append_column(
-        "hour", pa.array([], pa.int64())
-    )
+    empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int64()))
     name = f"_empty_{table}"
     con.register(name, empty)
     return name

@@ -12,9 +12,7 @@ STR_MAP = pa.map_(pa.string(), pa.string())
 
 EVENT = pa.struct([("time", TS), ("name", pa.string()), ("attributes", STR_MAP)])
 LINK = pa.struct([("trace_id", pa.string()), ("span_id", pa.string()), ("attributes", STR_MAP)])
-ARTIFACT = pa.struct(
-    [("key", pa.string()), ("ref", pa.string()), ("bytes", pa.int64()), ("preview", pa.string())]
-)
+ARTIFACT = pa.struct([("key", pa.string()), ("ref", pa.string()), ("bytes", pa.int64()), ("preview", pa.string())])
 
 SPAN_TYPES = ("llm", "embedding", "retrieval", "rerank", "tool", "agent", "chain", "guardrail", "other")
 COST_STATUSES = ("priced", "unknown_model", "no_usage")

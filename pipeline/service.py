@@ -16,9 +16,11 @@ from pipeline.bus.embedded import EmbeddedBus
 from pipeline.config import Config
 from pipeline.config.model import EmbeddedBusConfig, KafkaBusConfig, split_endpoint
 from pipeline.conventions import CorrelationKeys, Normalizer
+from pipeline.memory_limiter import MemoryLimiter
 from pipeline.receiver.grpc_server import GrpcReceiver
 from pipeline.receiver.http_server import HttpReceiver
 from pipeline.receiver.intake import IngestChain, Intake
+from pipeline.telemetry import SinkWriteHistogram, TelemetryServer
 from pipeline.trace_summary import TraceSummarizer
 from pipeline.worker import Worker
 from processors.base import Processor, ProcessorContext
@@ -62,6 +64,8 @@ class Service:
         raw = config.raw
         otlp = raw.receivers.otlp
         bus_cfg = raw.bus
+        self.write_latency = SinkWriteHistogram()
+        self.started = False
         self.publisher: Publisher | None = None
         self.source: Source | None = None
         if isinstance(bus_cfg, EmbeddedBusConfig):
@@ -78,18 +82,25 @@ class Service:
                 self.publisher = KafkaPublisher(bus_cfg, retry_after=otlp.retry_after)
             if role in ("all", "worker"):
                 self.source = KafkaSource(bus_cfg)
+        self.memory: MemoryLimiter | None = None
+        if raw.memory_limiter is not None and self.publisher is not None:
+            ml = raw.memory_limiter
+            self.memory = MemoryLimiter(ml.limit, ml.spike_limit, ml.check_interval, otlp.retry_after)
         self.intake: Intake | None = None
         if self.publisher is not None:
             ingest = None
             if config.pipeline.ingest:
                 normalizer = build_normalizer(config)
                 ingest = IngestChain(build_chain(config, "ingest", normalizer), normalizer)
-            self.intake = Intake(self.publisher, ingest)
+            self.intake = Intake(self.publisher, ingest, self.memory)
         self.sinks: list[ParquetSink] = []
         self.worker: Worker | None = None
         if self.source is not None:
             normalizer = build_normalizer(config)
-            self.sinks = [ParquetSink(config.sinks[sid]) for sid in config.pipeline.sinks]
+            self.sinks = [
+                ParquetSink(config.sinks[sid], on_written=lambda f: self.write_latency.observe(f.seconds))
+                for sid in config.pipeline.sinks
+            ]
             self.worker = Worker(
                 self.source,
                 build_chain(config, "process", normalizer),
@@ -115,8 +126,20 @@ class Service:
         if self.worker is not None:
             self._worker_thread = threading.Thread(target=self.worker.run, name="worker", daemon=True)
         self._stop = threading.Event()
+        self.telemetry: TelemetryServer | None = None
+        if raw.telemetry.endpoint is not None:
+            host, port = split_endpoint(raw.telemetry.endpoint)
+            self.telemetry = TelemetryServer(host, port, self, self.write_latency)
+            if isinstance(bus_cfg, KafkaBusConfig):
+                from pipeline.bus.kafka import probe
+
+                self.telemetry.bus_check = probe(bus_cfg)
 
     def start(self) -> None:
+        if self.memory is not None:
+            self.memory.start()
+        if self.telemetry is not None:
+            self.telemetry.start()
         if self._worker_thread is not None:
             self._worker_thread.start()
         if self.grpc:
@@ -131,7 +154,9 @@ class Service:
         bus = self.config.raw.bus
         where = f"kafka={bus.brokers}/{bus.topic}" if isinstance(bus, KafkaBusConfig) else "bus=embedded"
         lake = f" lake={self.config.lake_path}" if self.worker is not None else ""
-        log.info("tracelake ready %s %s%s", " ".join(parts), where, lake)
+        telemetry = f" telemetry={self.telemetry.address}" if self.telemetry is not None else ""
+        self.started = True
+        log.info("tracelake ready %s %s%s%s", " ".join(parts), where, lake, telemetry)
 
     def stop(self) -> None:
         """Stop accepting, drain the bus through the worker, shut processors down, flush sinks."""
@@ -146,6 +171,11 @@ class Service:
             self.source.close()
         if self._worker_thread is not None and self.worker is not None:
             self._worker_thread.join()
+        if self.memory is not None:
+            self.memory.stop()
+        if self.telemetry is not None:
+            self.telemetry.stop()
+        if self._worker_thread is not None and self.worker is not None:
             s = self.worker.stats
             log.info(
                 "stopped: %d spans in, %d out, %d traces summarised, %d files written",

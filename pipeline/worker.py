@@ -89,6 +89,8 @@ class Worker:
         self.max_batch_delay = max_batch_delay
         self.commit_interval = commit_interval
         self.stats = WorkerStats()
+        self.processor_in: dict[str, int] = dict.fromkeys((pid for pid, _ in processors), 0)
+        self.processor_out: dict[str, int] = dict.fromkeys((pid for pid, _ in processors), 0)
         self.stopped = threading.Event()
         self.error: BaseException | None = None
         self._last_commit = 0.0
@@ -129,10 +131,12 @@ class Worker:
         batch = self.normalizer(decode(requests))
         self.stats.batches += 1
         self.stats.spans_in += batch.num_rows
-        for _pid, proc in self.processors:
+        for pid, proc in self.processors:
             if batch.num_rows == 0:
                 break
+            self.processor_in[pid] += batch.num_rows
             batch = proc.process(batch)
+            self.processor_out[pid] += batch.num_rows
         self._emit(batch, partition, offsets)
 
     def _emit(self, spans: pa.Table, source: str | None = None, offsets: tuple[int, int] | None = None) -> None:

@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-READY = re.compile(r"tracelake ready (?:grpc=(\S+))? ?(?:http=(\S+))?")
+READY = re.compile(r"tracelake ready (?:grpc=(\S+))? ?(?:http=(\S+))?.*?(?:telemetry=(\S+))?$")
 
 
 class RunningTracelake:
@@ -38,7 +38,7 @@ class RunningTracelake:
         self.config.write_text(config_yaml.replace("{lake}", str(self.lake)))
         self.log_lines: list[str] = []
         self._ready = threading.Event()
-        self.grpc = self.http = ""
+        self.grpc = self.http = self.telemetry = ""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", command, "--config", str(self.config)],
             cwd=workdir,
@@ -59,6 +59,7 @@ class RunningTracelake:
             m = READY.search(line)
             if m:
                 self.grpc, self.http = m.group(1) or "", m.group(2) or ""
+                self.telemetry = m.group(3) or ""
                 self._ready.set()
 
     @property
@@ -92,6 +93,7 @@ def config_yaml(process: str = "[]", processors: str = "{}", extra: str = "") ->
         sinks:
           parquet: {{path: "{{lake}}", roll_seconds: 1s}}
         worker: {{trace_idle: 1s, max_batch_delay: 50ms}}
+        telemetry: {{endpoint: 127.0.0.1:0}}
         pipelines:
           traces:
             process: {process}

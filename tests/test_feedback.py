@@ -27,6 +27,7 @@ def service(tmp_path: Path) -> Iterator[Service]:
             "receivers": {"otlp": {"grpc": {"endpoint": "127.0.0.1:0"}, "http": {"endpoint": "127.0.0.1:0"}}},
             "sinks": {"parquet": {"path": str(tmp_path / "lake")}},
             "worker": {"trace_idle": "200ms", "max_batch_delay": "20ms"},
+            "telemetry": {"endpoint": None},
         },
         "t.yaml",
         env={},

@@ -88,6 +88,7 @@ def test_ingest_chain_runs_before_the_bus(tmp_path: Path) -> None:
             "processors": {"test_mask": {}},
             "sinks": {"parquet": {"path": str(tmp_path / "lake")}},
             "pipelines": {"traces": {"ingest": ["test_mask"], "process": []}},
+            "telemetry": {"endpoint": None},
         },
         "t.yaml",
         env={},

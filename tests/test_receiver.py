@@ -35,6 +35,7 @@ def _service(tmp_path: Path, **overrides: object) -> Service:
         "bus": {"type": "embedded", "capacity_spans": overrides.pop("capacity_spans", 10_000)},
         "sinks": {"parquet": {"path": str(tmp_path / "lake")}},
         "worker": {"trace_idle": "100ms", "max_batch_delay": "20ms"},
+        "telemetry": {"endpoint": None},
     }
     return Service(parse(doc, "test.yaml"))
 

@@ -41,9 +41,7 @@ class EmbeddedBus:
                 raise BusRefused("shutting down", self.retry_after, exhausted=False)
             # An oversized request is still taken into an empty queue, or it could never pass.
             if self._held and self._held + spans > self.capacity_spans:
-                raise BusRefused(
-                    f"embedded bus full ({self._held} of {self.capacity_spans} spans)", self.retry_after
-                )
+                raise BusRefused(f"embedded bus full ({self._held} of {self.capacity_spans} spans)", self.retry_after)
             self._seq += 1
             self._queue.append((value, spans, self._seq))
             self._held += spans

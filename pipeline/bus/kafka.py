@@ -20,6 +20,7 @@ UNAVAILABLE / 503 (broker down or slow) or RESOURCE_EXHAUSTED / 429 (local queue
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -93,8 +94,12 @@ def ensure_topic(cfg: KafkaBusConfig, timeout: float = 10.0) -> None:
     existing = meta.topics.get(cfg.topic)
     if existing is not None and existing.error is None:
         if len(existing.partitions) != cfg.partitions:
-            log.info("topic %s exists with %d partitions (config says %d); using it as it is",
-                     cfg.topic, len(existing.partitions), cfg.partitions)
+            log.info(
+                "topic %s exists with %d partitions (config says %d); using it as it is",
+                cfg.topic,
+                len(existing.partitions),
+                cfg.partitions,
+            )
         return
     futures = admin.create_topics(
         [NewTopic(cfg.topic, num_partitions=cfg.partitions, replication_factor=cfg.replication_factor)]
@@ -245,10 +250,14 @@ class KafkaSource:
             "auto.offset.reset": "earliest",
             "session.timeout.ms": int(cfg.session_timeout * 1000),
             "heartbeat.interval.ms": max(100, int(cfg.session_timeout * 1000 / 10)),
+            # consumer lag per partition for /metrics, from librdkafka's own statistics
+            "statistics.interval.ms": 5000,
+            "stats_cb": self._on_stats,
         }
         consumer_cfg.update(cfg.consumer)
         self._consumer = Consumer(_client_config(cfg, consumer_cfg))
         self.on_revoke: RevokeHandler | None = None
+        self.lag: dict[str, int] = {}
         # per partition key ("topic/3"): the next offset to commit when nothing of it is held
         self._next: dict[str, int] = {}
         self._committed: dict[str, int] = {}
@@ -259,6 +268,18 @@ class KafkaSource:
         self._drain_deadline = 0.0
         self.drain_timeout = 10.0
         self._consumer.subscribe([cfg.topic], on_assign=self._assigned, on_revoke=self._revoked)
+
+    def _on_stats(self, stats_json: str) -> None:
+        try:
+            stats = json.loads(stats_json)
+            lag = {}
+            for topic, t in stats.get("topics", {}).items():
+                for part, p in t.get("partitions", {}).items():
+                    if part != "-1" and p.get("consumer_lag", -1) >= 0:
+                        lag[self.key(topic, int(part))] = p["consumer_lag"]
+            self.lag = lag
+        except (ValueError, KeyError, TypeError):
+            pass
 
     @staticmethod
     def key(topic: str, partition: int) -> str:

@@ -179,6 +179,9 @@ def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Conf
     for i, sid in enumerate(pipeline.sinks):
         if sid not in raw.sinks:
             issues.append(ConfigIssue(f"pipelines.traces.sinks.{i}", f"sink {sid!r} is not defined under sinks"))
+    ml = raw.memory_limiter
+    if ml is not None and ml.spike_limit >= ml.limit:
+        issues.append(ConfigIssue("memory_limiter.spike_limit", "must be smaller than limit"))
     if issues:
         raise ConfigError(source, issues)
     return Config(source=source, raw=raw, processors=processors, sinks=sinks, pipeline=pipeline)

@@ -145,6 +145,20 @@ class WorkerConfig(Strict):
     keys: CorrelationKeysConfig = Field(default_factory=CorrelationKeysConfig)
 
 
+class TelemetryConfig(Strict):
+    # Prometheus /metrics, /healthz, /readyz; null disables the endpoint
+    endpoint: Endpoint | None = "127.0.0.1:8888"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+
+
+class MemoryLimiterConfig(Strict):
+    # refuse data (429 / RESOURCE_EXHAUSTED) above limit - spike_limit of resident memory
+    limit: Bytes
+    spike_limit: Bytes
+    check_interval: Seconds = 1.0
+
+
 class ParquetSinkConfig(Strict):
     path: str = "./lake"
     # A partition's open file is written when it reaches any of these.
@@ -166,10 +180,10 @@ class RawConfig(Strict):
     receivers: ReceiversConfig = Field(default_factory=ReceiversConfig)
     bus: Annotated[
         EmbeddedBusConfig | KafkaBusConfig, Field(discriminator="type"), BeforeValidator(_default_bus_type)
-    ] = Field(
-        default_factory=EmbeddedBusConfig
-    )
+    ] = Field(default_factory=EmbeddedBusConfig)
     processors: dict[str, dict[str, Any] | None] = {}
     sinks: dict[str, dict[str, Any] | None] = Field(default_factory=lambda: {"parquet": {}})
     pipelines: dict[str, PipelineConfig] = Field(default_factory=lambda: {"traces": PipelineConfig()})
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    memory_limiter: MemoryLimiterConfig | None = None

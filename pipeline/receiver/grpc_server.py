@@ -29,9 +29,7 @@ def _retry_info(seconds: float) -> bytes:
 
 
 class GrpcReceiver:
-    def __init__(
-        self, intake: Intake, host: str, port: int, max_request_bytes: int, workers: int = 8
-    ) -> None:
+    def __init__(self, intake: Intake, host: str, port: int, max_request_bytes: int, workers: int = 8) -> None:
         self.intake = intake
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
@@ -61,9 +59,9 @@ class GrpcReceiver:
     def _export(self, body: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         try:
             request = self.intake.parse(body)
-            result = self.intake.accept(request, body)
+            result = self.intake.accept(request, body, "grpc")
         except InvalidRequest as e:
-            self.intake.invalid()
+            self.intake.invalid("grpc")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except BusRefused as e:
             context.set_trailing_metadata((("google.rpc.retryinfo-bin", _retry_info(e.retry_after)),))

@@ -169,7 +169,7 @@ class _OtlpHandler(BaseHTTPRequestHandler):
         except UnsupportedMedia as e:
             self._error(415, str(e), reply_type)
         except InvalidRequest as e:
-            self.owner.intake.invalid()
+            self.owner.intake.invalid("http")
             self._error(400, str(e), reply_type)
         except BusRefused as e:
             retry = str(max(1, math.ceil(e.retry_after)))
@@ -189,11 +189,9 @@ class _OtlpHandler(BaseHTTPRequestHandler):
             request = parse_json(body)
             raw = None
         else:
-            self._error(
-                415, f"unsupported Content-Type {ctype or '(none)'!r}; use {PROTOBUF} or {JSON}", PROTOBUF
-            )
+            self._error(415, f"unsupported Content-Type {ctype or '(none)'!r}; use {PROTOBUF} or {JSON}", PROTOBUF)
             return
-        result = intake.accept(request, raw)
+        result = intake.accept(request, raw, "http")
         resp = ExportTraceServiceResponse()
         if result.rejected:
             resp.partial_success.rejected_spans = result.rejected
@@ -217,4 +215,3 @@ def _grpc_code(http_status: int) -> int:
         429: 8,
         503: 14,  # UNAVAILABLE
     }.get(http_status, 13 if http_status >= 500 else 2)
-

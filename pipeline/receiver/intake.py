@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline.bus.base import Publisher
+from pipeline.bus.base import BusRefused, Publisher
 from pipeline.conventions import Normalizer
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.otlp.encode import apply_table
@@ -56,19 +58,27 @@ class IntakeResult:
     message: str = ""
 
 
-@dataclass
 class IntakeStats:
-    requests: int = 0
-    spans_accepted: int = 0
-    spans_rejected: int = 0
-    refused_requests: int = 0
-    invalid_requests: int = 0
+    """Counters by (transport, outcome); read by the telemetry endpoint at scrape time."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.spans: Counter[tuple[str, str]] = Counter()
+
+    @property
+    def refused_requests(self) -> int:
+        return sum(n for (_t, outcome), n in self.requests.items() if outcome.startswith("refused"))
+
+    @property
+    def spans_accepted(self) -> int:
+        return sum(n for (_t, outcome), n in self.spans.items() if outcome == "accepted")
 
 
 class Intake:
-    def __init__(self, bus: Publisher, ingest: IngestChain | None = None) -> None:
+    def __init__(self, bus: Publisher, ingest: IngestChain | None = None, memory: MemoryGate | None = None) -> None:
         self.bus = bus
         self.ingest = ingest
+        self.memory = memory
         self.stats = IntakeStats()
         self._lock = threading.Lock()
 
@@ -80,11 +90,21 @@ class Intake:
             raise InvalidRequest(f"cannot decode ExportTraceServiceRequest protobuf: {e}") from None
         return req
 
-    def accept(self, request: ExportTraceServiceRequest, raw: bytes | None) -> IntakeResult:
+    def _count(self, transport: str, outcome: str, spans: int) -> None:
+        with self._lock:
+            self.stats.requests[(transport, outcome)] += 1
+            if spans:
+                self.stats.spans[(transport, outcome)] += spans
+
+    def accept(self, request: ExportTraceServiceRequest, raw: bytes | None, transport: str = "grpc") -> IntakeResult:
         """Validate, then publish. Raises BusRefused (retryable) or InvalidRequest."""
         total, rejected, reasons = _drop_invalid_spans(request)
+        if self.memory is not None and self.memory.over_limit:
+            self._count(transport, "refused_memory_limit", total)
+            raise BusRefused(self.memory.reason, self.memory.retry_after, exhausted=True)
         if rejected:
             raw = None  # the request changed; let the bus re-encode it
+            self._count(transport, "rejected_invalid_id", rejected)
         accepted = total - rejected
         if accepted and self.ingest is not None:
             request = self.ingest.apply(request)
@@ -94,23 +114,24 @@ class Intake:
         if accepted:
             try:
                 self.bus.publish(request, raw, accepted)
-            except Exception:
-                with self._lock:
-                    self.stats.refused_requests += 1
+            except BusRefused as e:
+                self._count(transport, "refused_bus_full" if e.exhausted else "refused_bus_unavailable", accepted)
                 raise
-        with self._lock:
-            self.stats.requests += 1
-            self.stats.spans_accepted += accepted
-            self.stats.spans_rejected += rejected
+        self._count(transport, "accepted", accepted)
         message = ""
         if rejected:
             message = f"rejected {rejected} of {total} spans: " + "; ".join(sorted(reasons))
             log.warning("%s", message)
         return IntakeResult(accepted, rejected, message)
 
-    def invalid(self) -> None:
-        with self._lock:
-            self.stats.invalid_requests += 1
+    def invalid(self, transport: str = "grpc") -> None:
+        self._count(transport, "invalid", 0)
+
+
+class MemoryGate(Protocol):
+    over_limit: bool
+    reason: str
+    retry_after: float
 
 
 def _drop_invalid_spans(req: ExportTraceServiceRequest) -> tuple[int, int, set[str]]:

@@ -1,0 +1,90 @@
+"""Self-telemetry: /metrics scraped from a running tracelake, /healthz, /readyz, and the memory limiter."""
+
+from __future__ import annotations
+
+import http.client
+import re
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.conftest import RunningTracelake, config_yaml, make_request
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def _get(address: str, path: str) -> tuple[int, str]:
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    body = resp.read().decode()
+    conn.close()
+    return resp.status, body
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format; labels match in any order."""
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ([0-9.e+-]+|NaN)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if got == labels:
+            return float(m.group(3))
+    raise AssertionError(f"{name}{labels} not in /metrics")
+
+
+def _send(tl: RunningTracelake, n: int, seed: int) -> None:
+    spans = [{"trace_id": f"{seed:08x}{i + 1:024x}", "span_id": f"{i + 1:016x}"} for i in range(n)]
+    with grpc.insecure_channel(tl.grpc) as ch:
+        ch.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)(
+            make_request(spans).SerializeToString(), timeout=10
+        )
+
+
+def test_metrics_health_and_readiness(tmp_path: Path) -> None:
+    tl = RunningTracelake(tmp_path, config_yaml())
+    try:
+        assert _get(tl.telemetry, "/healthz") == (200, "ok\n")
+        assert _get(tl.telemetry, "/readyz") == (200, "ready\n")
+        _send(tl, 30, 1)
+        _send(tl, 12, 2)
+        status, text = _get(tl.telemetry, "/metrics")
+        assert status == 200
+        assert _metric(text, "tracelake_receiver_spans_total", transport="grpc", outcome="accepted") == 42
+        assert _metric(text, "tracelake_receiver_requests_total", transport="grpc", outcome="accepted") == 2
+        assert _metric(text, "process_resident_memory_bytes") > 10 * 2**20
+        assert "tracelake_sink_write_seconds_bucket" in text
+        assert _get(tl.telemetry, "/nope")[0] == 404
+    finally:
+        assert tl.stop() == 0, tl.log
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_memory_limiter_refuses_above_the_soft_limit(tmp_path: Path, transport: str) -> None:
+    # the interpreter alone is above 40 MiB resident: every export is refused with a retryable status
+    extra = "memory_limiter: {limit: 48MiB, spike_limit: 8MiB, check_interval: 100ms}\n"
+    tl = RunningTracelake(tmp_path, config_yaml(extra=extra))
+    try:
+        body = make_request([{"trace_id": "1" * 32, "span_id": "1" * 16}]).SerializeToString()
+        if transport == "grpc":
+            with grpc.insecure_channel(tl.grpc) as ch, pytest.raises(grpc.RpcError) as err:
+                ch.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)(body, timeout=10)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "memory limit" in (err.value.details() or "")
+        else:
+            host, port = tl.http.rsplit(":", 1)
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 429 and resp.getheader("Retry-After") == "1"
+        status, text = _get(tl.telemetry, "/metrics")
+        assert _metric(text, "tracelake_receiver_spans_total", transport=transport, outcome="refused_memory_limit") == 1
+        assert _metric(text, "tracelake_memory_limiter_over_limit") == 1
+        status, body_text = _get(tl.telemetry, "/readyz")
+        assert status == 503 and "memory limit" in body_text
+    finally:
+        assert tl.stop() == 0, tl.log
