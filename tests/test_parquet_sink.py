@@ -155,3 +155,25 @@ def test_real_full_filesystem(tmp_path: Path) -> None:
         assert w.rows == 1
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_temp_files_of_a_killed_writer_are_swept_at_start(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from sinks.parquet.sink import _HOST
+
+    part = tmp_path / "spans" / "dt=2026-01-01" / "hour=00"
+    part.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = part / f".a.parquet.{_HOST}.{dead.pid}.tmp"
+    live = part / f".b.parquet.{_HOST}.{os.getpid()}.tmp"
+    other_host_fresh = part / ".c.parquet.elsewhere.1.tmp"
+    other_host_old = part / ".d.parquet.elsewhere.1.tmp"
+    for f in (killed, live, other_host_fresh, other_host_old):
+        f.write_bytes(b"half a file")
+    os.utime(other_host_old, (0, 0))
+    sink = ParquetSink(ParquetSinkConfig(path=str(tmp_path)))
+    assert sink.stale_temp_removed == 2
+    assert sorted(p.name for p in part.iterdir()) == sorted([live.name, other_host_fresh.name])

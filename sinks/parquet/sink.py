@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,6 +90,47 @@ def file_digest(rows: pa.Table, table: str) -> str:
     return h.hexdigest()[:24]
 
 
+_HOST = socket.gethostname().replace(".", "_")
+STALE_TEMP_AGE_S = 3600.0  # no single file write takes an hour; anything older is debris
+
+
+def sweep_stale_temp_files(root: Path, now_s: float | None = None) -> int:
+    """Remove temp files a killed writer left behind.
+
+    A temp file is debris when its writer was on this host and that pid is gone, or when it is
+    older than an hour (a writer on another host sharing the lake). Readers never see temp
+    files (dot-prefixed, `.tmp`), so this only reclaims space.
+    """
+    if not root.exists():
+        return 0
+    now_s = time.time() if now_s is None else now_s
+    removed = 0
+    for tmp in root.rglob(".*.tmp"):
+        parts = tmp.name.rsplit(".", 3)  # [.final.parquet, host, pid, tmp]
+        try:
+            mine_and_dead = len(parts) == 4 and parts[1] == _HOST and not _pid_alive(int(parts[2]))
+            if mine_and_dead or now_s - tmp.stat().st_mtime > STALE_TEMP_AGE_S:
+                tmp.unlink()
+                removed += 1
+        except (OSError, ValueError):
+            continue
+    if removed:
+        log.info("removed %d temp files left by an earlier writer under %s", removed, root)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ParquetSink:
     def __init__(
         self,
@@ -103,6 +145,7 @@ class ParquetSink:
         self._on_written = on_written
         self.files_written = 0
         self.bytes_written = 0
+        self.stale_temp_removed = sweep_stale_temp_files(self.root)
 
     # -- intake -----------------------------------------------------------------------------
     def write(
@@ -192,9 +235,9 @@ class ParquetSink:
         removed = []
         for hour_dir in sorted((self.root / schema.TABLE_DIRS[table]).glob("dt=*/hour=*")):
             try:
-                start = datetime.strptime(
-                    f"{hour_dir.parent.name[3:]} {hour_dir.name[5:]}", "%Y-%m-%d %H"
-                ).replace(tzinfo=UTC)
+                start = datetime.strptime(f"{hour_dir.parent.name[3:]} {hour_dir.name[5:]}", "%Y-%m-%d %H").replace(
+                    tzinfo=UTC
+                )
             except ValueError:
                 continue
             if start.timestamp() + 3600 <= now_s - older_than_s:
@@ -240,7 +283,7 @@ class ParquetSink:
         else:
             name = f"part-{digest}"
         final = directory / f"{name}.parquet"
-        tmp = directory / f".{final.name}.{os.getpid()}.tmp"
+        tmp = directory / f".{final.name}.{_HOST}.{os.getpid()}.tmp"
         try:
             with open(tmp, "wb") as fh:
                 pq.write_table(
