@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
+import shutil
 import sys
+from datetime import UTC
 from pathlib import Path
 
+import duckdb
+
 from pipeline.config import Config, ConfigError, default_config, load
+from pipeline.config.model import parse_duration
 
 log = logging.getLogger("tracelake")
 
@@ -47,12 +51,27 @@ def _load_or_exit(path: str) -> Config:
         raise SystemExit(2) from None
 
 
+def _config_from(args: argparse.Namespace) -> Config:
+    if getattr(args, "config", None):
+        return _load_or_exit(args.config)
+    return default_config()
+
+
 def _lake_from(args: argparse.Namespace) -> Path:
     if getattr(args, "lake", None):
         return Path(args.lake)
-    if getattr(args, "config", None):
-        return Path(_load_or_exit(args.config).lake_path)
-    return Path(default_config().lake_path)
+    return Path(_config_from(args).lake_path)
+
+
+def _open_lake(args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
+    """The lake's views plus `artifact(ref)` over the config's artifact stores."""
+    from pipeline.query import connect
+    from sinks.artifacts.cli import store_uris
+
+    config = _config_from(args)
+    lake = Path(args.lake) if getattr(args, "lake", None) else Path(config.lake_path)
+    stores = store_uris(config) if not getattr(args, "lake", None) else [str(lake / "_artifacts")]
+    return connect(lake, artifact_stores=stores)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -86,10 +105,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from processors.offload_artifacts.order import order_warnings
+
     config = _load_or_exit(args.file)
-    for w in config.warnings:
-        print(f"{config.source}: warning: {w}", file=sys.stderr)
     p = config.pipeline
+    for w in [*config.warnings, *order_warnings(p.process, ingest_ids=p.ingest)]:
+        print(f"{config.source}: warning: {w}", file=sys.stderr)
     otlp = config.raw.receivers.otlp
     receivers = [
         f"grpc {otlp.grpc.endpoint}" if otlp.grpc else "",
@@ -103,47 +124,178 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    import duckdb
+    from pipeline.maintenance import saved_queries
 
-    from pipeline.query import connect
-
-    con = connect(_lake_from(args))
-    try:
-        rel = con.sql(args.sql)
-    except duckdb.Error as e:
-        print(f"query error: {e}", file=sys.stderr)
-        return 1
-    if rel is None:  # a statement without a result (e.g. SET)
+    if args.list_saved:
+        for saved in saved_queries.list_saved():
+            params = " ".join(f"{p.name}={'?' if p.required else p.default}" for p in saved.params)
+            print(f"{saved.name:<28} {saved.description}" + (f"  [{params}]" if params else ""))
         return 0
+    if bool(args.sql) == bool(args.saved):
+        print("tracelake query: give either SQL or --saved NAME (see --list-saved)", file=sys.stderr)
+        return 2
+    con = _open_lake(args)
     try:
-        if args.format == "table":
-            print(rel.__str__() if args.max_rows is None else rel.limit(args.max_rows).__str__(), end="")
+        if args.saved:
+            saved = saved_queries.load_saved(args.saved)
+            rel = saved_queries.run(con, saved, saved_queries.parse_param_args(args.param))
+        else:
+            if args.param:
+                print("tracelake query: --param applies to --saved queries only", file=sys.stderr)
+                return 2
+            rel = con.sql(args.sql)
+        if rel is None:  # a statement without a result (e.g. SET)
             return 0
-        columns = rel.columns
-        rows = rel.fetchall()
+        _print_relation(rel, args.format, args.max_rows)
+    except saved_queries.SavedQueryError as e:
+        print(f"tracelake query: {e}", file=sys.stderr)
+        return 2
     except duckdb.Error as e:
         print(f"query error: {e}", file=sys.stderr)
         return 1
-    if args.format == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(columns)
-        w.writerows(rows)
-    else:
-        for row in rows:
-            print(json.dumps(dict(zip(columns, row, strict=True)), default=str))
     return 0
 
 
+def _print_relation(rel: duckdb.DuckDBPyRelation, fmt: str, max_rows: int | None) -> None:
+    """Table, CSV or JSON lines, all rendered by DuckDB: timestamps stay UTC ISO text, no Python tz objects."""
+    if max_rows is not None:
+        rel = rel.limit(max_rows)
+    if fmt == "table":
+        print(str(rel), end="")
+        return
+    rel = rel.set_alias("result")
+    if fmt == "json":
+        for (line,) in rel.query("result", "SELECT CAST(to_json(result) AS VARCHAR) FROM result").fetchall():
+            print(line)
+        return
+    import csv
+
+    # every value as DuckDB renders it (timestamps stay UTC ISO text, nested values readable)
+    cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in rel.columns)
+    reader = rel.query("result", f"SELECT {cols} FROM result").to_arrow_reader(8192)
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(rel.columns)
+    for batch in reader:
+        out.writerows(zip(*(col.to_pylist() for col in batch.columns), strict=True))
+
+
 def cmd_trace(args: argparse.Namespace) -> int:
-    from pipeline.query import connect
     from pipeline.trace_view import render_trace
 
-    con = connect(_lake_from(args))
-    text = render_trace(con, args.trace_id, width=args.width)
+    con = _open_lake(args)
+    width = args.width or shutil.get_terminal_size((80, 24)).columns
+    text = render_trace(con, args.trace_id, width=width, color=sys.stdout.isatty() and not args.no_color)
     if text is None:
         print(f"trace {args.trace_id} not found in the lake", file=sys.stderr)
         return 1
     print(text)
+    return 0
+
+
+def cmd_prices(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from processors.base import processor_type
+    from processors.cost.config import CostConfig
+    from processors.cost.prices import describe
+
+    cost: CostConfig | None = None
+    if args.config:
+        config = _load_or_exit(args.config)
+        blocks = [spec.config for pid, spec in config.processors.items() if processor_type(pid) == "cost"]
+        cost = blocks[0] if blocks and isinstance(blocks[0], CostConfig) else None
+    try:
+        at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else None
+    except ValueError:
+        print(f"tracelake prices: --at {args.at!r}: expected an ISO 8601 time, e.g. 2026-11-01T12:00Z", file=sys.stderr)
+        return 2
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    print(describe(args.model, args.provider, cost, at=at))
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from pipeline.maintenance import MaintenanceBusy
+    from pipeline.maintenance.compact import Compactor
+
+    config = _config_from(args)
+    settings = config.raw.compaction
+    lake = Path(args.lake) if args.lake else Path(config.lake_path)
+    older_than = parse_duration(args.older_than) if args.older_than else settings.older_than
+    try:
+        compactor = Compactor(
+            lake,
+            target_file_bytes=settings.target_file_bytes,
+            row_group_rows=settings.row_group_rows,
+            tables=args.table or ("spans", "traces", "feedback"),
+            threads=settings.threads,
+            memory_limit=settings.memory_limit,
+        )
+        report = compactor.run(older_than, dry_run=args.dry_run)
+    except MaintenanceBusy as e:
+        print(f"tracelake compact: {e}", file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line)
+    return 1 if report.errors else 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from pipeline.maintenance import MaintenanceBusy
+    from pipeline.maintenance.retention import apply_retention
+
+    config = _config_from(args)
+    lake = Path(args.lake) if args.lake else Path(config.lake_path)
+    ages = config.raw.retention.model_dump()
+    if args.older_than:
+        try:
+            age = parse_duration(args.older_than)
+        except ValueError as e:
+            print(f"tracelake retention: --older-than {args.older_than!r}: {e}", file=sys.stderr)
+            return 2
+        for table in args.table or list(ages):
+            ages[table] = age
+    if args.table:  # only these tables
+        ages = {t: a for t, a in ages.items() if t in args.table}
+    try:
+        removed = apply_retention(lake, ages, dry_run=args.dry_run)
+    except MaintenanceBusy as e:
+        print(f"tracelake retention: {e}", file=sys.stderr)
+        return 1
+    for r in removed:
+        print(r.line(args.dry_run))
+    kept = ", ".join(f"{t} {'forever' if a is None else f'{a / 86400:g}d'}" for t, a in ages.items())
+    print(f"{len(removed)} partitions {'to remove' if args.dry_run else 'removed'} (ages: {kept})")
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from pipeline.maintenance import MaintenanceBusy
+    from pipeline.maintenance.forget import forget_user
+    from processors.base import processor_type
+    from processors.redact_pii.config import RedactPiiConfig
+    from processors.redact_pii.processor import HashKeyMissing, hash_value, read_hash_key
+    from sinks.artifacts.cli import store_uris
+    from sinks.artifacts.store import ArtifactStore
+
+    config = _config_from(args)
+    lake = Path(args.lake) if args.lake else Path(config.lake_path)
+    ids = {args.user_id}  # as stored when no redact_pii hashes it
+    for pid, spec in config.processors.items():
+        if processor_type(pid) == "redact_pii" and isinstance(spec.config, RedactPiiConfig):
+            try:
+                ids.add(hash_value(read_hash_key(spec.config), args.user_id))
+            except HashKeyMissing as e:
+                print(f"tracelake forget: {e}", file=sys.stderr)
+                return 2
+    try:
+        report = forget_user(lake, sorted(ids), [ArtifactStore(u) for u in store_uris(config)], dry_run=args.dry_run)
+    except MaintenanceBusy as e:
+        print(f"tracelake forget: {e}", file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line)
     return 0
 
 
@@ -185,18 +337,53 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--lake", help="lake directory (default: the config's parquet sink path, or ./lake)")
         g.add_argument("--config", help="take the lake path from this config's parquet sink")
 
-    q = sub.add_parser("query", help="SQL over the lake (views: spans, traces, feedback)")
+    q = sub.add_parser("query", help="SQL over the lake (views: spans, traces, feedback; artifact(ref))")
     lake_args(q)
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    q.add_argument("--max-rows", type=int, default=None, help="table format: show at most this many rows")
-    q.add_argument("sql")
+    q.add_argument("--max-rows", type=int, default=None, help="show at most this many rows")
+    q.add_argument("--saved", metavar="NAME", help="run a saved query from conf/queries/ (or a path to a .sql file)")
+    q.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a saved query's parameter")
+    q.add_argument("--list-saved", action="store_true", help="list the saved queries and their parameters")
+    q.add_argument("sql", nargs="?")
     q.set_defaults(func=cmd_query)
 
     t = sub.add_parser("trace", help="show one trace as a span tree with timings, models, tokens, cost")
     lake_args(t)
-    t.add_argument("--width", type=int, default=80)
+    t.add_argument("--width", type=int, default=None, help="columns (default: the terminal's, else 80)")
+    t.add_argument("--no-color", action="store_true", help="plain text even on a terminal")
     t.add_argument("trace_id")
     t.set_defaults(func=cmd_trace)
+
+    pr = sub.add_parser("prices", help="the price the cost processor gives a model, and where it comes from")
+    pr.add_argument("--provider", help="provider as the conventions name it (openai, aws.bedrock, …)")
+    pr.add_argument("--config", help="apply this config's cost overrides")
+    pr.add_argument("--at", help="price in force at this ISO 8601 time (default: now)")
+    pr.add_argument("model")
+    pr.set_defaults(func=cmd_prices)
+
+    cp = sub.add_parser("compact", help="merge closed hours into few large files sorted by trace id")
+    lake_args(cp)
+    cp.add_argument("--older-than", help="only hours that ended longer ago than this (default: config, 1h)")
+    cp.add_argument("--table", action="append", choices=["spans", "traces", "feedback"], help="default: all")
+    cp.add_argument("--dry-run", action="store_true", help="print what would be compacted")
+    cp.set_defaults(func=cmd_compact)
+
+    rt = sub.add_parser("retention", help="delete hour partitions older than each table's retention age")
+    lake_args(rt)
+    rt.add_argument("--older-than", help="age for the chosen tables (default: retention.<table> in the config)")
+    rt.add_argument("--table", action="append", choices=["spans", "traces", "feedback"], help="default: all")
+    rt.add_argument("--dry-run", action="store_true", help="print what would be removed")
+    rt.set_defaults(func=cmd_retention)
+
+    fg = sub.add_parser("forget", help="right to delete: remove a user's traces, feedback and their artifacts")
+    lake_args(fg)
+    fg.add_argument("--user-id", required=True, help="the raw id; hashed the way the config's redact_pii hashes it")
+    fg.add_argument("--dry-run", action="store_true", help="print what would be removed")
+    fg.set_defaults(func=cmd_forget)
+
+    from sinks.artifacts.cli import add_commands
+
+    add_commands(sub)
 
     d = sub.add_parser("demo", help="send realistic LLM traces with the OpenTelemetry SDK")
     d.add_argument("--endpoint", default="127.0.0.1:4317", help="HOST:PORT of an OTLP receiver")

@@ -8,6 +8,7 @@ different times into one row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -93,11 +94,18 @@ GROUP BY trace_id
 """
 
 
-def connect(lake: str | Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+def connect(
+    lake: str | Path, database: str = ":memory:", artifact_stores: Sequence[str] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Views `spans`, `traces`, `feedback` over the lake; `artifact(ref)` reads offloaded values back
+    from `artifact_stores` (default `<lake>/_artifacts`)."""
+    from sinks.artifacts.sql import register_artifact_function
+
     lake = Path(lake)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
     con.execute(SPANS_VIEW.format(src=_source(con, lake, "spans")))
     con.execute(TRACES_VIEW.format(src=_source(con, lake, "traces")))
     con.execute(FEEDBACK_VIEW.format(src=_source(con, lake, "feedback")))
+    register_artifact_function(con, list(artifact_stores or [str(lake / "_artifacts")]))
     return con

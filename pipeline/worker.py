@@ -64,7 +64,8 @@ def _dedupe_spans(rows: pa.Table) -> pa.Table:
         .group_by("k", use_threads=False)
         .aggregate([("i", "min")])
     )
-    return rows.take(pc.sort(first.column("i_min")))
+    keep = first.column("i_min")
+    return rows.take(keep.take(pc.sort_indices(keep)))
 
 
 class Worker:
@@ -131,13 +132,17 @@ class Worker:
         batch = self.normalizer(decode(requests))
         self.stats.batches += 1
         self.stats.spans_in += batch.num_rows
-        for pid, proc in self.processors:
+        self._emit(self._run_chain(batch, 0), partition, offsets)
+
+    def _run_chain(self, batch: pa.Table, start: int) -> pa.Table:
+        """Processors from position `start` on: spans a holder releases still go through what follows it."""
+        for pid, proc in self.processors[start:]:
             if batch.num_rows == 0:
                 break
             self.processor_in[pid] += batch.num_rows
             batch = proc.process(batch)
             self.processor_out[pid] += batch.num_rows
-        self._emit(batch, partition, offsets)
+        return batch
 
     def _emit(self, spans: pa.Table, source: str | None = None, offsets: tuple[int, int] | None = None) -> None:
         """Route a processed batch: every row into the trace summaries, feedback rows into `feedback`,
@@ -181,8 +186,12 @@ class Worker:
         self.stats.promoted_traces += len(set(rows.column("trace_id").to_pylist()))
         log.info("promoted %d held-back spans of %d traces after late feedback", rows.num_rows, len(reasons))
 
-    def _emit_released(self, spans: pa.Table) -> None:
-        """Spans a processor held and now releases: recover their partition and offsets from lake_source."""
+    def _emit_released(self, spans: pa.Table, position: int) -> None:
+        """Spans the processor at `position` held and now releases: the rest of the chain, then the sinks,
+        with their partition and offsets recovered from lake_source."""
+        if spans.num_rows == 0:
+            return
+        spans = self._run_chain(spans, position + 1)
         if spans.num_rows == 0:
             return
         parts = pc.extract_regex(spans.column("lake_source"), r"^kafka:(?P<p>.+)@(?P<o>\d+)$")
@@ -198,10 +207,10 @@ class Worker:
 
     def _tick(self, force: bool = False, sources: set[str] | None = None) -> None:
         now_ns = time.time_ns()
-        for _pid, proc in self.processors:
+        for i, (_pid, proc) in enumerate(self.processors):
             tick = getattr(proc, "tick", None)
             if tick is not None:
-                self._emit_released(tick(now_ns))
+                self._emit_released(tick(now_ns), i)
         self._promote()
         for part in self.summarizer.due(force=force, sources=sources):
             self.stats.traces_summarised += part.rows.num_rows
@@ -248,10 +257,10 @@ class Worker:
     def handle_revoke(self, sources: list[str]) -> None:
         """Before partitions move to another worker: write what we hold of them, commit it."""
         revoked = set(sources)
-        for _pid, proc in self.processors:
+        for i, (_pid, proc) in enumerate(self.processors):
             release = getattr(proc, "on_revoke", None)
             if release is not None:
-                self._emit_released(release(revoked))
+                self._emit_released(release(revoked), i)
         self._tick(force=True, sources=revoked)
         for sink in self.sinks:
             try:
@@ -286,10 +295,10 @@ class Worker:
 
     def shutdown(self) -> None:
         """Release what processors hold, summarise every open trace, flush every sink, commit."""
-        for _pid, proc in self.processors:
+        for i, (_pid, proc) in enumerate(self.processors):
             stop = getattr(proc, "shutdown", None)
             if stop is not None:
-                self._emit_released(stop())
+                self._emit_released(stop(), i)
         self._tick(force=True)
         for sink in self.sinks:
             attempts = 0

@@ -119,6 +119,15 @@ def test_validate_cli(tmp_path: Path) -> None:
     ok = _cli("validate", str(REPO / "conf" / "tracelake.yaml"))
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith(f"{REPO / 'conf' / 'tracelake.yaml'}: ok")
+    assert "warning" not in ok.stderr  # the default chain redacts before it offloads
+    unsafe = tmp_path / "unsafe.yaml"
+    unsafe.write_text(
+        "processors: {offload_artifacts: {}, redact_pii: {}}\n"
+        "pipelines: {traces: {process: [offload_artifacts, redact_pii]}}\n"
+    )
+    warned = _cli("validate", str(unsafe))
+    assert warned.returncode == 0, warned.stderr
+    assert "'offload_artifacts' runs before 'redact_pii'" in warned.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("bus: {type: embedded, capcity: 3}\nprocessors: {frobnicate: {}}\n")
     out = _cli("validate", str(bad))

@@ -107,7 +107,9 @@ def test_collector_built_messages_are_consumed(broker: Broker, tmp_path: Path) -
             data = TracesData()
             data.resource_spans.extend(_spans([t]).resource_spans)
             producer.produce(
-                topic, key=t.encode(), value=data.SerializeToString(),
+                topic,
+                key=t.encode(),
+                value=data.SerializeToString(),
                 on_delivery=lambda err, msg: placed.append((msg.key(), msg.partition())),
             )
         assert producer.flush(10) == 0

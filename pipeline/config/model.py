@@ -174,6 +174,27 @@ class PipelineConfig(Strict):
     sinks: list[str] = ["parquet"]
 
 
+class RetentionConfig(Strict):
+    """Per-table age after which whole hour partitions are deleted (`tracelake retention`).
+
+    Spans hold every prompt and completion: big, and what privacy rules limit. Summaries and
+    feedback are small and keep trends answerable for a year. `null` keeps a table forever."""
+
+    spans: Seconds | None = 30 * 86400.0
+    traces: Seconds | None = 400 * 86400.0
+    feedback: Seconds | None = 400 * 86400.0
+
+
+class CompactionConfig(Strict):
+    """`tracelake compact`: closed hours become few large files sorted by trace id."""
+
+    older_than: Seconds = 3600.0
+    target_file_bytes: Bytes = 128 * 2**20
+    row_group_rows: int = Field(default=64 * 1024, gt=0)
+    memory_limit: str | None = None  # DuckDB's setting, e.g. "2GB"
+    threads: int | None = Field(default=None, gt=0)
+
+
 class RawConfig(Strict):
     """The document as written; processor and sink blocks are validated against their own types."""
 
@@ -187,3 +208,5 @@ class RawConfig(Strict):
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     memory_limiter: MemoryLimiterConfig | None = None
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    compaction: CompactionConfig = Field(default_factory=CompactionConfig)

@@ -96,6 +96,18 @@ class _MapBuilder:
         )
 
 
+_INT64_MAX = pa.scalar(2**63 - 1, pa.uint64())
+
+
+def _ns(values: list[int]) -> pa.Array:
+    """OTLP's fixed64 nanoseconds as int64. A value past 2262-04-11 (a broken clock, a fuzzer) is clamped
+    there (DuckDB reads it as infinity) instead of failing the whole batch: the span lands, visibly wrong."""
+    arr = pa.array(values, pa.uint64())
+    if pc.any(pc.greater(arr, _INT64_MAX)).as_py():
+        arr = pc.min_element_wise(arr, _INT64_MAX)
+    return arr.cast(pa.int64())
+
+
 def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
     trace_ids: list[str] = []
     span_ids: list[str] = []
@@ -163,14 +175,15 @@ def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
                     ln_offsets.append(len(ln_trace))
 
     n = len(trace_ids)
-    start_arr = pa.array(starts, pa.int64())
-    end_arr = pa.array(ends, pa.int64())
-    duration = pc.divide(pc.cast(pc.subtract(end_arr, start_arr), pa.float64()), 1e6)
+    start_arr = _ns(starts)
+    end_arr = _ns(ends)
+    # unsafe cast: a nonsense span (start 0, end now) has a difference beyond float64's exact integers
+    duration = pc.divide(pc.cast(pc.subtract(end_arr, start_arr), pa.float64(), safe=False), 1e6)
     events = pa.ListArray.from_arrays(
         pa.array(ev_offsets, pa.int32()),
         pa.StructArray.from_arrays(
             [
-                pa.array(ev_times, pa.int64()).cast(schema.TS),
+                _ns(ev_times).cast(schema.TS),
                 pa.array(ev_names, pa.string()),
                 ev_attrs.build(),
             ],

@@ -108,7 +108,7 @@ def sweep_stale_temp_files(root: Path, now_s: float | None = None) -> int:
     for tmp in root.rglob(".*.tmp"):
         parts = tmp.name.rsplit(".", 3)  # [.final.parquet, host, pid, tmp]
         try:
-            mine_and_dead = len(parts) == 4 and parts[1] == _HOST and not _pid_alive(int(parts[2]))
+            mine_and_dead = len(parts) == 4 and parts[1] == _HOST and not pid_alive(int(parts[2]))
             if mine_and_dead or now_s - tmp.stat().st_mtime > STALE_TEMP_AGE_S:
                 tmp.unlink()
                 removed += 1
@@ -119,7 +119,8 @@ def sweep_stale_temp_files(root: Path, now_s: float | None = None) -> int:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (ours included)."""
     if pid == os.getpid():
         return True
     try:

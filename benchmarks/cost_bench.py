@@ -1,0 +1,156 @@
+"""cost: spans/s with the `cost` processor against the empty chain, in the same run, on the same bytes.
+
+    python benchmarks/cost_bench.py [--traces 6000] [--seed 3] [--repeat 5] [--batch 8192]
+
+Traffic: `pipeline.demo.build_requests(traces, seed)` — the demo's three applications (OTel GenAI,
+OpenInference, OpenLLMetry legacy), about a third of the spans LLM calls over a handful of models
+(gpt-4o, gpt-4o-mini, o3-mini, claude-3-5-sonnet with cache reads/writes, gemini-1.5-flash via two
+providers, a vLLM and an Ollama model no price table knows).
+
+Two measurements, each alternating the two chains `repeat` times and keeping the best pass:
+(1) the worker's floor, one thread, no network: protobuf parse → decode → normalize → chain →
+    ParquetSink.write → flush (zstd), in batches of up to --batch spans as the worker takes them;
+(2) the processor alone on the same normalized batches (what `cost` adds per span).
+Printed: spans/s for both chains, the ratio (target >= 0.90), and the processor's own spans/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from pipeline.config.model import ParquetSinkConfig
+from pipeline.conventions import Normalizer
+from pipeline.demo import build_requests
+from pipeline.otlp.decode import SourcedRequest, decode
+from processors.base import Processor
+from processors.cost import CostConfig, CostProcessor
+from sinks.parquet.sink import ParquetSink
+
+
+def span_count(body: bytes) -> int:
+    req = ExportTraceServiceRequest()
+    req.ParseFromString(body)
+    return sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+
+
+def batches(requests: list[bytes], limit: int) -> Iterator[list[bytes]]:
+    """Group requests the way the worker takes them from the bus: up to `limit` spans."""
+    group: list[bytes] = []
+    spans = 0
+    for body in requests:
+        n = span_count(body)
+        if group and spans + n > limit:
+            yield group
+            group, spans = [], 0
+        group.append(body)
+        spans += n
+    if group:
+        yield group
+
+
+def floor_pass(groups: list[list[bytes]], chain: list[Processor], lake: Path) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds and spans for parse → decode → normalize → chain → Parquet (write + flush)."""
+    shutil.rmtree(lake, ignore_errors=True)
+    sink = ParquetSink(ParquetSinkConfig(path=str(lake)))
+    normalizer = Normalizer()
+    spans = 0
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    for i, group in enumerate(groups):
+        parsed = []
+        for j, body in enumerate(group):
+            req = ExportTraceServiceRequest()
+            req.ParseFromString(body)
+            parsed.append(SourcedRequest(req, f"bench:{i}@{j}"))
+        table = normalizer(decode(parsed))
+        for proc in chain:
+            table = proc.process(table)
+        sink.write("spans", table)
+        spans += table.num_rows
+    sink.flush_all()
+    return time.perf_counter() - t0, time.process_time() - cpu0, spans
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--traces", type=int, default=6000)
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=8192, help="spans per batch (the worker's max_batch_spans)")
+    args = ap.parse_args()
+
+    requests = build_requests(args.traces, seed=args.seed)
+    groups = list(batches(requests, args.batch))
+    normalizer = Normalizer()
+    tables = []
+    for i, group in enumerate(groups):
+        parsed = []
+        for j, body in enumerate(group):
+            req = ExportTraceServiceRequest()
+            req.ParseFromString(body)
+            parsed.append(SourcedRequest(req, f"bench:{i}@{j}"))
+        tables.append(normalizer(decode(parsed)))
+    whole = pa.concat_tables(tables)
+    n = whole.num_rows
+    llm = pc.sum(pc.is_in(whole.column("span_type"), pa.array(["llm", "embedding"]))).as_py()
+    models = pc.count_distinct(pc.coalesce(whole.column("response_model"), whole.column("request_model"))).as_py()
+    sizes = [t.num_rows for t in tables]
+    print(
+        f"traffic: {n} spans in {len(tables)} batches ({min(sizes)}-{max(sizes)} spans), "
+        f"{llm / n:.0%} LLM spans, {models} distinct model names, "
+        f"{sum(len(b) for b in requests) / n:.0f} B/span of OTLP"
+    )
+
+    cost = CostProcessor(CostConfig())
+    for t in tables:  # warm: resolve every model once, as a long-running worker has
+        cost.process(t)
+
+    with tempfile.TemporaryDirectory(prefix="cost-bench-") as tmp:
+        lake = Path(tmp) / "lake"
+        wall = {"empty": float("inf"), "cost": float("inf")}
+        cpu = dict(wall)
+        for r in range(args.repeat):
+            order = [("empty", []), ("cost", [cost])]
+            for name, chain in order if r % 2 == 0 else order[::-1]:  # alternate: no first-run advantage
+                seconds, cpu_seconds, spans = floor_pass(groups, chain, lake)
+                assert spans == n
+                wall[name] = min(wall[name], seconds)
+                cpu[name] = min(cpu[name], cpu_seconds)
+    print(f"(1) worker floor, parse → decode → normalize → chain → Parquet, best of {args.repeat}, alternating:")
+    print("                  wall spans/s    CPU spans/s")
+    for name, label in (("empty", "empty chain"), ("cost", "[cost]     ")):
+        print(f"    {label}   {n / wall[name]:12,.0f}   {n / cpu[name]:12,.0f}")
+    print(
+        f"    ratio         {wall['empty'] / wall['cost']:12.3f}   {cpu['empty'] / cpu['cost']:12.3f}"
+        "   (target >= 0.90)"
+    )
+
+    alone = float("inf")
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        for t in tables:
+            cost.process(t)
+        alone = min(alone, time.perf_counter() - t0)
+    print(f"(2) cost.process alone: {n / alone:,.0f} spans/s ({alone / n * 1e6:.2f} µs/span)")
+    print(
+        f"    ratio implied by (1) empty wall + (2): {wall['empty'] / (wall['empty'] + alone):.3f}"
+        " (less noisy than (1) on a shared machine)"
+    )
+    fresh = CostProcessor(CostConfig())
+    out = pa.concat_tables([fresh.process(t) for t in tables])
+    counts = pc.value_counts(out.column("cost_status")).flatten()
+    statuses = dict(zip(*(c.to_pylist() for c in counts), strict=True))
+    print(f"    statuses: {statuses}")
+    print(f"    unknown models: {fresh.stats['unknown_model']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Lake maintenance: compaction (`compact.py`), retention (`retention.py`), saved investigations (`saved_queries.py`).
+
+This module holds what the first two share: the hour partitions of a table (DESIGN.md contract 2:
+`<lake>/<table>/dt=YYYY-MM-DD/hour=HH/`) and a per-lake lock so that two maintenance runs never
+rewrite or delete the same partition at once. Writers (`tracelake run` / workers) never take the
+lock: maintenance is built to be safe while they write.
+
+Readers take no lock either. A query that listed a file just before compaction or retention deleted
+it fails with "Cannot open file … No such file or directory" — loudly, never with partial rows — and
+succeeds when run again; `retry_vanished` wraps tracelake's own queries in that retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from pipeline import schema
+
+T = TypeVar("T")
+
+# Tables that maintenance manages. The holdback area is the worker's (it expires it itself).
+TABLES = ("spans", "traces", "feedback")
+LOCK_NAME = ".maintenance.lock"
+HOUR_S = 3600.0
+
+
+@dataclass(frozen=True)
+class HourPartition:
+    table: str
+    path: Path
+    start: datetime  # UTC; the partition holds rows with start_time / time in [start, start + 1h)
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.parent.name}/{self.path.name}"
+
+    @property
+    def end_s(self) -> float:
+        return self.start.timestamp() + HOUR_S
+
+    def closed_before(self, cutoff_s: float) -> bool:
+        """True when the whole hour lies before `cutoff_s` (unix seconds)."""
+        return self.end_s <= cutoff_s
+
+
+def hour_partitions(lake: Path, table: str) -> list[HourPartition]:
+    """The table's `dt=…/hour=…` directories, oldest first; directories with other names are ignored."""
+    root = Path(lake) / schema.TABLE_DIRS[table]
+    out = []
+    for d in root.glob("dt=*/hour=*"):
+        if not d.is_dir():
+            continue
+        try:
+            start = datetime.strptime(f"{d.parent.name[3:]} {d.name[5:]}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        out.append(HourPartition(table, d, start))
+    return sorted(out, key=lambda p: (p.start, str(p.path)))
+
+
+class MaintenanceBusy(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def maintenance_lock(lake: Path, wait_s: float = 0.0) -> Iterator[None]:
+    """An exclusive flock on `<lake>/.maintenance.lock` (local filesystems), waited for up to `wait_s`."""
+    path = Path(lake) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise MaintenanceBusy(f"another compaction or retention run holds {path}") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames/unlinks in `path` durable (a rename is only on disk once its directory is)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def vanished_file(error: BaseException) -> bool:
+    """True for DuckDB's error when a listed file was deleted before the scan opened it."""
+    text = str(error)
+    return isinstance(error, duckdb.IOException) and "Cannot open file" in text and "No such file" in text
+
+
+def retry_vanished(query: Callable[[], T], attempts: int = 3) -> T:
+    """Run `query` (which must list the lake's files itself, e.g. a query on `pipeline.query.connect`'s
+    views) again when compaction or retention removed a file between its listing and its reading."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return query()
+        except duckdb.Error as e:
+            if attempt == attempts or not vanished_file(e):
+                raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,161 @@
+"""Right to delete: remove one user's traces from every table, and the artifacts only they referenced.
+
+What goes: every trace in which any span or trace summary carries the user's id in `user_id` — the
+whole trace, not only the spans that carry the id, because child spans (retrievals, LLM calls) hold
+the user's prompts without repeating `user.id`. Its spans, held-back spans, summary rows and
+feedback go, in every partition. The ids matched are the raw id and its HMAC token as redact_pii
+computes it (`user.id` is hashed by default), so the command takes what the user knows: their id.
+
+How: each Parquet file holding such a trace is rewritten without its rows (pyarrow, so every column
+keeps its exact type) to a temp name, fsynced and renamed over the original; a file left empty is
+removed. A reader sees the old file or the new one, never half. Then the artifacts referenced by the
+removed rows and by nothing left in the lake are deleted from the store. Runs under the maintenance
+lock, so it never races compaction or retention.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline import schema
+from pipeline.maintenance import fsync_dir, maintenance_lock
+from sinks.artifacts.gc import lake_files, referenced_refs
+from sinks.artifacts.refs import is_ref
+from sinks.artifacts.store import ArtifactStore
+
+TABLES = ("spans", "holdback", "traces", "feedback")  # holdback: dropped traces wait there for late feedback
+
+
+@dataclass
+class ForgetReport:
+    trace_ids: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows removed
+    files_rewritten: int = 0
+    files_removed: int = 0
+    artifacts_deleted: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def lines(self) -> list[str]:
+        verb = "would remove" if self.dry_run else "removed"
+        out = [f"{verb} {len(self.trace_ids)} traces of the user"]
+        out += [f"  {table}: {n} rows" for table, n in self.rows.items()]
+        if not self.dry_run:
+            out.append(f"  files: {self.files_rewritten} rewritten, {self.files_removed} removed")
+        if self.dry_run:
+            out.append(
+                f"  artifacts those rows reference: {len(self.artifacts_deleted)} (deleted if nothing else does)"
+            )
+        else:
+            out.append(f"  artifacts deleted: {len(self.artifacts_deleted)}")
+        return out
+
+
+def _files(lake: Path, table: str) -> list[Path]:
+    return sorted((lake / schema.TABLE_DIRS[table]).glob("dt=*/hour=*/*.parquet"))
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def user_trace_ids(lake: Path, user_ids: Sequence[str]) -> list[str]:
+    """Trace ids whose spans (kept or held back) or summaries carry one of `user_ids`."""
+    con = duckdb.connect()
+    found: set[str] = set()
+    for table in ("spans", "holdback", "traces"):
+        files = _files(lake, table)
+        if not files:
+            continue
+        sql = (
+            f"SELECT DISTINCT trace_id FROM read_parquet([{_sql_list(map(str, files))}], union_by_name=true, "
+            f"hive_partitioning=false) WHERE user_id IN ({_sql_list(user_ids)})"
+        )
+        found.update(row[0] for row in con.execute(sql).fetchall())
+    return sorted(found)
+
+
+def _artifact_refs(rows: pa.Table) -> set[str]:
+    refs: set[str] = set()
+    if "artifacts" in rows.column_names:
+        for items in rows.column("artifacts").to_pylist():
+            refs.update(a["ref"] for a in items or [] if a.get("ref"))
+    for name in ("attributes", "resource_attributes"):
+        if name in rows.column_names:
+            for pairs in rows.column(name).to_pylist():
+                refs.update(v for _k, v in pairs or [] if is_ref(v))
+    return refs
+
+
+def _rewrite(path: Path, keep: pa.Table) -> bool:
+    """Replace `path` with `keep`; an empty result removes the file. Returns whether it was removed."""
+    if keep.num_rows == 0:
+        path.unlink()
+        fsync_dir(path.parent)
+        return True
+    tmp = path.with_name(f".{path.name}.forget.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(keep, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return False
+
+
+def forget_user(
+    lake: str | Path,
+    user_ids: Sequence[str],
+    stores: Sequence[ArtifactStore] = (),
+    dry_run: bool = False,
+    lock_wait_s: float = 30.0,
+) -> ForgetReport:
+    """Remove every trace of the user from the lake (see the module docstring)."""
+    lake = Path(lake)
+    report = ForgetReport(dry_run=dry_run)
+    if not lake.is_dir() or not user_ids:
+        return report
+    with maintenance_lock(lake, lock_wait_s):
+        traces = user_trace_ids(lake, user_ids)
+        report.trace_ids = traces
+        if not traces:
+            return report
+        doomed = pa.array(traces, pa.string())
+        candidates: set[str] = set()
+        for table in TABLES:
+            removed_rows = 0
+            for path in _files(lake, table):
+                rows = pq.read_table(path)
+                mine = pc.is_in(rows.column("trace_id"), value_set=doomed)
+                hits = pc.sum(mine).as_py() or 0
+                if not hits:
+                    continue
+                removed_rows += hits
+                candidates |= _artifact_refs(rows.filter(mine))
+                if dry_run:
+                    continue
+                if _rewrite(path, rows.filter(pc.invert(mine))):
+                    report.files_removed += 1
+                else:
+                    report.files_rewritten += 1
+            report.rows[table] = removed_rows
+        if candidates and stores:
+            still = referenced_refs(lake_files([lake])) if not dry_run else set()
+            for ref in sorted(candidates - still):
+                if dry_run:
+                    report.artifacts_deleted.append(ref)
+                    continue
+                for store in stores:
+                    if store.delete(ref):
+                        report.artifacts_deleted.append(ref)
+    return report

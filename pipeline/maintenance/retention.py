@@ -1,0 +1,94 @@
+"""Retention: delete whole hour partitions (`dt=…/hour=…`) older than each table's age.
+
+Ages are per table because the tables age differently: `spans` (every attribute, prompt and
+completion: big, and what privacy rules limit) is hot data for days or weeks, while `traces`
+summaries and `feedback` are small and keep cost, latency and quality trends answerable for a year.
+
+A partition goes when its whole hour ended more than the age ago, so no row younger than the age is
+ever deleted. The hour directory is first renamed out of the table (into `<lake>/.trash/`, which no
+view globs) and then removed: a reader sees the whole hour or none of it, never half a directory.
+An emptied `dt=` directory is removed too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.maintenance import TABLES, fsync_dir, hour_partitions, maintenance_lock
+
+TRASH = ".trash"
+
+
+@dataclass(frozen=True)
+class RemovedPartition:
+    table: str
+    partition: str  # dt=YYYY-MM-DD/hour=HH
+    path: str
+    files: int
+    bytes: int
+
+    def line(self, dry_run: bool = False) -> str:
+        verb = "would remove" if dry_run else "removed"
+        return f"{verb} {self.table}/{self.partition} ({self.files} files, {self.bytes:,} B)"
+
+
+def apply_retention(
+    lake: str | Path,
+    ages_s: Mapping[str, float | None],
+    *,
+    now_s: float | None = None,
+    dry_run: bool = False,
+    lock_wait_s: float = 30.0,
+) -> list[RemovedPartition]:
+    """Delete each table's hour partitions that ended more than `ages_s[table]` seconds ago.
+
+    A table missing from `ages_s`, or with age None, is kept forever."""
+    lake = Path(lake)
+    for table in ages_s:
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}: expected one of {', '.join(TABLES)}")
+    if not lake.is_dir():
+        return []
+    now_s = time.time() if now_s is None else now_s
+    removed: list[RemovedPartition] = []
+    with maintenance_lock(lake, lock_wait_s):
+        if not dry_run:
+            _empty_trash(lake)  # left over by a run that crashed between rename and delete
+        for table in TABLES:
+            age = ages_s.get(table)
+            if age is None:
+                continue
+            for part in hour_partitions(lake, table):
+                if not part.closed_before(now_s - age):
+                    continue
+                files = [p for p in part.path.rglob("*") if p.is_file()]
+                size = sum(p.stat().st_size for p in files)
+                removed.append(
+                    RemovedPartition(table, part.name, str(part.path), sum(f.suffix == ".parquet" for f in files), size)
+                )
+                if not dry_run:
+                    _remove(lake, part.path)
+    return removed
+
+
+def _empty_trash(lake: Path) -> None:
+    for p in (lake / TRASH).glob("*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _remove(lake: Path, hour_dir: Path) -> None:
+    trash = lake / TRASH
+    trash.mkdir(exist_ok=True)
+    name = f"{hour_dir.parent.parent.name}.{hour_dir.parent.name}.{hour_dir.name}.{os.getpid()}.{time.time_ns()}"
+    target = trash / name
+    os.replace(hour_dir, target)  # atomic: readers see the hour or nothing
+    fsync_dir(hour_dir.parent)
+    shutil.rmtree(target, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        hour_dir.parent.rmdir()  # the dt= directory, once its last hour is gone

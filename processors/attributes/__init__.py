@@ -1,0 +1,24 @@
+"""`attributes`: insert, update, upsert, delete, hash and rename span or resource attributes.
+
+Modelled on the OpenTelemetry Collector's attributes processor; see README.md beside this file.
+"""
+
+from __future__ import annotations
+
+from processors.attributes.config import AttributeAction, AttributesConfig
+from processors.attributes.processor import AttributesProcessor
+from processors.base import ProcessorContext, ProcessorFactory
+
+
+def _create(config: AttributesConfig, context: ProcessorContext) -> AttributesProcessor:
+    return AttributesProcessor(config, context)
+
+
+factory = ProcessorFactory(
+    type="attributes",
+    config_class=AttributesConfig,
+    create=_create,
+    description="insert/update/upsert/delete/hash/rename span and resource attributes (Collector-style)",
+)
+
+__all__ = ["AttributeAction", "AttributesConfig", "AttributesProcessor", "factory"]

@@ -1,0 +1,24 @@
+"""`filter`: drop spans by name, span type, status, kind, service or attribute values.
+
+Modelled on the OpenTelemetry Collector's filter processor; see README.md beside this file.
+"""
+
+from __future__ import annotations
+
+from processors.base import ProcessorContext, ProcessorFactory
+from processors.filter.config import FilterConfig, SpanCondition, SpanFilter
+from processors.filter.processor import FilterProcessor
+
+
+def _create(config: FilterConfig, context: ProcessorContext) -> FilterProcessor:
+    return FilterProcessor(config, context)
+
+
+factory = ProcessorFactory(
+    type="filter",
+    config_class=FilterConfig,
+    create=_create,
+    description="drop spans matching any exclude condition, or not matching any include condition",
+)
+
+__all__ = ["FilterConfig", "FilterProcessor", "SpanCondition", "SpanFilter", "factory"]

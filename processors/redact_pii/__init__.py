@@ -1,0 +1,26 @@
+"""`redact_pii`: typed placeholders instead of PII and secrets, before anything reaches the lake.
+
+See README.md beside this file for the config keys, the fast path and the trade-off of running it in
+the `ingest` chain.
+"""
+
+from __future__ import annotations
+
+from processors.base import ProcessorContext, ProcessorFactory
+from processors.redact_pii import engine as _engine  # noqa: F401  (offline tldextract before presidio loads)
+from processors.redact_pii.config import RedactPiiConfig
+from processors.redact_pii.processor import HashKeyMissing, PiiRedactor
+
+
+def _create(config: RedactPiiConfig, context: ProcessorContext) -> PiiRedactor:
+    return PiiRedactor(config, context)
+
+
+factory = ProcessorFactory(
+    type="redact_pii",
+    config_class=RedactPiiConfig,
+    create=_create,
+    description="PII and secrets in every span string become typed placeholders (Presidio, RE2 fast path)",
+)
+
+__all__ = ["HashKeyMissing", "PiiRedactor", "RedactPiiConfig", "factory"]

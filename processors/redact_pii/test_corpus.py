@@ -1,0 +1,44 @@
+"""The labelled corpus (tests/pii_corpus): the thresholds the issue sets, asserted."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from processors.redact_pii.recognizers import SECRET_ENTITIES, STRUCTURED_ENTITIES
+from processors.redact_pii.testing import TEST_HASH_KEY
+from tests.pii_corpus.score import Report, load_corpus, make_redactor, render, score
+
+
+@pytest.fixture(scope="module")
+def report() -> Iterator[Report]:
+    old = os.environ.get("TRACELAKE_HASH_KEY")
+    os.environ["TRACELAKE_HASH_KEY"] = TEST_HASH_KEY
+    redactor = make_redactor()
+    result = score(redactor, load_corpus())
+    print(render(result, redactor))
+    yield result
+    if old is None:
+        os.environ.pop("TRACELAKE_HASH_KEY", None)
+    else:
+        os.environ["TRACELAKE_HASH_KEY"] = old
+
+
+@pytest.mark.parametrize("entity", [*STRUCTURED_ENTITIES, *SECRET_ENTITIES])
+def test_structured_types_and_secrets_full_recall_no_leak(report: Report, entity: str) -> None:
+    s = report.per_type[entity]
+    assert s.labelled > 0, f"the corpus has no {entity}"
+    assert s.recall == 1.0, report.misses
+    assert s.leaks == 0, report.misses
+
+
+def test_structured_types_and_secrets_precision(report: Report) -> None:
+    for entity in (*STRUCTURED_ENTITIES, *SECRET_ENTITIES):
+        assert report.per_type[entity].precision >= 0.95, (entity, report.misses)
+
+
+def test_lookalikes_kept(report: Report) -> None:
+    assert report.lookalikes >= 100
+    assert report.kept_ratio >= 0.98, report.misses

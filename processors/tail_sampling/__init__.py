@@ -1,0 +1,27 @@
+"""`tail_sampling`: keep or drop whole traces once they are complete, by Collector-style policies.
+
+See README.md beside this file for the config keys, the policies and the contract with the worker
+(held spans, decision cache, late feedback, Kafka offsets).
+"""
+
+from __future__ import annotations
+
+from processors.base import ProcessorContext, ProcessorFactory
+from processors.tail_sampling.config import TailSamplingConfig
+from processors.tail_sampling.processor import TailSampler
+
+
+def _create(config: TailSamplingConfig, context: ProcessorContext) -> TailSampler:
+    return TailSampler(config, context)
+
+
+factory = ProcessorFactory(
+    type="tail_sampling",
+    config_class=TailSamplingConfig,
+    create=_create,
+    description="holds each trace until it is complete, then keeps it when any policy does (errors, cost, "
+    "latency, feedback, attributes, probabilistic)",
+    stateful=True,
+)
+
+__all__ = ["TailSampler", "TailSamplingConfig", "factory"]

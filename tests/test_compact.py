@@ -1,0 +1,385 @@
+"""Compaction: closed hours only, duplicates removed, sorted output, identical views, crash and race safety."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import feedback, schema
+from pipeline.config.model import ParquetSinkConfig
+from pipeline.conventions import normalize
+from pipeline.maintenance import MaintenanceBusy, hour_partitions, maintenance_lock, retry_vanished
+from pipeline.maintenance.compact import Compactor
+from pipeline.otlp.decode import SourcedRequest, decode
+from pipeline.query import connect
+from pipeline.trace_summary import TraceSummarizer
+from sinks.parquet.sink import ParquetSink
+from tests.conftest import RunningTracelake, config_yaml, make_request
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+HOUR_NS = 3600 * 10**9
+NOW_S = time.time()
+CLOSED = (int(NOW_S) // 3600 - 3) * HOUR_NS  # start of an hour that ended two hours ago
+OPEN = (int(NOW_S) // 3600) * HOUR_NS  # start of the current hour
+VIEWS = {
+    "spans": "select * from spans order by trace_id, span_id",
+    "traces": "select * from traces order by trace_id",
+    "feedback": "select * from feedback order by trace_id, time, name",
+}
+
+
+def _batch(trace_ids: list[str], spans_per_trace: int, start: int, source: str, step_ns: int = 10**9) -> pa.Table:
+    spans = [
+        {
+            "trace_id": t,
+            "span_id": f"{i:08x}{j + 1:08x}",
+            "parent": f"{i:08x}{1:08x}" if j else None,
+            "name": f"step {j}",
+            "start": start + (i * spans_per_trace + j) * step_ns % (HOUR_NS - 10**9),
+            "attrs": {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "i": i},
+        }
+        for i, t in enumerate(trace_ids)
+        for j in range(spans_per_trace)
+    ]
+    return normalize(decode([SourcedRequest(make_request(spans), source)]))
+
+
+def _relabel(batch: pa.Table, source: str) -> pa.Table:
+    """The same rows as a replay from another position would carry them."""
+    return batch.set_column(
+        batch.schema.get_field_index("lake_source"), "lake_source", pa.array([source] * batch.num_rows)
+    )
+
+
+def build_lake(root: Path, files: int = 12, traces_per_file: int = 6, spans_per_trace: int = 5) -> dict[str, int]:
+    """Many small files in a closed hour (with replays of spans, trace parts and feedback) and in the
+    open hour; returns the number of distinct spans per hour."""
+    sink = ParquetSink(ParquetSinkConfig(path=str(root)))
+    summarizer = TraceSummarizer(trace_idle=0, clock=lambda: 0.0)
+    for f in range(files):
+        for label, start in (("closed", CLOSED), ("open", OPEN)):
+            traces = [
+                f"{'c' if label == 'closed' else 'd'}{(f * 7919 + i * 104729) % 10**9:031x}"
+                for i in range(traces_per_file)
+            ]
+            batch = _batch(traces, spans_per_trace, start, f"kafka:t/0@{f}")
+            sink.write("spans", batch)
+            summarizer.observe(batch)
+            for part in summarizer.due(force=True):
+                sink.write("traces", part.rows)
+                if f % 3 == 0:
+                    sink.write("traces", part.rows)  # replayed part: same part_id
+            events = [
+                feedback.FeedbackEvent(t, "thumbs", float(i % 2), time_ns=start + f * 10**9)
+                for i, t in enumerate(traces)
+            ]
+            sink.write(
+                "feedback",
+                feedback.extract(normalize(decode([SourcedRequest(feedback.to_request(events), f"kafka:t/0@{f}")]))),
+            )
+            sink.flush_all()
+            if f % 4 == 0:  # a replay from another partition offset: different file, same spans
+                sink.write("spans", _relabel(batch, f"kafka:t/1@{f}"))
+                sink.flush_all()
+    return {"closed": files * traces_per_file * spans_per_trace, "open": files * traces_per_file * spans_per_trace}
+
+
+def views(lake: Path) -> dict[str, pa.Table]:
+    con = connect(lake)
+    return {name: con.sql(sql).to_arrow_table() for name, sql in VIEWS.items()}
+
+
+def raw_count(path: Path) -> int:
+    return sum(pq.read_metadata(p).num_rows for p in path.glob("*.parquet"))
+
+
+def snapshot(lake: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in lake.rglob("*.parquet")}
+
+
+def test_closed_hours_become_sorted_deduplicated_files_and_views_do_not_change(tmp_path: Path) -> None:
+    expected = build_lake(tmp_path)
+    before_views = views(tmp_path)
+    closed_key = time.strftime("dt=%Y-%m-%d/hour=%H", time.gmtime(CLOSED / 1e9))
+    open_files = {k: v for k, v in snapshot(tmp_path).items() if closed_key not in k}
+    closed_spans = next(p for p in hour_partitions(tmp_path, "spans") if p.start.timestamp() * 1e9 == CLOSED)
+    assert raw_count(closed_spans.path) > expected["closed"]  # the replays
+
+    report = Compactor(tmp_path, row_group_rows=64).run(older_than_s=3600)
+    assert not report.errors and len(report.compacted) == 3 and report.open_partitions == 3
+    spans_result = next(r for r in report.compacted if r.table == "spans")
+    assert spans_result.inputs == 15 and spans_result.rows_out == expected["closed"]
+    assert spans_result.duplicates_removed == 3 * 30
+
+    # views: the same rows, column for column
+    assert views(tmp_path) == before_views
+    # the open hour: not a byte touched
+    assert {k: v for k, v in snapshot(tmp_path).items() if k in open_files} == open_files
+    for table in ("spans", "traces", "feedback"):
+        closed = next(p for p in hour_partitions(tmp_path, table) if p.start.timestamp() * 1e9 == CLOSED)
+        files = list(closed.path.glob("*.parquet"))
+        assert [f.name.startswith("compacted-") for f in files] == [True]
+        assert list(closed.path.iterdir()) == files  # no temp files left
+        meta = pq.read_metadata(files[0])
+        rows = pq.read_table(files[0])
+        assert rows.schema.remove_metadata() == schema.TABLES[table]
+        assert all(meta.row_group(i).num_rows <= 64 for i in range(meta.num_row_groups))
+        assert rows.column("trace_id").to_pylist() == sorted(rows.column("trace_id").to_pylist())
+        identity = {
+            "spans": ["trace_id", "span_id"],
+            "traces": ["trace_id", "part_id"],
+            "feedback": ["trace_id", "time", "name"],
+        }
+        assert rows.group_by(identity[table]).aggregate([]).num_rows == rows.num_rows  # no duplicates left
+    assert raw_count(closed_spans.path) == expected["closed"]
+
+
+def test_a_second_run_finds_nothing_to_do_and_a_late_file_is_merged_next_time(tmp_path: Path) -> None:
+    build_lake(tmp_path, files=4)
+    Compactor(tmp_path).run(older_than_s=0)
+    state = snapshot(tmp_path)
+    report = Compactor(tmp_path).run(older_than_s=0)
+    assert report.compacted == [] and report.skipped == 3 and snapshot(tmp_path) == state
+
+    # a late span lands in the compacted hour (e.g. from a slow client): the next run merges it in
+    sink = ParquetSink(ParquetSinkConfig(path=str(tmp_path)))
+    sink.write("spans", _batch(["f" * 32], 2, CLOSED, "kafka:t/0@99"))
+    sink.flush_all()
+    before = views(tmp_path)
+    report = Compactor(tmp_path).run(older_than_s=0)
+    assert [(r.table, r.inputs) for r in report.compacted] == [("spans", 2)]
+    assert views(tmp_path) == before
+
+
+def test_older_than_protects_recent_hours(tmp_path: Path) -> None:
+    build_lake(tmp_path, files=3)
+    state = snapshot(tmp_path)
+    # the closed hour ended two hours ago: three hours of protection leave everything alone
+    report = Compactor(tmp_path).run(older_than_s=3 * 3600)
+    assert report.compacted == [] and report.open_partitions == 6 and snapshot(tmp_path) == state
+    dry = Compactor(tmp_path).run(older_than_s=3600, dry_run=True)
+    assert len(dry.planned) == 3 and snapshot(tmp_path) == state
+    assert "would compact spans/dt=" in "\n".join(dry.lines())
+
+
+def test_large_partitions_split_into_target_sized_files_with_disjoint_trace_ranges(tmp_path: Path) -> None:
+    sink = ParquetSink(ParquetSinkConfig(path=str(tmp_path)))
+    for f in range(6):
+        traces = [f"{(f * 1000 + i) * 2654435761 % 16**32:032x}" for i in range(200)]
+        sink.write("spans", _batch(traces, 5, CLOSED, f"kafka:t/0@{f}", step_ns=10**6))
+        sink.flush_all()
+    before = views(tmp_path)["spans"]
+    report = Compactor(tmp_path, target_file_bytes=40_000, row_group_rows=500, tables=["spans"]).run(0)
+    files = sorted(p for p in tmp_path.rglob("*.parquet"))
+    assert len(report.compacted[0].outputs) == len(files) > 2
+    ranges = []
+    for p in files:
+        ids = pq.read_table(p, columns=["trace_id"]).column("trace_id")
+        ranges.append((pc.min(ids).as_py(), pc.max(ids).as_py()))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(ranges))  # each file holds a trace-id range
+    assert views(tmp_path)["spans"] == before
+    # what makes a lookup cheap: by their min/max statistics, only one or two row groups may hold a trace
+    tid = ranges[1][0]
+    candidates = 0
+    for p in files:
+        meta = pq.read_metadata(p)
+        for i in range(meta.num_row_groups):
+            stats = meta.row_group(i).column(0).statistics
+            candidates += stats.min <= tid <= stats.max
+    assert 1 <= candidates <= 2
+
+
+class CrashAfterSwap(Compactor):
+    """Dies after renaming the outputs into place, before deleting any input."""
+
+    def retire_inputs(self, inputs: list[Path]) -> None:
+        raise KeyboardInterrupt
+
+
+def test_a_crash_after_the_swap_leaves_views_correct_and_the_rerun_cleans_up(tmp_path: Path) -> None:
+    build_lake(tmp_path, files=4)
+    before = views(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        CrashAfterSwap(tmp_path, tables=["spans"]).run(older_than_s=0)
+    closed = next(p for p in hour_partitions(tmp_path, "spans") if p.start.timestamp() * 1e9 == CLOSED)
+    names = [p.name for p in closed.path.glob("*.parquet")]
+    assert sum(n.startswith("compacted-") for n in names) == 1 and len(names) == 6
+    assert views(tmp_path) == before  # inputs and outputs side by side: the views read each row once
+    # a temp file of a crashed write by a dead process: never read, removed by the next run
+    stale = closed.path / ".compacted-0123456789abcdef-000.parquet.999999999.tmp"
+    stale.write_bytes(b"partial")
+    report = Compactor(tmp_path, tables=["spans"]).run(older_than_s=0)
+    assert report.compacted[0].inputs == 6 and not stale.exists()
+    files = list(closed.path.glob("*.parquet"))
+    assert len(files) == 1 and raw_count(closed.path) == 4 * 6 * 5
+    assert views(tmp_path) == before
+
+
+def test_output_names_are_deterministic_for_the_inputs(tmp_path: Path) -> None:
+    build_lake(tmp_path / "a", files=2)
+    build_lake(tmp_path / "b", files=2)
+    ra = Compactor(tmp_path / "a").run(older_than_s=0)
+    rb = Compactor(tmp_path / "b").run(older_than_s=0)
+    assert [r.outputs for r in ra.compacted] == [r.outputs for r in rb.compacted]
+
+
+def test_files_of_an_older_schema_merge_into_the_current_one(tmp_path: Path) -> None:
+    old_dir = tmp_path / "spans" / time.strftime("dt=%Y-%m-%d/hour=%H", time.gmtime(CLOSED / 1e9))
+    old_dir.mkdir(parents=True)
+    old = schema.conform(_batch(["1" * 32], 2, CLOSED, "old@1"), schema.SPANS).drop_columns(
+        ["cost_status", "artifacts"]
+    )
+    pq.write_table(old, old_dir / "part-old.parquet")
+    sink = ParquetSink(ParquetSinkConfig(path=str(tmp_path)))
+    sink.write("spans", _batch(["2" * 32], 2, CLOSED, "new@1"))
+    sink.flush_all()
+    before = views(tmp_path)["spans"]
+    Compactor(tmp_path).run(older_than_s=0)
+    (out,) = old_dir.glob("*.parquet")
+    assert pq.read_schema(out).remove_metadata() == schema.SPANS
+    assert views(tmp_path)["spans"] == before
+
+
+def test_compaction_keeps_the_row_each_view_keeps() -> None:
+    """Views and compaction must agree on identity and tie-break, or a compaction would change results."""
+    import re
+
+    from pipeline import query
+    from pipeline.maintenance.compact import IDENTITY, TIE_BREAK
+
+    views_sql = {"spans": query.SPANS_VIEW, "traces": query.TRACES_VIEW, "feedback": query.FEEDBACK_VIEW}
+    for table, sql in views_sql.items():
+        m = re.search(r"PARTITION BY\s+(.+?)\s+ORDER BY\s+(\w+)\)", sql, re.S)
+        assert m, table
+        # dt/hour are constant within the one partition a compaction reads: not part of its identity
+        keys = tuple(k for k in (k.strip().strip('"') for k in m.group(1).split(",")) if k not in ("dt", "hour"))
+        assert (keys, m.group(2)) == (IDENTITY[table], TIE_BREAK), table
+
+
+def test_one_maintenance_run_at_a_time(tmp_path: Path) -> None:
+    build_lake(tmp_path, files=1)
+    with maintenance_lock(tmp_path), pytest.raises(MaintenanceBusy):
+        Compactor(tmp_path).run(older_than_s=0)
+
+
+# -- racing a running writer --------------------------------------------------------------------
+def test_compaction_racing_tracelake_run(tmp_path: Path) -> None:
+    """`tracelake run` keeps writing late spans into a closed hour (and the open one) while compaction
+    runs again and again and a reader keeps counting through the views: the reader never fails and
+    never sees the count go down, and at the end every span is there once, physically."""
+    tl = RunningTracelake(tmp_path, config_yaml())
+    lake = tl.lake
+    stop = threading.Event()
+    sent: set[tuple[str, str]] = set()
+    closed_sent: set[tuple[str, str]] = set()
+    errors: list[str] = []
+    counts: list[int] = []
+    attempts: list[int] = []
+    compactions: list[int] = []
+    test_start_s = time.time()
+    closed_start = time.time_ns() - 2 * HOUR_NS  # in an hour that ended at least an hour ago
+
+    def send() -> None:
+        requests: list[bytes] = []
+        with grpc.insecure_channel(tl.grpc) as ch:
+            call = ch.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
+            i = 0
+            while not stop.is_set():
+                closed = i % 2 == 0
+                trace = f"{'c' if closed else 'd'}{i:031x}"
+                start = (closed_start if closed else time.time_ns()) + i * 10**6
+                spans = [
+                    {
+                        "trace_id": trace,
+                        "span_id": f"{j + 1:016x}",
+                        "start": start + j * 10**6,
+                        "parent": None if j == 0 else f"{1:016x}",
+                        "attrs": {"gen_ai.operation.name": "chat"},
+                    }
+                    for j in range(10)
+                ]
+                body = make_request(spans).SerializeToString()
+                requests.append(body)
+                try:
+                    call(body, timeout=10)
+                    if i % 7 == 3:  # a client retry / replay: the same spans again
+                        call(requests[i // 2], timeout=10)
+                except grpc.RpcError as e:
+                    errors.append(f"send: {e}")
+                    return
+                ids = {(trace, s["span_id"]) for s in spans}
+                sent.update(ids)
+                if closed:
+                    closed_sent.update(ids)
+                i += 1
+                time.sleep(0.01)
+
+    def compact() -> None:
+        while not stop.is_set():
+            try:
+                report = Compactor(lake).run(older_than_s=0)
+            except Exception as e:
+                errors.append(f"compact: {e!r}")
+                return
+            errors.extend(f"compact: {r.error}" for r in report.errors)
+            compactions.extend(r.rows_out for r in report.compacted)
+            time.sleep(0.3)
+
+    def read() -> None:
+        """What `tracelake query` does: connect (the views list the files) and query, retried as a whole."""
+
+        def count() -> int:
+            attempts.append(1)
+            return connect(lake).sql("select count(*) from spans").fetchall()[0][0]
+
+        while not stop.is_set():
+            try:
+                n = retry_vanished(count)
+            except Exception as e:
+                errors.append(f"read: {e!r}")
+                return
+            if counts and n < counts[-1]:
+                errors.append(f"read: span count went down from {counts[-1]} to {n}")
+            counts.append(n)
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (send, compact, read)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(10)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        rc = tl.stop()
+    assert rc == 0, tl.log
+    assert errors == []
+    assert len(compactions) >= 2 and max(compactions) > 0, "compaction should have run while the writer wrote"
+    assert len(counts) > 10
+    print(f"{len(counts)} reads, {len(attempts) - len(counts)} retried after compaction removed a listed file")
+
+    # one last compaction once the writer has written everything
+    report = Compactor(lake).run(older_than_s=0)
+    assert not report.errors
+    con = connect(lake)
+    assert con.sql("select count(*) from spans").fetchall() == [(len(sent),)]
+    # the hours the late spans went to (one, unless they straddle an hour boundary): compacted, deduplicated
+    closed_hours = [p for p in hour_partitions(lake, "spans") if p.end_s <= test_start_s]
+    assert closed_hours and sum(raw_count(p.path) for p in closed_hours) == len(closed_sent)
+    for p in closed_hours:
+        assert [f.name.startswith("compacted-") for f in p.path.glob("*.parquet")] == [True]
+    for p in lake.rglob("*.parquet"):
+        pq.read_table(p)  # every file is whole
+        if p.name.startswith("compacted-"):
+            part = next(x for x in hour_partitions(lake, p.parent.parent.parent.name) if x.path == p.parent)
+            assert part.end_s <= time.time(), f"{p}: compaction touched an open hour"
+    assert not list(lake.rglob("*.tmp"))
