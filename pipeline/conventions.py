@@ -11,6 +11,7 @@ output includes reasoning. Dialects that report otherwise are the cost processor
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -167,6 +168,22 @@ def _correlation(attrs: pa.Array, resource: pa.Array, keys: tuple[str, ...]) -> 
     return pc.coalesce(_coalesce_keys(attrs, keys), _coalesce_keys(resource, keys))
 
 
+# What a redact_pii in the receiver's ingest chain found crosses the bus in this span attribute (JSON
+# counts per entity type): OTLP has no place for the pii_found column.
+PII_FOUND_ATTRIBUTE = "tracelake.pii_found"
+
+
+def _carried_pii_found(carried: pa.Array, type_: pa.DataType) -> pa.Array:
+    rows = []
+    for text in carried.to_pylist():
+        try:
+            counts = json.loads(text) if text else None
+            rows.append([(str(k), int(v)) for k, v in counts.items()] if isinstance(counts, dict) else None)
+        except (ValueError, TypeError, AttributeError):
+            rows.append(None)  # not ours to trust: a client may send anything
+    return pa.array(rows, type_)
+
+
 def normalize(table: pa.Table, keys: CorrelationKeys | None = None) -> pa.Table:
     """Fill the typed columns of a spans table from its attribute maps."""
     keys = keys or CorrelationKeys()
@@ -192,6 +209,9 @@ def normalize(table: pa.Table, keys: CorrelationKeys | None = None) -> pa.Table:
         "tenant_id": _correlation(attrs, resource, keys.tenant),
         "prompt_version": _correlation(attrs, resource, keys.prompt_version),
     }
+    carried = _lookup(attrs, PII_FOUND_ATTRIBUTE)
+    if carried.null_count < len(carried):
+        derived["pii_found"] = _carried_pii_found(carried, table.schema.field("pii_found").type)
     for name, arr in derived.items():
         idx = table.schema.get_field_index(name)
         table = table.set_column(idx, table.schema.field(idx), arr.cast(table.schema.field(idx).type))

@@ -159,3 +159,19 @@ def test_multi_chunk_and_empty_tables() -> None:
     assert normalize(both).column("span_type").to_pylist() == ["llm", "llm"]
     empty = decode([])
     assert normalize(empty).num_rows == 0
+
+
+@pytest.mark.parametrize(
+    ("carried", "expected"),
+    [
+        ('{"EMAIL_ADDRESS": 2, "PHONE_NUMBER": 1}', [("EMAIL_ADDRESS", 2), ("PHONE_NUMBER", 1)]),
+        ("not json", None),  # a client may send anything under our key: ignored, never a crash
+        ('["EMAIL_ADDRESS"]', None),
+        (None, None),
+    ],
+)
+def test_pii_counts_carried_across_the_bus(carried: str | None, expected: list[tuple[str, int]] | None) -> None:
+    attrs: dict[str, object] = {"gen_ai.operation.name": "chat"}
+    if carried is not None:
+        attrs["tracelake.pii_found"] = carried
+    assert _row(attrs)["pii_found"] == expected

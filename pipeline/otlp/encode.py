@@ -9,6 +9,7 @@ on the wire). Values a processor changed become strings, which is what the lake 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ import pyarrow.compute as pc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
+from pipeline.conventions import PII_FOUND_ATTRIBUTE
 from pipeline.otlp.decode import any_value_to_str
 
 
@@ -44,6 +46,17 @@ def _rewrite(kvs: Sequence[KeyValue] | object, new: Iterable[tuple[str, str | No
     kvs.extend(rebuilt)  # type: ignore[attr-defined]
 
 
+def _carry_pii_found(kvs: Sequence[KeyValue] | object, counts: list[tuple[str, int]]) -> None:
+    """pii_found has no place in OTLP: it crosses the bus as a JSON attribute the worker reads back."""
+    merged = dict(counts)
+    for kv in list(kvs):  # type: ignore[call-overload]
+        if kv.key == PII_FOUND_ATTRIBUTE:
+            kvs.remove(kv)  # type: ignore[attr-defined]
+    kv = KeyValue(key=PII_FOUND_ATTRIBUTE)
+    kv.value.string_value = json.dumps(merged, sort_keys=True)
+    kvs.append(kv)  # type: ignore[attr-defined]
+
+
 def _nested_attributes(column: pa.ChunkedArray) -> list[list[list[tuple[str, str | None]]] | None]:
     arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     if len(arr) == 0:
@@ -62,6 +75,7 @@ def apply_table(request: ExportTraceServiceRequest, table: pa.Table) -> ExportTr
     # only the attribute maps of events and links can change; their timestamps need not become Python
     cols["events"] = _nested_attributes(table.column("events"))
     cols["links"] = _nested_attributes(table.column("links"))
+    found = table.column("pii_found").to_pylist() if "pii_found" in table.column_names else None
     rows = {(t, s): i for i, (t, s) in enumerate(zip(cols["trace_id"], cols["span_id"], strict=True))}
     for rs in request.resource_spans:
         resource_done = False
@@ -73,6 +87,8 @@ def apply_table(request: ExportTraceServiceRequest, table: pa.Table) -> ExportTr
                     continue  # dropped by the chain
                 keep.append(sp)
                 _rewrite(sp.attributes, cols["attributes"][i])
+                if found is not None and found[i]:
+                    _carry_pii_found(sp.attributes, found[i])
                 if not resource_done:
                     _rewrite(rs.resource.attributes, cols["resource_attributes"][i])
                     resource_done = True
