@@ -57,6 +57,7 @@ from pipeline.bus.embedded import EmbeddedBus
 from pipeline.config.model import ParquetSinkConfig
 from pipeline.conventions import Normalizer
 from pipeline.demo import build_requests
+from pipeline.otlp.attributes import RawAttributesRequest
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.trace_summary import TraceSummarizer
 from pipeline.worker import Worker
@@ -144,7 +145,7 @@ def floor_pass(requests: list[bytes], counts: list[int], lake: Path) -> FloorRes
         t0 = clock()
         parsed = []
         for j, body in enumerate(group):
-            req = ExportTraceServiceRequest()
+            req = RawAttributesRequest()  # as the worker parses bus messages
             req.ParseFromString(body)
             parsed.append(SourcedRequest(req, f"bench:{i}@{j}"))
         t1 = clock()

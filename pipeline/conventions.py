@@ -12,8 +12,10 @@ output includes reasoning. Dialects that report otherwise are the cost processor
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -108,12 +110,44 @@ class Normalizer:
         return normalize(table, self.keys)
 
 
-def _lookup(maps: pa.ChunkedArray | pa.Array, key: str) -> pa.Array:
-    return pc.map_lookup(maps, pa.scalar(key, pa.string()), "first")
+class MapLookup:
+    """The first value of each of a fixed set of keys in every row of a map<string,string> column.
+
+    `pc.map_lookup` walks every row's map once per key, and normalize asks for about 45 keys. This
+    finds all of them in one hash lookup per map entry; each key then costs one `take`."""
+
+    def __init__(self, maps: pa.MapArray, keys: Iterable[str]) -> None:
+        self._keys = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        n = self._rows = len(maps)
+        offsets = np.asarray(maps.offsets)
+        first, count = int(offsets[0]), int(offsets[-1] - offsets[0])
+        self._values = maps.items.slice(first, count)
+        wanted = pc.index_in(maps.keys.slice(first, count), value_set=pa.array(list(self._keys), pa.string()))
+        code = np.asarray(pc.fill_null(wanted, -1))
+        entries = np.flatnonzero(code >= 0)
+        rows = np.repeat(np.arange(n), np.diff(offsets))[entries]
+        if maps.null_count:
+            valid = ~np.asarray(maps.is_null())
+            entries, rows = entries[valid[rows]], rows[valid[rows]]
+        # np.unique's return_index is the first occurrence: the "first" of map_lookup
+        slots, first_entry = np.unique(code[entries].astype(np.int64) * n + rows, return_index=True)
+        index = np.full(len(self._keys) * n, -1, np.int64)
+        index[slots] = entries[first_entry]
+        self._index = index.reshape(len(self._keys), n)
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def __call__(self, key: str) -> pa.Array:
+        at = self._index[self._keys[key]]
+        missing = at < 0
+        if missing.all():
+            return pa.nulls(self._rows, pa.string())
+        return self._values.take(pa.array(at, mask=missing))
 
 
-def _coalesce_keys(maps: pa.ChunkedArray | pa.Array, keys: tuple[str, ...]) -> pa.Array:
-    found = [_lookup(maps, k) for k in keys]
+def _coalesce_keys(maps: MapLookup, keys: tuple[str, ...]) -> pa.Array:
+    found = [maps(k) for k in keys]
     if len(found) == 1:
         return _empty_to_null(found[0])
     return _empty_to_null(pc.coalesce(*found))
@@ -148,21 +182,21 @@ def _finish_reason(arr: pa.Array) -> pa.Array:
     return _empty_to_null(pc.replace_substring_regex(stripped, r'"\s*,\s*"', ","))
 
 
-def _span_type(attrs: pa.Array) -> pa.Array:
-    candidates = [_map_values(_lookup(attrs, key), mapping) for key, mapping in SPAN_TYPE_SOURCES]
+def _span_type(attrs: MapLookup) -> pa.Array:
+    candidates = [_map_values(attrs(key), mapping) for key, mapping in SPAN_TYPE_SOURCES]
     return pc.fill_null(pc.coalesce(*candidates), "other")
 
 
-def _tool_name(attrs: pa.Array) -> pa.Array:
+def _tool_name(attrs: MapLookup) -> pa.Array:
     traceloop_tool = pc.if_else(
-        pc.equal(pc.utf8_lower(_lookup(attrs, "traceloop.span.kind")), "tool"),
-        _lookup(attrs, "traceloop.entity.name"),
+        pc.equal(pc.utf8_lower(attrs("traceloop.span.kind")), "tool"),
+        attrs("traceloop.entity.name"),
         pa.scalar(None, pa.string()),
     )
     return _empty_to_null(pc.coalesce(_coalesce_keys(attrs, TOOL_NAME_KEYS), traceloop_tool))
 
 
-def _correlation(attrs: pa.Array, resource: pa.Array, keys: tuple[str, ...]) -> pa.Array:
+def _correlation(attrs: MapLookup, resource: MapLookup, keys: tuple[str, ...]) -> pa.Array:
     if not keys:
         return pa.nulls(len(attrs), pa.string())
     return pc.coalesce(_coalesce_keys(attrs, keys), _coalesce_keys(resource, keys))
@@ -184,13 +218,31 @@ def _carried_pii_found(carried: pa.Array, type_: pa.DataType) -> pa.Array:
     return pa.array(rows, type_)
 
 
+_SPAN_KEYS = (
+    *(key for key, _ in SPAN_TYPE_SOURCES),
+    *PROVIDER_KEYS,
+    *REQUEST_MODEL_KEYS,
+    *RESPONSE_MODEL_KEYS,
+    *INPUT_TOKEN_KEYS,
+    *OUTPUT_TOKEN_KEYS,
+    *CACHE_READ_KEYS,
+    *CACHE_WRITE_KEYS,
+    *REASONING_KEYS,
+    *FINISH_REASON_KEYS,
+    *TOOL_NAME_KEYS,
+    "traceloop.entity.name",
+    PII_FOUND_ATTRIBUTE,
+)
+
+
 def normalize(table: pa.Table, keys: CorrelationKeys | None = None) -> pa.Table:
     """Fill the typed columns of a spans table from its attribute maps."""
     keys = keys or CorrelationKeys()
     if table.num_rows == 0:
         return table
-    attrs = table.column("attributes").combine_chunks()
-    resource = table.column("resource_attributes").combine_chunks()
+    correlation = (*keys.session, *keys.user, *keys.tenant, *keys.prompt_version)
+    attrs = MapLookup(table.column("attributes").combine_chunks(), (*_SPAN_KEYS, *correlation))
+    resource = MapLookup(table.column("resource_attributes").combine_chunks(), correlation)
     provider = _coalesce_keys(attrs, PROVIDER_KEYS)
     derived: dict[str, pa.Array] = {
         "span_type": _span_type(attrs),
@@ -209,7 +261,7 @@ def normalize(table: pa.Table, keys: CorrelationKeys | None = None) -> pa.Table:
         "tenant_id": _correlation(attrs, resource, keys.tenant),
         "prompt_version": _correlation(attrs, resource, keys.prompt_version),
     }
-    carried = _lookup(attrs, PII_FOUND_ATTRIBUTE)
+    carried = attrs(PII_FOUND_ATTRIBUTE)
     if carried.null_count < len(carried):
         derived["pii_found"] = _carried_pii_found(carried, table.schema.field("pii_found").type)
     for name, arr in derived.items():

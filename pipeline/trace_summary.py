@@ -1,18 +1,22 @@
 """TraceSummarizer: one `traces` row per trace, for every trace, kept or sampled out.
 
-Spans are aggregated per trace with Arrow's group_by, then merged into a small per-trace record
-(Python work per trace, never per span). A trace is summarised once it has been idle for
-`trace_idle` seconds. Spans that arrive after that start a new part; the `traces` view merges
-parts, and `part_id` (a digest of the part's span ids) lets it drop a replayed part.
+Each batch is aggregated per trace with Arrow's group_by and held as a table; when traces are due
+(idle for `trace_idle` seconds, or forced) their rows from every batch are merged with group_by
+again. Python work is a dict entry per trace (when it was last seen) and the part digest of a due
+trace, never per span. Spans that arrive after a trace was summarised start a new part; the
+`traces` view merges parts, and `part_id` (a digest of the part's span ids) lets it drop a
+replayed part.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -28,37 +32,6 @@ class SummaryBatch:
     offsets: tuple[int, int] | None
 
 
-@dataclass
-class _Partial:
-    first_seen: float
-    last_seen: float
-    source: str | None = None
-    first_offset: int | None = None
-    last_offset: int | None = None
-    span_ids: list[str] = field(default_factory=list)
-    root_name: str | None = None
-    service_name: str | None = None
-    start_ns: int | None = None
-    end_ns: int | None = None
-    span_count: int = 0
-    error_count: int = 0
-    llm_count: int = 0
-    tool_count: int = 0
-    tokens: dict[str, int] = field(default_factory=dict)
-    cost_usd: float | None = None
-    unpriced_calls: int = 0
-    models: set[str] = field(default_factory=set)
-    session_id: str | None = None
-    user_id: str | None = None
-    tenant_id: str | None = None
-    prompt_versions: set[str] = field(default_factory=set)
-    sources: set[str] = field(default_factory=set)
-    # None: no sampling decision seen in this part (no tail sampler, or feedback only)
-    kept: bool | None = None
-    keep_reasons: set[str] = field(default_factory=set)
-    feedback_min: float | None = None
-
-
 TOKEN_COLUMNS = (
     "input_tokens",
     "output_tokens",
@@ -67,24 +40,69 @@ TOKEN_COLUMNS = (
     "reasoning_tokens",
 )
 
+# What a trace collects as sets, held as (trace_id, member, value) rows.
+SPAN_ID, MODEL, PROMPT_VERSION, SOURCE, KEEP_REASON = range(5)
 
-def _min(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else min(a, b)
+_SOME = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)  # null when no value at all
+# How per-batch aggregates (and batches of them) merge into one row per trace.
+_MERGE = [
+    ("start", "min"),
+    ("end", "max"),
+    ("span_count", "sum"),
+    ("error_count", "sum"),
+    ("llm_count", "sum"),
+    ("tool_count", "sum"),
+    ("unpriced_calls", "sum"),
+    ("cost_usd", "sum", _SOME),
+    *[(c, "sum", _SOME) for c in TOKEN_COLUMNS],
+    ("kept", "max", _SOME),
+    ("feedback_min", "min", _SOME),
+    ("session_id", "first"),
+    ("user_id", "first"),
+    ("tenant_id", "first"),
+    ("root_row", "max"),
+    ("source", "last"),
+    ("first_offset", "min"),
+    ("last_offset", "max"),
+]
 
 
-def _max(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else max(a, b)
+@dataclass
+class _Pending:
+    """Per-trace aggregates of one batch (or of several, merged back after a partial `due`)."""
+
+    seen: float
+    rows: pa.Table  # one row per trace and batch, columns named after _MERGE's inputs
+    members: pa.Table  # trace_id, member, value
+    marks: dict[str, int]  # per source, the oldest offset these rows came from
+
+
+_FB_NUMBER = r"^\s*-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
+
+
+def _members(trace_ids: pa.Array, values: pa.Array | pa.ChunkedArray, member: int) -> pa.Table:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    keep = pc.fill_null(pc.not_equal(values, ""), False)
+    return pa.table(
+        {
+            "trace_id": trace_ids.filter(keep),
+            "member": pa.array(np.full(pc.sum(keep).as_py() or 0, member, np.int8)),
+            "value": values.filter(keep),
+        }
+    )
 
 
 class TraceSummarizer:
     def __init__(self, trace_idle: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.trace_idle = trace_idle
         self._clock = clock
-        self._open: dict[str, _Partial] = {}
+        self._pending: deque[_Pending] = deque()
+        self._last_seen: dict[str, float] = {}
 
     @property
     def open_traces(self) -> int:
-        return len(self._open)
+        return len(self._last_seen)
 
     def observe(self, spans: pa.Table, source: str | None = None, offsets: tuple[int, int] | None = None) -> None:
         """Fold a batch of spans (all from `source`, within `offsets`) into the open traces."""
@@ -95,189 +113,226 @@ class TraceSummarizer:
         # synthetic feedback spans (POST /v1/feedback) carry feedback only: they are not spans of the trace
         real = pc.invert(feedback.is_synthetic(spans))
         fb_raw = pc.map_lookup(spans.column("attributes"), pa.scalar("feedback.value", pa.string()), "first")
-        fb_ok = pc.match_substring_regex(fb_raw, r"^\s*-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+        fb_ok = pc.match_substring_regex(fb_raw, _FB_NUMBER)
         fb = pc.cast(pc.if_else(fb_ok, fb_raw, pa.scalar(None, pa.string())), pa.float64())
         if "sampling_kept" in spans.column_names:
             kept = pc.if_else(real, spans.column("sampling_kept"), pa.scalar(None, pa.bool_()))
-            reasons = pc.binary_join(spans.column("sampling_reasons"), ",")
         else:
             kept = pc.if_else(real, pa.scalar(True), pa.scalar(None, pa.bool_()))
-            reasons = pa.nulls(n, pa.string())
         is_error = pc.and_(pc.equal(spans.column("status_code"), "ERROR"), real)
         span_type = pc.if_else(real, spans.column("span_type"), pa.scalar(None, pa.string()))
         is_llm = pc.fill_null(pc.equal(span_type, "llm"), False)
         cost_status = spans.column("cost_status")
         unpriced = pc.and_kleene(is_llm, pc.and_kleene(pc.is_valid(cost_status), pc.not_equal(cost_status, "priced")))
-        model = pc.coalesce(spans.column("response_model"), spans.column("request_model"))
+        trace_ids = spans.column("trace_id").combine_chunks()
+        is_root = pc.and_(pc.is_null(spans.column("parent_span_id")), real)
         no_int = pa.scalar(None, pa.int64())
         work = pa.table(
             {
-                "trace_id": spans.column("trace_id"),
+                "trace_id": trace_ids,
                 "start": spans.column("start_time").cast(pa.int64()),
                 "end": pc.if_else(real, spans.column("end_time").cast(pa.int64()), no_int),
-                "span_id": pc.if_else(real, spans.column("span_id"), pa.scalar(None, pa.string())),
-                "real": pc.cast(real, pa.int64()),
-                "err": pc.cast(is_error, pa.int64()),
-                "llm": pc.cast(is_llm, pa.int64()),
-                "tool": pc.cast(pc.fill_null(pc.equal(span_type, "tool"), False), pa.int64()),
-                "unpriced": pc.cast(pc.fill_null(unpriced, False), pa.int64()),
-                "cost": spans.column("cost_usd"),
-                "model": model,
+                "span_count": pc.cast(real, pa.int64()),
+                "error_count": pc.cast(is_error, pa.int64()),
+                "llm_count": pc.cast(is_llm, pa.int64()),
+                "tool_count": pc.cast(pc.fill_null(pc.equal(span_type, "tool"), False), pa.int64()),
+                "unpriced_calls": pc.cast(pc.fill_null(unpriced, False), pa.int64()),
+                "cost_usd": spans.column("cost_usd"),
+                **{c: spans.column(c) for c in TOKEN_COLUMNS},
+                "kept": pc.cast(kept, pa.int64()),
+                "feedback_min": fb,
                 "session_id": spans.column("session_id"),
                 "user_id": spans.column("user_id"),
                 "tenant_id": spans.column("tenant_id"),
-                "prompt_version": spans.column("prompt_version"),
-                "source": spans.column("lake_source"),
-                "kept": pc.cast(kept, pa.int64()),
-                "reasons": reasons,
-                "fb": fb,
-                **{c: spans.column(c) for c in TOKEN_COLUMNS},
+                "root_row": pc.if_else(is_root, pa.array(np.arange(n)), no_int),
             }
         )
-        agg = work.group_by("trace_id", use_threads=False).aggregate(
+        agg = work.group_by("trace_id", use_threads=False).aggregate([a for a in _MERGE if a[0] in work.column_names])
+        agg = agg.rename_columns([c.rsplit("_", 1)[0] if c != "trace_id" else c for c in agg.column_names])
+        root_row = agg.column("root_row")
+        agg = agg.drop_columns(["root_row"])
+        m = agg.num_rows
+        with_offsets = offsets is not None
+        agg = (
+            agg.append_column("root_name", spans.column("name").take(root_row))
+            .append_column("service_name", spans.column("service_name").take(root_row))
+            .append_column("root_row", root_row)  # rewritten on merge: a row number within the merged rows
+            .append_column("source", pa.array([source if with_offsets else None] * m, pa.string()))
+            .append_column("first_offset", pa.array([offsets[0] if offsets else None] * m, pa.int64()))
+            .append_column("last_offset", pa.array([offsets[1] if offsets else None] * m, pa.int64()))
+        )
+        real_rows = spans.filter(real)
+        models = pc.coalesce(spans.column("response_model"), spans.column("request_model"))
+        sets = [
+            _members(trace_ids, models, MODEL),
+            _members(trace_ids, spans.column("prompt_version"), PROMPT_VERSION),
+            _members(trace_ids, spans.column("lake_source"), SOURCE),
+        ]
+        if "sampling_reasons" in spans.column_names:
+            reasons = spans.column("sampling_reasons").combine_chunks()
+            sets.append(
+                _members(trace_ids.take(pc.list_parent_indices(reasons)), pc.list_flatten(reasons), KEEP_REASON)
+            )
+        distinct = pa.concat_tables(sets).group_by(["trace_id", "member", "value"], use_threads=False).aggregate([])
+        span_ids = real_rows.select(["trace_id", "span_id"]).combine_chunks()
+        members = pa.concat_tables(
             [
-                ("start", "min"),
-                ("end", "max"),
-                ("span_id", "list"),
-                ("real", "sum"),
-                ("kept", "max", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)),
-                ("reasons", "distinct"),
-                ("fb", "min", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)),
-                ("err", "sum"),
-                ("llm", "sum"),
-                ("tool", "sum"),
-                ("unpriced", "sum"),
-                ("cost", "sum", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)),
-                ("model", "distinct"),
-                ("session_id", "first"),
-                ("user_id", "first"),
-                ("tenant_id", "first"),
-                ("prompt_version", "distinct"),
-                ("source", "distinct"),
-                *[(c, "sum", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)) for c in TOKEN_COLUMNS],
+                pa.table(
+                    {
+                        "trace_id": span_ids.column("trace_id"),
+                        "member": pa.array(np.full(span_ids.num_rows, SPAN_ID, np.int8)),
+                        "value": span_ids.column("span_id"),
+                    }
+                ),
+                distinct.select(["trace_id", "member", "value"]),
             ]
         )
-        roots = spans.filter(pc.is_null(spans.column("parent_span_id"))).select(["trace_id", "name", "service_name"])
-        root_by_trace = {r["trace_id"]: r for r in roots.to_pylist()}
-        for row in agg.to_pylist():
-            tid = row["trace_id"]
-            p = self._open.get(tid)
-            if p is None:
-                p = self._open[tid] = _Partial(first_seen=now, last_seen=now)
-            p.last_seen = now
-            if offsets is not None:
-                p.source = source
-                p.first_offset = offsets[0] if p.first_offset is None else min(p.first_offset, offsets[0])
-                p.last_offset = offsets[1] if p.last_offset is None else max(p.last_offset, offsets[1])
-            p.span_ids.extend(s for s in row["span_id_list"] if s is not None)
-            p.span_count += row["real_sum"]
-            if row["kept_max"] is not None:
-                p.kept = bool(row["kept_max"]) or bool(p.kept)
-            for joined in row["reasons_distinct"]:
-                if joined:
-                    p.keep_reasons.update(joined.split(","))
-            if row["fb_min"] is not None:
-                p.feedback_min = row["fb_min"] if p.feedback_min is None else min(p.feedback_min, row["fb_min"])
-            p.start_ns = _min(p.start_ns, row["start_min"])
-            p.end_ns = _max(p.end_ns, row["end_max"])
-            p.error_count += row["err_sum"]
-            p.llm_count += row["llm_sum"]
-            p.tool_count += row["tool_sum"]
-            p.unpriced_calls += row["unpriced_sum"]
-            if row["cost_sum"] is not None:
-                p.cost_usd = (p.cost_usd or 0.0) + row["cost_sum"]
-            for c in TOKEN_COLUMNS:
-                if row[f"{c}_sum"] is not None:
-                    p.tokens[c] = p.tokens.get(c, 0) + row[f"{c}_sum"]
-            p.models.update(m for m in row["model_distinct"] if m)
-            p.prompt_versions.update(v for v in row["prompt_version_distinct"] if v)
-            p.sources.update(s for s in row["source_distinct"] if s)
-            p.session_id = p.session_id or row["session_id_first"]
-            p.user_id = p.user_id or row["user_id_first"]
-            p.tenant_id = p.tenant_id or row["tenant_id_first"]
-            root = root_by_trace.get(tid)
-            if root is not None:
-                p.root_name, p.service_name = root["name"], root["service_name"]
-            elif p.service_name is None:
-                p.service_name = None
+        marks = {source: offsets[0]} if source is not None and offsets is not None else {}
+        self._pending.append(_Pending(now, agg, members, marks))
+        self._last_seen.update(dict.fromkeys(agg.column("trace_id").to_pylist(), now))
 
     def low_watermarks(self) -> dict[str, int]:
         """Per source, the oldest offset that contributed to a trace not yet summarised."""
         out: dict[str, int] = {}
-        for p in self._open.values():
-            if p.source is not None and p.first_offset is not None:
-                out[p.source] = min(out.get(p.source, p.first_offset), p.first_offset)
+        for p in self._pending:
+            for source, first in p.marks.items():
+                out[source] = min(out.get(source, first), first)
         return out
 
     def due(self, force: bool = False, sources: set[str] | None = None) -> list[SummaryBatch]:
         """Summaries of traces idle for `trace_idle`; with `force`, of all open traces (of `sources`)."""
         now = self._clock()
-        by_source: dict[str | None, list[str]] = {}
-        for t, p in self._open.items():
-            if (force and (sources is None or p.source in sources)) or now - p.last_seen >= self.trace_idle:
-                by_source.setdefault(p.source, []).append(t)
+        cutoff = now - self.trace_idle
+        old: list[_Pending] = []
+        while self._pending and (force or self._pending[0].seen <= cutoff):
+            old.append(self._pending.popleft())
+        if not old:
+            return []
+        rows = pa.concat_tables([p.rows for p in old])
+        members = pa.concat_tables([p.members for p in old])
+        candidates = pc.unique(rows.column("trace_id")).to_pylist()
+        if force and sources is not None:
+            last = rows.group_by("trace_id", use_threads=False).aggregate([("source", "last")])
+            mine = last.filter(pc.is_in(last.column("source_last"), pa.array(list(sources), pa.string())))
+            due_ids = mine.column("trace_id").to_pylist()
+        elif force:
+            due_ids = candidates
+        else:
+            seen = self._last_seen
+            due_ids = [t for t in candidates if seen[t] <= cutoff]
+        for t in due_ids:
+            del self._last_seen[t]
+        due_set = pa.array(due_ids, pa.string())
+        is_due = pc.is_in(rows.column("trace_id"), due_set)
+        member_due = pc.is_in(members.column("trace_id"), due_set)
+        carry = rows.filter(pc.invert(is_due))
+        if carry.num_rows:
+            carry_members = members.filter(pc.invert(member_due))
+            held = carry.filter(pc.is_valid(carry.column("source")))
+            lows = held.group_by("source", use_threads=False).aggregate([("first_offset", "min")]).to_pydict()
+            marks = dict(zip(lows["source"], lows["first_offset_min"], strict=True))
+            self._pending.appendleft(_Pending(max(p.seen for p in old), carry, carry_members, marks))
+        if not due_ids:
+            return []
+        merged = _merge(rows.filter(is_due), members.filter(member_due))
         out = []
-        for source, trace_ids in by_source.items():
-            partials = [self._open.pop(t) for t in trace_ids]
-            offsets = None
-            firsts = [p.first_offset for p in partials if p.first_offset is not None]
-            lasts = [p.last_offset for p in partials if p.last_offset is not None]
-            if firsts and lasts:
-                offsets = (min(firsts), max(lasts))
-            out.append(SummaryBatch(self._emit(trace_ids, partials), source, offsets))
+        source_col = merged.column("source")
+        for source in pc.unique(source_col).to_pylist():
+            mask = pc.is_null(source_col) if source is None else pc.fill_null(pc.equal(source_col, source), False)
+            part = merged.filter(mask)
+            lo, hi = pc.min(part.column("first_offset")).as_py(), pc.max(part.column("last_offset")).as_py()
+            offsets = (lo, hi) if lo is not None and hi is not None else None
+            out.append(SummaryBatch(_traces_rows(part), source, offsets))
         return out
 
     def promotion_rows(self, spans: pa.Table, reasons: dict[str, str]) -> pa.Table:
         """Summary parts that turn dropped traces into kept ones (their counts are already summarised)."""
         ids = spans.select(["trace_id"]).append_column("start", spans.column("start_time").cast(pa.int64()))
-        starts = ids.group_by("trace_id", use_threads=False).aggregate([("start", "min")]).to_pydict()
-        trace_ids, partials = [], []
-        for tid, start in zip(starts["trace_id"], starts["start_min"], strict=True):
-            p = _Partial(first_seen=0.0, last_seen=0.0, kept=True, keep_reasons={reasons.get(tid, "feedback")})
-            p.start_ns = start
-            p.span_ids = [f"promoted:{p.keep_reasons}"]
-            trace_ids.append(tid)
-            partials.append(p)
-        return self._emit(trace_ids, partials)
+        starts = ids.group_by("trace_id", use_threads=False).aggregate([("start", "min")])
+        trace_ids = starts.column("trace_id").to_pylist()
+        why = [reasons.get(t, "feedback") for t in trace_ids]
+        n = len(trace_ids)
+        zeros = pa.array(np.zeros(n, np.int64))
+        nulls = pa.nulls(n, pa.string())
+        merged = pa.table(
+            {
+                "trace_id": starts.column("trace_id"),
+                "part_id": [_digest(t, [f"promoted:{ {r} }"]) for t, r in zip(trace_ids, why, strict=True)],
+                "root_name": nulls,
+                "service_name": nulls,
+                "start": starts.column("start_min"),
+                "end": pa.nulls(n, pa.int64()),
+                **dict.fromkeys(("span_count", "error_count", "llm_count", "tool_count", "unpriced_calls"), zeros),
+                **dict.fromkeys(("cost_usd", "feedback_min"), pa.nulls(n, pa.float64())),
+                **dict.fromkeys(TOKEN_COLUMNS, pa.nulls(n, pa.int64())),
+                **dict.fromkeys(("session_id", "user_id", "tenant_id", "lake_source"), nulls),
+                "kept": pa.array([1] * n, pa.int64()),
+                "models": pa.array([[]] * n, pa.list_(pa.string())),
+                "prompt_versions": pa.array([[]] * n, pa.list_(pa.string())),
+                "keep_reasons": pa.array([[r] for r in why], pa.list_(pa.string())),
+            }
+        )
+        return _traces_rows(merged)
 
-    def _emit(self, trace_ids: list[str], partials: list[_Partial]) -> pa.Table:
-        rows = []
-        for tid, p in zip(trace_ids, partials, strict=True):
-            digest = hashlib.sha256((tid + ",".join(sorted(p.span_ids))).encode()).hexdigest()[:16]
-            rows.append(
-                {
-                    "trace_id": tid,
-                    "part_id": digest,
-                    "root_name": p.root_name,
-                    "service_name": p.service_name,
-                    "start_time": p.start_ns,
-                    "end_time": p.end_ns,
-                    "duration_ms": (p.end_ns - p.start_ns) / 1e6 if p.start_ns and p.end_ns else None,
-                    "span_count": p.span_count,
-                    "error_count": p.error_count,
-                    "llm_count": p.llm_count,
-                    "tool_count": p.tool_count,
-                    **{c: p.tokens.get(c) for c in TOKEN_COLUMNS},
-                    "cost_usd": p.cost_usd,
-                    "unpriced_calls": p.unpriced_calls,
-                    "models": sorted(p.models),
-                    "session_id": p.session_id,
-                    "user_id": p.user_id,
-                    "tenant_id": p.tenant_id,
-                    "prompt_versions": sorted(p.prompt_versions),
-                    "feedback_min": p.feedback_min,
-                    "kept": p.kept,
-                    "keep_reasons": sorted(p.keep_reasons),
-                    "lake_source": min(p.sources) if p.sources else None,
-                }
-            )
-        if not rows:
-            return schema.empty("traces")
-        columns = {f.name: [r[f.name] for r in rows] for f in schema.TRACES}
-        arrays = []
-        for f in schema.TRACES:
-            if f.name in ("start_time", "end_time"):
-                arrays.append(pa.array(columns[f.name], pa.int64()).cast(f.type))
-            else:
-                arrays.append(pa.array(columns[f.name], f.type))
-        return pa.Table.from_arrays(arrays, schema=schema.TRACES)
+
+def _digest(trace_id: str, span_ids: list[str]) -> str:
+    return hashlib.sha256((trace_id + ",".join(sorted(span_ids))).encode()).hexdigest()[:16]
+
+
+def _merge(rows: pa.Table, members: pa.Table) -> pa.Table:
+    """One row per trace from its rows of every batch and its set members."""
+    rows = rows.set_column(
+        rows.schema.get_field_index("root_row"),
+        "root_row",
+        pc.if_else(
+            pc.is_valid(rows.column("root_row")), pa.array(np.arange(rows.num_rows)), pa.scalar(None, pa.int64())
+        ),
+    )
+    merged = rows.group_by("trace_id", use_threads=False).aggregate(_MERGE)
+    merged = merged.rename_columns([c.rsplit("_", 1)[0] if c != "trace_id" else c for c in merged.column_names])
+    root = merged.column("root_row")
+    merged = merged.append_column("root_name", rows.column("root_name").take(root)).append_column(
+        "service_name", rows.column("service_name").take(root)
+    )
+    trace_ids = merged.column("trace_id")
+    member = members.column("member")
+    for kind, column in ((MODEL, "models"), (PROMPT_VERSION, "prompt_versions"), (KEEP_REASON, "keep_reasons")):
+        merged = merged.append_column(column, _sorted_sets(trace_ids, members.filter(pc.equal(member, kind))))
+    sources = members.filter(pc.equal(member, SOURCE))
+    first_source = sources.group_by("trace_id", use_threads=False).aggregate([("value", "min")])
+    where = pc.index_in(trace_ids, value_set=first_source.column("trace_id"))
+    merged = merged.append_column("lake_source", first_source.column("value_min").take(where))
+    span_ids = _sorted_sets(trace_ids, members.filter(pc.equal(member, SPAN_ID)), distinct=False)
+    digests = [_digest(t, ids) for t, ids in zip(trace_ids.to_pylist(), span_ids.to_pylist(), strict=True)]
+    return merged.append_column("part_id", pa.array(digests, pa.string()))
+
+
+def _sorted_sets(trace_ids: pa.Array, members: pa.Table, distinct: bool = True) -> pa.Array:
+    """Per trace (in `trace_ids` order) its member values, sorted; an empty list when it has none."""
+    pairs = members.select(["trace_id", "value"])
+    if distinct:
+        pairs = pairs.group_by(["trace_id", "value"], use_threads=False).aggregate([])
+    # hash_list keeps input order in a single thread: sorted input, sorted lists
+    pairs = pairs.sort_by([("trace_id", "ascending"), ("value", "ascending")])
+    grouped = pairs.group_by("trace_id", use_threads=False).aggregate([("value", "list")])
+    lists = grouped.column("value_list").take(pc.index_in(trace_ids, value_set=grouped.column("trace_id")))
+    return pc.fill_null(lists, pa.scalar([], pa.list_(pa.string())))
+
+
+def _traces_rows(merged: pa.Table) -> pa.Table:
+    """The `traces` schema from merged per-trace aggregates."""
+    if merged.num_rows == 0:
+        return schema.empty("traces")
+    start, end = merged.column("start"), merged.column("end")
+    both = pc.and_(pc.fill_null(pc.not_equal(start, 0), False), pc.fill_null(pc.not_equal(end, 0), False))
+    duration = pc.if_else(
+        both, pc.divide(pc.cast(pc.subtract(end, start), pa.float64()), 1e6), pa.scalar(None, pa.float64())
+    )
+    columns = {
+        "start_time": start.cast(schema.TS),
+        "end_time": end.cast(schema.TS),
+        "duration_ms": duration,
+        "kept": pc.cast(merged.column("kept"), pa.bool_()),
+    }
+    arrays = [columns[f.name] if f.name in columns else merged.column(f.name).cast(f.type) for f in schema.TRACES]
+    return pa.Table.from_arrays(arrays, schema=schema.TRACES)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.bus.embedded import EmbeddedBus
 from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import normalize
+from pipeline.conventions import Normalizer, normalize
+from pipeline.otlp.attributes import RawAttributesRequest
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
+from pipeline.trace_summary import TraceSummarizer
+from pipeline.worker import Worker
 from sinks.parquet.sink import ParquetSink
 from tests.conftest import make_request
 
@@ -34,3 +38,24 @@ def test_timestamps_beyond_int64_are_clamped_and_the_batch_lands(tmp_path: Path)
     )
     assert got[0] == ("broken-clock", True, True, 0)
     assert got[1][0] == "fine"
+
+
+def test_worker_skips_only_the_bus_messages_it_cannot_decode(tmp_path: Path) -> None:
+    """A foreign producer's bytes: garbage, and an attribute that is not UTF-8 (the worker reads attributes
+    on columns, so the protobuf parser never sees it). Each is skipped and counted; the rest of the batch lands."""
+    good = make_request([{"trace_id": "ab" * 16, "span_id": "cd" * 8, "name": "good", "attrs": {"k": "v"}}])
+    bad_utf8 = RawAttributesRequest.FromString(
+        make_request([{"trace_id": "ab" * 16, "span_id": "ce" * 8, "name": "bad"}]).SerializeToString()
+    )
+    bad_utf8.resource_spans[0].scope_spans[0].spans[0].attributes.append(b"\x0a\x01k\x12\x04\x0a\x02\xff\xfe")
+    bus = EmbeddedBus(capacity_spans=100)
+    bus.publish(good, None, 1)
+    bus.publish(good, b"\xff\x00garbage", 1)
+    bus.publish(good, bad_utf8.SerializeToString(), 1)
+    bus.close()
+    worker = Worker(bus, [], [ParquetSink(ParquetSinkConfig(path=str(tmp_path)))], Normalizer(), TraceSummarizer(60))
+    worker.run()
+    assert worker.error is None
+    assert worker.stats.undecodable_messages == 2
+    got = connect(tmp_path).execute("SELECT name, attributes['k'] FROM spans").fetchall()
+    assert got == [("good", "v")]

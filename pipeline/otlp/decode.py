@@ -1,9 +1,10 @@
 """OTLP protobuf → one Arrow table with the `spans` schema.
 
-This is the one place where per-span Python runs. It appends to flat column lists (no per-span
-dicts) and builds map/list columns from offsets, which is what keeps the decode floor above
-40k spans/s per core (benchmarks/README.md). Typed LLM columns are derived afterwards, on
-columns, by `pipeline.conventions.normalize`.
+This is the one place where per-span Python runs. It appends span fields to flat column lists
+(no per-span dicts), hands every span attribute's bytes to `pipeline.otlp.attributes` (read on
+columns, no Python object per attribute) and builds map/list columns from offsets: that is what
+keeps the decode floor above 40k spans/s per core (benchmarks/README.md). Typed LLM columns are
+derived afterwards, on columns, by `pipeline.conventions.normalize`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from pipeline import schema
+from pipeline.otlp.attributes import RawAttributesRequest, key_value_columns
 
 SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_CODES = ("UNSET", "OK", "ERROR")
@@ -53,14 +56,17 @@ def any_value_to_str(v: AnyValue) -> str | None:
         return "true" if v.bool_value else "false"
     if which == "double_value":
         return json.dumps(v.double_value)
-    return json.dumps(any_value_to_python(v), ensure_ascii=False, separators=(",", ":"))
+    return _JSON.encode(any_value_to_python(v))
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
 class SourcedRequest:
     """One bus message: a parsed request and where it came from (`lake_source` lineage)."""
 
-    request: ExportTraceServiceRequest
+    request: ExportTraceServiceRequest | RawAttributesRequest
     source: str
 
 
@@ -108,20 +114,44 @@ def _ns(values: list[int]) -> pa.Array:
     return arr.cast(pa.int64())
 
 
+def _hex_ids(ids: list[bytes], empty_is_null: bool = False) -> pa.Array:
+    """Hex strings of binary ids, encoded in one `bytes.hex` call over all of them."""
+    lens = np.fromiter(map(len, ids), np.int32, count=len(ids))
+    offsets = np.zeros(len(ids) + 1, np.int32)
+    np.cumsum(lens * 2, out=offsets[1:])
+    validity = None
+    if empty_is_null and not lens.all():
+        validity = pa.array(lens != 0).buffers()[1]
+    text = b"".join(ids).hex().encode()
+    return pa.StringArray.from_buffers(len(ids), pa.py_buffer(offsets), pa.py_buffer(text), validity)
+
+
+def raw_attributes_request(request: ExportTraceServiceRequest | RawAttributesRequest) -> RawAttributesRequest:
+    """The request as `RawAttributesRequest` (what the worker parses bus messages into)."""
+    if isinstance(request, RawAttributesRequest):
+        return request
+    return RawAttributesRequest.FromString(request.SerializeToString())
+
+
 def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
-    trace_ids: list[str] = []
-    span_ids: list[str] = []
-    parents: list[str | None] = []
+    """Spans of OTLP requests as one table; typed LLM columns are left null for `normalize`.
+
+    Requests parsed as `RawAttributesRequest` skip a re-encode; others are converted first."""
+    trace_ids: list[bytes] = []
+    span_ids: list[bytes] = []
+    parents: list[bytes] = []
     names: list[str] = []
-    kinds: list[str] = []
-    status_codes: list[str] = []
+    kinds: list[int] = []
+    status_codes: list[int] = []
     status_messages: list[str | None] = []
     starts: list[int] = []
     ends: list[int] = []
-    services: list[str | None] = []
+    resource_of_span: list[int] = []
     scopes: list[str | None] = []
     sources: list[str] = []
-    attrs = _MapBuilder()
+    attr_blobs: list[bytes] = []
+    attr_counts: list[int] = []
+    services: list[str | None] = []
     res_attrs = _MapBuilder()
     ev_offsets: list[int] = [0]
     ev_times: list[int] = []
@@ -134,44 +164,46 @@ def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
 
     for item in requests:
         source = item.source
-        for rs in item.request.resource_spans:
-            r_keys: list[str] = []
-            r_values: list[str | None] = []
+        for rs in raw_attributes_request(item.request).resource_spans:
+            resource = len(services)
             service = None
             for kv in rs.resource.attributes:
-                r_keys.append(kv.key)
-                val = any_value_to_str(kv.value)
-                r_values.append(val)
                 if kv.key == "service.name":
-                    service = val
+                    service = any_value_to_str(kv.value)
+            res_attrs.add_kvs(rs.resource.attributes)
+            services.append(service)
             for ss in rs.scope_spans:
                 scope = ss.scope.name or None
                 for sp in ss.spans:
-                    trace_ids.append(sp.trace_id.hex())
-                    span_ids.append(sp.span_id.hex())
-                    p = sp.parent_span_id
-                    parents.append(p.hex() if p else None)
+                    trace_ids.append(sp.trace_id)
+                    span_ids.append(sp.span_id)
+                    parents.append(sp.parent_span_id)
                     names.append(sp.name)
-                    kinds.append(SPAN_KINDS[sp.kind] if 0 <= sp.kind < 6 else "UNSPECIFIED")
+                    kinds.append(sp.kind)
                     st = sp.status
-                    status_codes.append(STATUS_CODES[st.code] if 0 <= st.code < 3 else "UNSET")
+                    status_codes.append(st.code)
                     status_messages.append(st.message or None)
                     starts.append(sp.start_time_unix_nano)
                     ends.append(sp.end_time_unix_nano)
-                    services.append(service)
+                    resource_of_span.append(resource)
                     scopes.append(scope)
                     sources.append(source)
-                    attrs.add_kvs(sp.attributes)
-                    res_attrs.add_flat(r_keys, r_values)
-                    for ev in sp.events:
-                        ev_times.append(ev.time_unix_nano)
-                        ev_names.append(ev.name)
-                        ev_attrs.add_kvs(ev.attributes)
+                    attributes = sp.attributes
+                    attr_blobs.extend(attributes)
+                    attr_counts.append(len(attributes))
+                    events = sp.events
+                    if events:
+                        for ev in events:
+                            ev_times.append(ev.time_unix_nano)
+                            ev_names.append(ev.name)
+                            ev_attrs.add_kvs(ev.attributes)
                     ev_offsets.append(len(ev_times))
-                    for ln in sp.links:
-                        ln_trace.append(ln.trace_id.hex())
-                        ln_span.append(ln.span_id.hex())
-                        ln_attrs.add_kvs(ln.attributes)
+                    links = sp.links
+                    if links:
+                        for ln in links:
+                            ln_trace.append(ln.trace_id.hex())
+                            ln_span.append(ln.span_id.hex())
+                            ln_attrs.add_kvs(ln.attributes)
                     ln_offsets.append(len(ln_trace))
 
     n = len(trace_ids)
@@ -197,24 +229,35 @@ def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
             fields=list(schema.LINK),
         ),
     )
+    attr_offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(np.fromiter(attr_counts, np.int32, count=n), out=attr_offsets[1:])
+    attr_keys, attr_values = key_value_columns(attr_blobs, any_value_to_str)
+    which_resource = pa.array(resource_of_span, pa.int32())
     columns = {
-        "trace_id": pa.array(trace_ids, pa.string()),
-        "span_id": pa.array(span_ids, pa.string()),
-        "parent_span_id": pa.array(parents, pa.string()),
+        "trace_id": _hex_ids(trace_ids),
+        "span_id": _hex_ids(span_ids),
+        "parent_span_id": _hex_ids(parents, empty_is_null=True),
         "name": pa.array(names, pa.string()),
-        "kind": pa.array(kinds, pa.string()),
-        "status_code": pa.array(status_codes, pa.string()),
+        "kind": _enum_names(kinds, SPAN_KINDS),
+        "status_code": _enum_names(status_codes, STATUS_CODES),
         "status_message": pa.array(status_messages, pa.string()),
         "start_time": start_arr.cast(schema.TS),
         "end_time": end_arr.cast(schema.TS),
         "duration_ms": duration,
-        "service_name": pa.array(services, pa.string()),
+        "service_name": pa.array(services, pa.string()).take(which_resource),
         "scope_name": pa.array(scopes, pa.string()),
-        "attributes": attrs.build(),
-        "resource_attributes": res_attrs.build(),
+        "attributes": pa.MapArray.from_arrays(pa.array(attr_offsets), attr_keys, attr_values),
+        "resource_attributes": res_attrs.build().take(which_resource),
         "events": events,
         "links": links,
         "lake_source": pa.array(sources, pa.string()),
     }
     arrays = [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in schema.SPANS]
     return pa.Table.from_arrays(arrays, schema=schema.SPANS)
+
+
+def _enum_names(codes: list[int], names: tuple[str, ...]) -> pa.Array:
+    """Enum numbers → names; a number the protocol does not define reads as the first (UNSPECIFIED/UNSET)."""
+    arr = np.fromiter(codes, np.int64, count=len(codes))
+    arr[(arr < 0) | (arr >= len(names))] = 0
+    return pa.array(names, pa.string()).take(pa.array(arr))

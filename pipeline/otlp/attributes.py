@@ -1,0 +1,198 @@
+"""Span attributes from the wire to Arrow columns without a Python object per attribute.
+
+Attributes are most of a span's decode cost: through the protobuf message API every attribute
+costs a KeyValue, an AnyValue and a string object, about 1 µs. So the worker parses requests with
+`RawAttributesRequest`, the OTLP schema with one change: `Span.attributes` is declared
+`repeated bytes` (wire-compatible with `repeated KeyValue`), so each attribute arrives as its
+serialized KeyValue. `key_value_columns` then reads keys and values for all of them at once
+with numpy and lets Arrow copy the strings.
+
+Only the canonical encodings are read this way: key field first, then a value holding a string,
+int or bool, as every OTLP SDK writes them. Anything else (doubles, arrays, maps, bytes, unknown
+fields, an empty key that proto3 leaves out) goes through the protobuf `KeyValue` and
+`any_value_to_str`, so both paths produce the same strings (pipeline/otlp/test_attributes.py
+compares them on random attributes). Malformed attribute bytes or invalid UTF-8 raise
+`DecodeError`, as the protobuf parser would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+_REQUEST = "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest"
+
+
+def _raw_attributes_request_class() -> type:
+    """ExportTraceServiceRequest in a private descriptor pool, with Span.attributes as bytes."""
+    pool = descriptor_pool.DescriptorPool()
+    files: list[descriptor_pb2.FileDescriptorProto] = []
+
+    def add(fd) -> None:  # dependencies first
+        if any(f.name == fd.name for f in files):
+            return
+        for dep in fd.dependencies:
+            add(dep)
+        proto = descriptor_pb2.FileDescriptorProto()
+        fd.CopyToProto(proto)
+        files.append(proto)
+
+    add(ExportTraceServiceRequest.DESCRIPTOR.file)
+    for proto in files:
+        for msg in proto.message_type:
+            if proto.package == "opentelemetry.proto.trace.v1" and msg.name == "Span":
+                for field in msg.field:
+                    if field.name == "attributes":
+                        field.type = FieldDescriptor.TYPE_BYTES
+                        field.ClearField("type_name")
+        pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(_REQUEST))
+
+
+RawAttributesRequest = _raw_attributes_request_class()
+
+# AnyValue field tags as the first byte of the value
+_TAG_STRING = 0x0A  # field 1, length-delimited
+_TAG_BOOL = 0x10  # field 2, varint
+_TAG_INT = 0x18  # field 3, varint
+_TAG_DOUBLE = 0x21  # field 4, fixed64
+_PAD = bytes(16)  # reads past the last blob land in zeros, which end any varint
+
+
+def _varint(buf: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Varints starting at `pos`: their values (uint64) and the position after each."""
+    b = buf[pos]
+    value = (b & 0x7F).astype(np.uint64)
+    after = pos + 1
+    more = np.flatnonzero(b & 0x80)
+    shift = 7
+    while len(more) and shift < 70:
+        b = buf[after[more]]
+        value[more] |= (b & 0x7F).astype(np.uint64) << np.uint64(shift)
+        after[more] += 1
+        more = more[(b & 0x80) != 0]
+        shift += 7
+    return value, after
+
+
+def key_value_columns(
+    blobs: Sequence[bytes], value_to_str: Callable[[object], str | None]
+) -> tuple[pa.StringArray, pa.StringArray]:
+    """Keys and values (strings as stored in the lake's maps) of serialized KeyValues, in order.
+
+    `value_to_str` is how the protobuf path renders an AnyValue; it handles what is not canonical."""
+    n = len(blobs)
+    if n == 0:
+        return pa.array([], pa.string()), pa.array([], pa.string())
+    data = b"".join([*blobs, _PAD])
+    size = len(data) - len(_PAD)
+    buf = np.frombuffer(data, np.uint8)
+    lens = np.fromiter(map(len, blobs), np.int64, count=n)
+    end = np.cumsum(lens)
+    start = end - lens
+
+    # KeyValue: 0x0a <len> key [0x12 <len> AnyValue]. Positions that fail a check are reset to
+    # `start` so that later reads stay inside the buffer.
+    ok = (lens >= 2) & (buf[start] == _TAG_STRING)
+    klen, ks = _varint(buf, start + 1)
+    ke = ks + klen.astype(np.int64)
+    ok &= ke <= end
+    ke = np.where(ok, ke, start)
+    has_value = ok & (ke < end)
+    ok &= ~has_value | (buf[ke] == 0x12)
+    vlen, vs = _varint(buf, ke + 1)
+    ok &= ~has_value | (vs + vlen.astype(np.int64) == end)
+    vs = np.where(has_value & ok, vs, ke)
+    has_any = has_value & ok & (vs < end)  # an empty AnyValue is a null value
+
+    # AnyValue: 0x0a <len> string | 0x10 bool | 0x18 int | 0x21 double, and nothing after it
+    tag = np.where(has_any, buf[vs], 0)
+    num, after = _varint(buf, vs + 1)
+    is_str = has_any & (tag == _TAG_STRING)
+    ss = after
+    is_str &= ss + num.astype(np.int64) == end
+    is_num = has_any & ((tag == _TAG_BOOL) | (tag == _TAG_INT)) & (after == end)
+    is_double = has_any & (tag == _TAG_DOUBLE) & (vs + 9 == end)
+    ok &= ~has_any | is_str | is_num | is_double
+    is_null = ok & ~has_any
+
+    # One binary array whose slices alternate between the strings we want and the bytes between
+    # them; `take` of the wanted slices has Arrow copy them into fresh columns.
+    ks = np.where(ok, ks, start)
+    ke = np.where(ok, ke, start)
+    ss = np.where(is_str, ss, ke)
+    se = np.where(is_str, end, ke)
+    bounds = np.empty(4 * n + 1, np.int64)
+    bounds[0:-1:4], bounds[1:-1:4], bounds[2:-1:4], bounds[3:-1:4] = ks, ke, ss, se
+    bounds[-1] = size
+    segments = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), 4 * n, [None, pa.py_buffer(bounds), pa.py_buffer(data)]
+    )
+
+    # Everything that is not a string value takes the place of its (empty) slice.
+    positions: list[np.ndarray] = []
+    rendered: list[pa.Array] = []
+    is_int = is_num & (tag == _TAG_INT)
+    if is_int.any():
+        positions.append(np.flatnonzero(is_int))
+        rendered.append(pa.array(num[is_int].view(np.int64)).cast(pa.string()))
+    is_bool = is_num & (tag == _TAG_BOOL)
+    if is_bool.any():
+        positions.append(np.flatnonzero(is_bool))
+        rendered.append(pa.array(np.where(num[is_bool] != 0, "true", "false").tolist(), pa.string()))
+    if is_double.any():
+        at = np.flatnonzero(is_double)
+        doubles = buf[(vs[at] + 1)[:, None] + np.arange(8)].copy().view("<f8").ravel()
+        positions.append(at)
+        rendered.append(pa.array([_json_double(x) for x in doubles.tolist()], pa.string()))
+    if is_null.any():
+        positions.append(np.flatnonzero(is_null))
+        rendered.append(pa.nulls(len(positions[-1]), pa.string()))
+    odd = np.flatnonzero(~ok)
+    if len(odd):
+        parsed = [KeyValue.FromString(blobs[i]) for i in odd]
+        positions.append(odd)
+        rendered.append(pa.array([value_to_str(kv.value) for kv in parsed], pa.string()))
+        keys = _take(segments, 0, [odd], [pa.array([kv.key for kv in parsed], pa.string())])
+    else:
+        keys = _take(segments, 0, [], [])
+    values = _take(segments, 2, positions, rendered)
+    return keys, values
+
+
+def _take(segments: pa.Array, slot: int, positions: list[np.ndarray], rendered: list[pa.Array]) -> pa.Array:
+    """Slice `slot` of every KeyValue's four segments, except the rows at `positions[i]`, which come
+    from `rendered[i]`. One take, so string bytes are copied once."""
+    n = len(segments) // 4
+    index = np.arange(slot, 4 * n, 4)
+    base = 4 * n
+    for at in positions:
+        index[at] = base + np.arange(len(at))
+        base += len(at)
+    chunks = [segments, *(r.cast(pa.large_binary()) for r in rendered)]
+    return _utf8(pa.chunked_array(chunks, pa.large_binary()).take(pa.array(index)).combine_chunks())
+
+
+def _json_double(x: float) -> str:
+    """A double as any_value_to_str writes it (json.dumps)."""
+    if x != x:
+        return "NaN"
+    if x in (float("inf"), float("-inf")):
+        return "Infinity" if x > 0 else "-Infinity"
+    return repr(x)
+
+
+def _utf8(arr: pa.Array) -> pa.StringArray:
+    """Binary → string. Keys and string values are UTF-8 by the protocol, which the protobuf parser
+    checks for every other string; bad bytes fail the batch the same way."""
+    try:
+        return arr.cast(pa.large_string()).cast(pa.string())
+    except pa.ArrowInvalid:
+        raise DecodeError("an attribute key or string value is not valid UTF-8") from None
