@@ -28,6 +28,10 @@ BatchSpanProcessor sends them. The shape (attributes per span, bytes per span, p
 
 from __future__ import annotations
 
+# first, as in `tracelake run`: importing pipeline configures Arrow's jemalloc before pyarrow loads
+import pipeline  # noqa: F401
+
+# isort: split
 import argparse
 import cProfile
 import io
@@ -59,6 +63,7 @@ from pipeline.conventions import Normalizer
 from pipeline.demo import build_requests
 from pipeline.otlp.attributes import RawAttributesRequest
 from pipeline.otlp.decode import SourcedRequest, decode
+from pipeline.service import use_server_memory_pool
 from pipeline.trace_summary import TraceSummarizer
 from pipeline.worker import Worker
 from sinks.parquet.sink import ParquetSink
@@ -462,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--profile", choices=["floor", "worker", "server"], default=None)
     args = ap.parse_args(argv)
+    # the allocator `tracelake run` uses (jemalloc unless ARROW_DEFAULT_MEMORY_POOL says otherwise)
+    pool = use_server_memory_pool()
 
     t = time.perf_counter()
     requests = build_requests(args.traces, seed=args.seed)
@@ -470,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     total_bytes = sum(map(len, requests))
     print(
         f"traffic: {len(requests)} requests, {total_bytes / 2**20:.1f} MiB "
-        f"(built in {time.perf_counter() - t:.1f}s with pipeline.demo.build_requests, seed {args.seed})"
+        f"(built in {time.perf_counter() - t:.1f}s with pipeline.demo.build_requests, seed {args.seed}); "
+        f"Arrow memory pool: {pool}"
     )
     workdir = Path(tempfile.mkdtemp(prefix="tracelake-bench-"))
     try:

@@ -6,9 +6,13 @@ embedded bus or Kafka. `tracelake receiver` / `tracelake worker` run one role ea
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import threading
+
+import pyarrow as pa
 
 from pipeline import feedback
 from pipeline.bus.base import Publisher, Source
@@ -27,6 +31,24 @@ from processors.base import Processor, ProcessorContext
 from sinks.parquet.sink import ParquetSink
 
 log = logging.getLogger("tracelake")
+
+
+def use_server_memory_pool() -> str:
+    """Arrow's allocator for a server process: jemalloc that keeps freed memory for the next batch,
+    unless ARROW_DEFAULT_MEMORY_POOL names a pool. Returns the pool in use.
+
+    Measured on the worker's own path (benchmarks/README.md): pyarrow's default, mimalloc, costs a
+    fresh process about 1 s of page faults on its first ~50k spans; Arrow's jemalloc returns freed
+    pages at once (decay 0), so every batch faults its ~100 MB of buffers in again, 2-5 µs per
+    span of system time. With decay off, memory freed by one batch serves the next; the worker
+    returns it to the OS once the bus has been idle for a while (`Worker.IDLE_RELEASE_SECONDS`),
+    and the memory limiter does above its hard limit."""
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return pa.default_memory_pool().backend_name
+    # jemalloc's decay setting (JE_ARROW_MALLOC_CONF) is made in pipeline/__init__.py, before pyarrow loads
+    with contextlib.suppress(NotImplementedError):  # a pyarrow built without jemalloc keeps its default
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    return pa.default_memory_pool().backend_name
 
 
 def build_normalizer(config: Config) -> Normalizer:
@@ -154,9 +176,10 @@ class Service:
         bus = self.config.raw.bus
         where = f"kafka={bus.brokers}/{bus.topic}" if isinstance(bus, KafkaBusConfig) else "bus=embedded"
         lake = f" lake={self.config.lake_path}" if self.worker is not None else ""
+        pool = f" arrow_pool={pa.default_memory_pool().backend_name}" if self.worker is not None else ""
         telemetry = f" telemetry={self.telemetry.address}" if self.telemetry is not None else ""
         self.started = True
-        log.info("tracelake ready %s %s%s%s", " ".join(parts), where, lake, telemetry)
+        log.info("tracelake ready %s %s%s%s%s", " ".join(parts), where, lake, pool, telemetry)
 
     def stop(self) -> None:
         """Stop accepting, drain the bus through the worker, shut processors down, flush sinks."""

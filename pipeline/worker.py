@@ -98,6 +98,8 @@ class Worker:
         self._last_commit = 0.0
         self.holdback_retention = holdback_retention
         self._last_expiry = 0.0
+        self._last_busy = time.monotonic()
+        self._released = True
         if hasattr(source, "on_revoke"):
             source.on_revoke = self.handle_revoke  # type: ignore[attr-defined]
 
@@ -110,10 +112,23 @@ class Worker:
         deliveries = self.source.take(self.max_batch_spans, self.max_batch_delay)
         for partition, group in _by_partition(deliveries):
             self.handle(group, partition)
+        self._release_memory_when_idle(bool(deliveries))
         self._promote()
         self._tick()
         self._maybe_commit()
         return len(deliveries)
+
+    # After this long without data, free Arrow memory kept for reuse goes back to the OS
+    # (pipeline.service.use_server_memory_pool keeps it while batches keep coming).
+    IDLE_RELEASE_SECONDS = 5.0
+
+    def _release_memory_when_idle(self, busy: bool) -> None:
+        now = time.monotonic()
+        if busy:
+            self._last_busy, self._released = now, False
+        elif not self._released and now - self._last_busy >= self.IDLE_RELEASE_SECONDS:
+            pa.default_memory_pool().release_unused()
+            self._released = True
 
     def handle(self, deliveries: list[Delivery], partition: str | None = None) -> None:
         requests = []
@@ -171,7 +186,8 @@ class Worker:
             return
         self.summarizer.observe(spans, source, offsets)
         events = feedback.extract(spans)
-        real = spans.filter(pc.invert(feedback.is_synthetic(spans)))
+        synthetic = feedback.is_synthetic(spans)
+        real = spans.filter(pc.invert(synthetic)) if pc.any(synthetic).as_py() else spans  # a filter copies
         kept, dropped = real, None
         if "sampling_kept" in real.column_names:
             mask = real.column("sampling_kept")

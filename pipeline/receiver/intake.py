@@ -134,6 +134,9 @@ class MemoryGate(Protocol):
     retry_after: float
 
 
+_NO_TRACE = bytes(16)
+
+
 def _drop_invalid_spans(req: ExportTraceServiceRequest) -> tuple[int, int, set[str]]:
     """Spans without a 16-byte trace id or 8-byte span id cannot be stored or joined: reject them."""
     total = 0
@@ -141,19 +144,17 @@ def _drop_invalid_spans(req: ExportTraceServiceRequest) -> tuple[int, int, set[s
     reasons: set[str] = set()
     for rs in req.resource_spans:
         for ss in rs.scope_spans:
-            n = len(ss.spans)
-            total += n
+            spans = ss.spans
+            total += len(spans)
             bad = [
-                i
-                for i, sp in enumerate(ss.spans)
-                if len(sp.trace_id) != 16 or len(sp.span_id) != 8 or sp.trace_id == bytes(16)
+                i for i, sp in enumerate(spans) if len(sp.span_id) != 8 or len(t := sp.trace_id) != 16 or t == _NO_TRACE
             ]
             for i in reversed(bad):
-                sp = ss.spans[i]
-                if len(sp.trace_id) != 16 or sp.trace_id == bytes(16):
+                sp = spans[i]
+                if len(sp.trace_id) != 16 or sp.trace_id == _NO_TRACE:
                     reasons.add(f"invalid trace_id ({len(sp.trace_id)} bytes, want 16 non-zero)")
                 else:
                     reasons.add(f"invalid span_id ({len(sp.span_id)} bytes, want 8)")
-                del ss.spans[i]
+                del spans[i]
             rejected += len(bad)
     return total, rejected, reasons
