@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from pipeline.conventions import CorrelationKeys, normalize
+from pipeline.conventions import CorrelationKeys, MapLookup, normalize
 from pipeline.otlp.decode import SourcedRequest, decode
 from tests.conftest import make_request
 
@@ -175,3 +176,20 @@ def test_pii_counts_carried_across_the_bus(carried: str | None, expected: list[t
     if carried is not None:
         attrs["tracelake.pii_found"] = carried
     assert _row(attrs)["pii_found"] == expected
+
+
+def test_map_lookup_agrees_with_arrow_on_nulls_duplicates_and_slices() -> None:
+    maps = pa.array(
+        [
+            [("a", "1"), ("b", "2"), ("a", "3")],  # duplicate key: the first wins
+            None,  # a null map
+            [],
+            [("b", None), ("c", "x")],  # a null value is a found value
+            [("c", "y"), ("a", "4")],
+        ],
+        pa.map_(pa.string(), pa.string()),
+    )
+    for arr in (maps, maps.slice(1), maps.slice(2, 2)):
+        lookup = MapLookup(arr, ["a", "b", "c", "absent"])
+        for key in ("a", "b", "c", "absent"):
+            assert lookup(key).to_pylist() == pc.map_lookup(arr, pa.scalar(key), "first").to_pylist(), key
