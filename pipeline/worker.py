@@ -27,6 +27,7 @@ from pipeline.bus.base import Delivery, Source
 from pipeline.conventions import Normalizer
 from pipeline.otlp.attributes import RawAttributesRequest
 from pipeline.otlp.decode import SourcedRequest, decode
+from pipeline.otlp.wire import NotCanonical, decode_bodies
 from pipeline.trace_summary import TraceSummarizer
 from processors.base import Processor
 from sinks.parquet.sink import ParquetSink, SinkWriteError
@@ -131,42 +132,30 @@ class Worker:
             self._released = True
 
     def handle(self, deliveries: list[Delivery], partition: str | None = None) -> None:
-        requests = []
-        for d in deliveries:
-            req = RawAttributesRequest()
-            try:
-                req.ParseFromString(d.value)
-            except Exception as e:  # the receiver validated it; a foreign producer may not have
-                self._undecodable(d, e)
-                continue
-            requests.append(SourcedRequest(req, d.source))
         offsets = None
         if partition is not None:
             known = [d.offset for d in deliveries if d.offset is not None]
             offsets = (min(known), max(known)) if known else None
         try:
-            batch = decode(requests)
-        except DecodeError:
-            batch = self._decode_one_by_one(requests, deliveries)
+            batch = decode_bodies([d.value for d in deliveries], [d.source for d in deliveries])
+        except (NotCanonical, DecodeError):
+            batch = self._decode_each(deliveries)
         batch = self.normalizer(batch)
         self.stats.batches += 1
         self.stats.spans_in += batch.num_rows
         self._emit(self._run_chain(batch, 0), partition, offsets)
 
-    def _undecodable(self, delivery: Delivery, error: Exception) -> None:
-        self.stats.undecodable_messages += 1
-        log.error("skipping undecodable message %s: %s", delivery.source, error)
-
-    def _decode_one_by_one(self, requests: list[SourcedRequest], deliveries: list[Delivery]) -> pa.Table:
-        """A batch whose attributes did not decode (bad bytes inside a KeyValue, invalid UTF-8): find the
-        messages at fault and skip them, as the full protobuf parser would have."""
-        by_source = {d.source: d for d in deliveries}
+    def _decode_each(self, deliveries: list[Delivery]) -> pa.Table:
+        """A batch the columnar reader left to protobuf: each message on its own, the undecodable skipped
+        (the receiver validated what it published; a foreign producer may not have)."""
         tables = []
-        for r in requests:
+        for d in deliveries:
             try:
-                tables.append(decode([r]))
-            except DecodeError as e:
-                self._undecodable(by_source[r.source], e)
+                request = RawAttributesRequest.FromString(d.value)
+                tables.append(decode([SourcedRequest(request, d.source)]))
+            except Exception as e:
+                self.stats.undecodable_messages += 1
+                log.error("skipping undecodable message %s: %s", d.source, e)
         return pa.concat_tables(tables) if tables else schema.empty("spans")
 
     def _run_chain(self, batch: pa.Table, start: int) -> pa.Table:

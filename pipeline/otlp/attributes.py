@@ -30,8 +30,9 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 _REQUEST = "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest"
 
 
-def _raw_attributes_request_class() -> type:
-    """ExportTraceServiceRequest in a private descriptor pool, with Span.attributes as bytes."""
+def request_class_with_bytes(message: str, field: str) -> type:
+    """ExportTraceServiceRequest in a private descriptor pool, with `message.field` (a repeated message
+    field of the trace.v1 package) declared `repeated bytes`: the same wire format, read unparsed."""
     pool = descriptor_pool.DescriptorPool()
     files: list[descriptor_pb2.FileDescriptorProto] = []
 
@@ -47,16 +48,16 @@ def _raw_attributes_request_class() -> type:
     add(ExportTraceServiceRequest.DESCRIPTOR.file)
     for proto in files:
         for msg in proto.message_type:
-            if proto.package == "opentelemetry.proto.trace.v1" and msg.name == "Span":
-                for field in msg.field:
-                    if field.name == "attributes":
-                        field.type = FieldDescriptor.TYPE_BYTES
-                        field.ClearField("type_name")
+            if proto.package == "opentelemetry.proto.trace.v1" and msg.name == message:
+                for f in msg.field:
+                    if f.name == field:
+                        f.type = FieldDescriptor.TYPE_BYTES
+                        f.ClearField("type_name")
         pool.Add(proto)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(_REQUEST))
 
 
-RawAttributesRequest = _raw_attributes_request_class()
+RawAttributesRequest = request_class_with_bytes("Span", "attributes")
 
 # AnyValue field tags as the first byte of the value
 _TAG_STRING = 0x0A  # field 1, length-delimited
@@ -92,11 +93,24 @@ def key_value_columns(
     if n == 0:
         return pa.array([], pa.string()), pa.array([], pa.string())
     data = b"".join([*blobs, _PAD])
-    size = len(data) - len(_PAD)
-    buf = np.frombuffer(data, np.uint8)
     lens = np.fromiter(map(len, blobs), np.int64, count=n)
     end = np.cumsum(lens)
-    start = end - lens
+    return key_value_columns_at(data, np.frombuffer(data, np.uint8), end - lens, end, value_to_str)
+
+
+def key_value_columns_at(
+    data: bytes,
+    buf: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    value_to_str: Callable[[object], str | None],
+) -> tuple[pa.StringArray, pa.StringArray]:
+    """`key_value_columns` of the KeyValues at data[start[i]:end[i]]: in order, not overlapping, with
+    at least 16 zero bytes after the last (`buf` is `data` as uint8)."""
+    n = len(start)
+    if n == 0:
+        return pa.array([], pa.string()), pa.array([], pa.string())
+    lens = end - start
 
     # KeyValue: 0x0a <len> key [0x12 <len> AnyValue]. Positions that fail a check are reset to
     # `start` so that later reads stay inside the buffer.
@@ -131,7 +145,7 @@ def key_value_columns(
     se = np.where(is_str, end, ke)
     bounds = np.empty(4 * n + 1, np.int64)
     bounds[0:-1:4], bounds[1:-1:4], bounds[2:-1:4], bounds[3:-1:4] = ks, ke, ss, se
-    bounds[-1] = size
+    bounds[-1] = len(data)
     segments = pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), 4 * n, [None, pa.py_buffer(bounds), pa.py_buffer(data)]
     )
@@ -157,7 +171,7 @@ def key_value_columns(
         rendered.append(pa.nulls(len(positions[-1]), pa.string()))
     odd = np.flatnonzero(~ok)
     if len(odd):
-        parsed = [KeyValue.FromString(blobs[i]) for i in odd]
+        parsed = [KeyValue.FromString(data[start[i] : end[i]]) for i in odd]
         positions.append(odd)
         rendered.append(pa.array([value_to_str(kv.value) for kv in parsed], pa.string()))
         keys = _take(segments, 0, [odd], [pa.array([kv.key for kv in parsed], pa.string())])

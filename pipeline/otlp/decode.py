@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,7 +105,7 @@ class _MapBuilder:
 _INT64_MAX = pa.scalar(2**63 - 1, pa.uint64())
 
 
-def _ns(values: list[int]) -> pa.Array:
+def _ns(values: Sequence[int] | np.ndarray) -> pa.Array:
     """OTLP's fixed64 nanoseconds as int64. A value past 2262-04-11 (a broken clock, a fuzzer) is clamped
     there (DuckDB reads it as infinity) instead of failing the whole batch: the span lands, visibly wrong."""
     arr = pa.array(values, pa.uint64())
@@ -211,24 +211,8 @@ def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
     end_arr = _ns(ends)
     # unsafe cast: a nonsense span (start 0, end now) has a difference beyond float64's exact integers
     duration = pc.divide(pc.cast(pc.subtract(end_arr, start_arr), pa.float64(), safe=False), 1e6)
-    events = pa.ListArray.from_arrays(
-        pa.array(ev_offsets, pa.int32()),
-        pa.StructArray.from_arrays(
-            [
-                _ns(ev_times).cast(schema.TS),
-                pa.array(ev_names, pa.string()),
-                ev_attrs.build(),
-            ],
-            fields=list(schema.EVENT),
-        ),
-    )
-    links = pa.ListArray.from_arrays(
-        pa.array(ln_offsets, pa.int32()),
-        pa.StructArray.from_arrays(
-            [pa.array(ln_trace, pa.string()), pa.array(ln_span, pa.string()), ln_attrs.build()],
-            fields=list(schema.LINK),
-        ),
-    )
+    events = events_column(ev_offsets, ev_times, ev_names, ev_attrs)
+    links = links_column(ln_offsets, ln_trace, ln_span, ln_attrs)
     attr_offsets = np.zeros(n + 1, np.int32)
     np.cumsum(np.fromiter(attr_counts, np.int32, count=n), out=attr_offsets[1:])
     attr_keys, attr_values = key_value_columns(attr_blobs, any_value_to_str)
@@ -256,8 +240,32 @@ def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema.SPANS)
 
 
-def _enum_names(codes: list[int], names: tuple[str, ...]) -> pa.Array:
+def events_column(
+    offsets: Sequence[int] | np.ndarray, times: Sequence[int], names: Sequence[str], attributes: _MapBuilder
+) -> pa.ListArray:
+    return pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()),
+        pa.StructArray.from_arrays(
+            [_ns(times).cast(schema.TS), pa.array(names, pa.string()), attributes.build()],
+            fields=list(schema.EVENT),
+        ),
+    )
+
+
+def links_column(
+    offsets: Sequence[int] | np.ndarray, trace_ids: Sequence[str], span_ids: Sequence[str], attributes: _MapBuilder
+) -> pa.ListArray:
+    return pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()),
+        pa.StructArray.from_arrays(
+            [pa.array(trace_ids, pa.string()), pa.array(span_ids, pa.string()), attributes.build()],
+            fields=list(schema.LINK),
+        ),
+    )
+
+
+def _enum_names(codes: Sequence[int] | np.ndarray, names: tuple[str, ...]) -> pa.Array:
     """Enum numbers → names; a number the protocol does not define reads as the first (UNSPECIFIED/UNSET)."""
-    arr = np.fromiter(codes, np.int64, count=len(codes))
+    arr = np.array(codes, np.int64)
     arr[(arr < 0) | (arr >= len(names))] = 0
     return pa.array(names, pa.string()).take(pa.array(arr))

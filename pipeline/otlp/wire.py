@@ -1,0 +1,298 @@
+"""OTLP export requests → the `spans` table, read from their wire bytes on columns.
+
+The worker's bus messages are serialized `ExportTraceServiceRequest`s. Going through the protobuf
+message API costs a Python object per field of every span; this reads the protobuf wire format
+for all spans of a batch at once with numpy: `scan` lists the fields of many messages in lockstep
+(one round per field position), level by level (request → resource spans → scope spans → spans →
+status), and strings are copied out by Arrow. Resources, scopes, events and links are few and
+go through the protobuf classes.
+
+It reads what OTLP encoders write. Anything else (a singular field twice, a wrong wire type,
+ids that are not 16/8 bytes, text that is not UTF-8, a length past its message) raises
+`NotCanonical`, and the caller decodes that batch with `pipeline.otlp.decode.decode`, which is
+also the reference the tests compare this against (pipeline/otlp/test_wire.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from pipeline import schema
+from pipeline.otlp import decode as reference
+from pipeline.otlp.attributes import _varint, key_value_columns_at, request_class_with_bytes
+
+_PAD = bytes(32)  # a tag varint and a length varint can each run 10 bytes past a message's end
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+# bytes after the tag per wire type: fixed sizes; the groups (3, 4) and unused types are negative
+_FIXED = np.array([0, 8, 0, -(1 << 40), -(1 << 40), 4, -(1 << 40), -(1 << 40)], np.int64)
+
+
+class NotCanonical(Exception):
+    """The batch holds an encoding this reader leaves to the protobuf parser."""
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Every field of a set of messages, round by round: the first field of each, the second, ..."""
+
+    msg: np.ndarray  # which message (index into the scanned ranges)
+    number: np.ndarray
+    wire: np.ndarray
+    start: np.ndarray  # the value's bytes (for LEN, after the length)
+    end: np.ndarray
+    varint: np.ndarray  # the value of a VARINT field (uint64)
+
+    def of(self, number: int, wire: int, ordered: bool = False) -> Fields:
+        """The fields with this number; any of them with another wire type is not OTLP. `ordered`: by
+        message and, within one, as written (a repeated field); otherwise in no particular order."""
+        at = np.flatnonzero(self.number == number)
+        if ordered and len(at):
+            at = at[np.argsort(self.msg[at], kind="stable")]  # scan's rounds are in field order
+        f = Fields(*(a[at] for a in self._arrays()))
+        if (f.wire != wire).any():
+            raise NotCanonical(f"field {number} with wire type other than {wire}")
+        return f
+
+    def single(self, number: int, wire: int) -> Fields:
+        """A singular field, at most once per message (protobuf would merge or overwrite repeats)."""
+        f = self.of(number, wire)
+        if len(np.unique(f.msg)) != len(f.msg):
+            raise NotCanonical(f"field {number} repeated in one message")
+        return f
+
+    def ranges(self) -> dict[int, tuple[int, int]]:
+        """Per message, its (start, end) of these (singular) fields."""
+        return dict(zip(self.msg.tolist(), zip(self.start.tolist(), self.end.tolist(), strict=True), strict=True))
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.msg, self.number, self.wire, self.start, self.end, self.varint)
+
+
+def scan(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Fields:
+    """All fields of the messages at buf[starts[i]:ends[i]], in lockstep: round k reads the k-th field
+    of every message that has one."""
+    parts: list[tuple[np.ndarray, ...]] = []
+    cursor = starts.astype(np.int64)
+    active = np.flatnonzero(cursor < ends)
+    while len(active):
+        pos = cursor[active]
+        end = ends[active]
+        tag, after_tag = _varint(buf, pos)
+        wire = (tag & np.uint64(7)).astype(np.int8)
+        number = (tag >> np.uint64(3)).astype(np.int64)
+        value, after_value = _varint(buf, after_tag)
+        length = np.minimum(value, np.uint64(1 << 40)).astype(np.int64)
+        vstart = np.where(wire == _LEN, after_value, after_tag)
+        vend = np.where(
+            wire == _VARINT, after_value, np.where(wire == _LEN, after_value + length, after_tag + _FIXED[wire])
+        )
+        if (vend < after_tag).any() or (vend > end).any() or (number == 0).any() or (after_tag > end).any():
+            raise NotCanonical("a field runs past its message, or has a wire type OTLP does not use")
+        parts.append((active, number, wire, vstart, vend, np.where(wire == _VARINT, value, 0)))
+        cursor[active] = vend
+        active = active[vend < end]
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return Fields(empty, empty, empty.astype(np.int8), empty, empty, empty.astype(np.uint64))
+    return Fields(*(np.concatenate(c) for c in zip(*parts, strict=True)))
+
+
+def _strings(data: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.StringArray:
+    """UTF-8 strings at data[starts[i]:ends[i]] (ranges in increasing, non-overlapping order)."""
+    n = len(starts)
+    bounds = np.empty(2 * n + 1, np.int64)
+    bounds[0:-1:2], bounds[1:-1:2] = starts, ends
+    bounds[-1] = len(data)
+    segments = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), 2 * n, [None, pa.py_buffer(bounds), pa.py_buffer(data)]
+    )
+    try:
+        return segments.take(pa.array(np.arange(0, 2 * n, 2))).cast(pa.large_string()).cast(pa.string())
+    except pa.ArrowInvalid:
+        raise NotCanonical("a string that is not UTF-8") from None
+
+
+_HEX = np.frombuffer(b"".join(f"{i:02x}".encode() for i in range(256)), np.uint8).reshape(256, 2)
+
+
+def _hex(buf: np.ndarray, starts: np.ndarray, width: int) -> pa.StringArray:
+    """Lowercase hex of the `width`-byte ids at `starts`."""
+    n = len(starts)
+    raw = buf[starts[:, None] + np.arange(width)]
+    text = _HEX[raw].reshape(n, 2 * width)
+    offsets = np.arange(n + 1, dtype=np.int32) * (2 * width)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text.tobytes()))
+
+
+def _fixed64(buf: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    return buf[starts[:, None] + np.arange(8)].copy().view("<u8").ravel()
+
+
+def _by_message(single: Fields, n: int) -> np.ndarray:
+    """Start positions of a singular field present in all n messages, in message order."""
+    at = np.empty(n, np.int64)
+    at[single.msg] = single.start
+    return at
+
+
+def _contained(inner: Fields, n: int) -> np.ndarray:
+    """Per message, how many of these fields it has (for offsets)."""
+    return np.bincount(inner.msg, minlength=n)
+
+
+# The request down to ScopeSpans is parsed by protobuf (a few resources and scopes per request); each
+# span arrives as its serialized bytes, which `scan` reads.
+RawSpansRequest = request_class_with_bytes("ScopeSpans", "spans")
+
+
+def decode_bodies(bodies: Sequence[bytes], sources: Sequence[str]) -> pa.Table:
+    """Spans of serialized export requests, one source (lake_source) per request.
+
+    Raises DecodeError for a request protobuf cannot parse, NotCanonical for what this reader leaves
+    to `pipeline.otlp.decode.decode`."""
+    blobs: list[bytes] = []
+    resource_of_span: list[int] = []
+    scope_of_span: list[int] = []
+    source_of_span: list[str] = []
+    services: list[str | None] = []
+    scope_names: list[str | None] = []
+    res_attrs = reference._MapBuilder()
+    for body, source in zip(bodies, sources, strict=True):
+        for rs in RawSpansRequest.FromString(body).resource_spans:
+            resource = len(services)
+            service = None
+            for kv in rs.resource.attributes:
+                if kv.key == "service.name":
+                    service = reference.any_value_to_str(kv.value)
+            services.append(service)
+            res_attrs.add_kvs(rs.resource.attributes)
+            for ss in rs.scope_spans:
+                spans = ss.spans
+                k = len(spans)
+                blobs.extend(spans)
+                scope_of_span.extend([len(scope_names)] * k)
+                scope_names.append(ss.scope.name or None)
+                resource_of_span.extend([resource] * k)
+                source_of_span.extend([source] * k)
+    n = len(blobs)
+    if n == 0:
+        return schema.empty("spans")
+    data = b"".join([*blobs, _PAD])
+    buf = np.frombuffer(data, np.uint8)
+    lens = np.fromiter(map(len, blobs), np.int64, count=n)
+    sp_end = np.cumsum(lens)
+    sp_start = sp_end - lens
+    del blobs
+
+    f = scan(buf, sp_start, sp_end)
+    trace = f.single(1, _LEN)
+    span = f.single(2, _LEN)
+    parent = f.single(4, _LEN)
+    if len(trace.msg) != n or len(span.msg) != n:
+        raise NotCanonical("a span without trace_id or span_id")
+    if (trace.end - trace.start != 16).any() or (span.end - span.start != 8).any():
+        raise NotCanonical("an id of unusual length")
+    parent_len = parent.end - parent.start
+    if not np.isin(parent_len, (0, 8)).all():
+        raise NotCanonical("a parent_span_id of unusual length")
+    name = f.single(5, _LEN)
+    kind = f.single(6, _VARINT)
+    start = f.single(7, _I64)
+    end = f.single(8, _I64)
+    attrs = f.of(9, _LEN, ordered=True)
+    events = f.of(11, _LEN, ordered=True)
+    links = f.of(13, _LEN, ordered=True)
+    status = f.single(15, _LEN)
+    for number, wire in ((3, _LEN), (10, _VARINT), (12, _VARINT), (14, _VARINT), (16, _I32)):
+        f.of(number, wire)  # types checked; values not stored
+
+    # parent: 8 bytes → hex; absent or empty → null
+    parent_col = pa.nulls(n, pa.string())
+    if (parent_len == 8).any():
+        where = parent.msg[parent_len == 8]
+        index = np.full(n, -1, np.int64)
+        index[where] = np.arange(len(where))
+        parent_col = _hex(buf, parent.start[parent_len == 8], 8).take(pa.array(index, mask=index < 0))
+
+    name_start = sp_start.copy()
+    name_end = sp_start.copy()
+    name_start[name.msg], name_end[name.msg] = name.start, name.end
+    names = _strings(data, name_start, name_end)
+
+    kinds = np.zeros(n, np.int64)
+    kinds[kind.msg] = kind.varint.astype(np.int64)
+    starts = np.zeros(n, np.uint64)
+    starts[start.msg] = _fixed64(buf, start.start)
+    ends = np.zeros(n, np.uint64)
+    ends[end.msg] = _fixed64(buf, end.start)
+
+    # status → message (2), code (3)
+    codes = np.zeros(n, np.int64)
+    message_start = sp_start.copy()
+    message_end = sp_start.copy()
+    if len(status.msg):
+        st = scan(buf, status.start, status.end)
+        message = st.single(2, _LEN)
+        code = st.single(3, _VARINT)
+        codes[status.msg[code.msg]] = code.varint.astype(np.int64)
+        message_start[status.msg[message.msg]] = message.start
+        message_end[status.msg[message.msg]] = message.end
+    messages = _strings(data, message_start, message_end)
+    messages = pc.if_else(pc.equal(messages, ""), pa.scalar(None, pa.string()), messages)
+
+    attr_offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(_contained(attrs, n), out=attr_offsets[1:])
+    keys, values = key_value_columns_at(data, buf, attrs.start, attrs.end, reference.any_value_to_str)
+
+    ev_offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(_contained(events, n), out=ev_offsets[1:])
+    ev_times: list[int] = []
+    ev_names: list[str] = []
+    ev_attrs = reference._MapBuilder()
+    for s, e in zip(events.start.tolist(), events.end.tolist(), strict=True):
+        ev = Span.Event.FromString(data[s:e])
+        ev_times.append(ev.time_unix_nano)
+        ev_names.append(ev.name)
+        ev_attrs.add_kvs(ev.attributes)
+    ln_offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(_contained(links, n), out=ln_offsets[1:])
+    ln_trace: list[str] = []
+    ln_span: list[str] = []
+    ln_attrs = reference._MapBuilder()
+    for s, e in zip(links.start.tolist(), links.end.tolist(), strict=True):
+        ln = Span.Link.FromString(data[s:e])
+        ln_trace.append(ln.trace_id.hex())
+        ln_span.append(ln.span_id.hex())
+        ln_attrs.add_kvs(ln.attributes)
+
+    which_resource = pa.array(resource_of_span, pa.int32())
+    start_arr = reference._ns(starts)
+    end_arr = reference._ns(ends)
+    duration = pc.divide(pc.cast(pc.subtract(end_arr, start_arr), pa.float64(), safe=False), 1e6)
+    columns = {
+        "trace_id": _hex(buf, _by_message(trace, n), 16),
+        "span_id": _hex(buf, _by_message(span, n), 8),
+        "parent_span_id": parent_col,
+        "name": names,
+        "kind": reference._enum_names(kinds, reference.SPAN_KINDS),
+        "status_code": reference._enum_names(codes, reference.STATUS_CODES),
+        "status_message": messages,
+        "start_time": start_arr.cast(schema.TS),
+        "end_time": end_arr.cast(schema.TS),
+        "duration_ms": duration,
+        "service_name": pa.array(services, pa.string()).take(which_resource),
+        "scope_name": pa.array(scope_names, pa.string()).take(pa.array(scope_of_span, pa.int32())),
+        "attributes": pa.MapArray.from_arrays(pa.array(attr_offsets), keys, values),
+        "resource_attributes": res_attrs.build().take(which_resource),
+        "events": reference.events_column(ev_offsets, ev_times, ev_names, ev_attrs),
+        "links": reference.links_column(ln_offsets, ln_trace, ln_span, ln_attrs),
+        "lake_source": pa.array(source_of_span, pa.string()),
+    }
+    arrays = [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in schema.SPANS]
+    return pa.Table.from_arrays(arrays, schema=schema.SPANS)
