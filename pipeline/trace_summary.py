@@ -4,8 +4,8 @@ Each batch is aggregated per trace with Arrow's group_by and held as a table; wh
 (idle for `trace_idle` seconds, or forced) their rows from every batch are merged with group_by
 again. Python work is a dict entry per trace (when it was last seen) and the part digest of a due
 trace, never per span. Spans that arrive after a trace was summarised start a new part; the
-`traces` view merges parts, and `part_id` (a digest of the part's span ids) lets it drop a
-replayed part.
+`traces` view merges parts, and `part_id` (a digest of the part's span ids: a wrapping sum of
+their mixed 64-bit values, so it can be summed per batch and merged) lets it drop a replayed part.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ TOKEN_COLUMNS = (
 )
 
 # What a trace collects as sets, held as (trace_id, member, value) rows.
-SPAN_ID, MODEL, PROMPT_VERSION, SOURCE, KEEP_REASON = range(5)
+MODEL, PROMPT_VERSION, SOURCE, KEEP_REASON = range(4)
 
 _SOME = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)  # null when no value at all
 # How per-batch aggregates (and batches of them) merge into one row per trace.
@@ -61,6 +61,7 @@ _MERGE = [
     ("user_id", "first"),
     ("tenant_id", "first"),
     ("root_row", "max"),
+    ("part_hash", "sum"),  # uint64 sums wrap: an order-free digest of the part's span ids
     ("source", "last"),
     ("first_offset", "min"),
     ("last_offset", "max"),
@@ -145,6 +146,7 @@ class TraceSummarizer:
                 "user_id": spans.column("user_id"),
                 "tenant_id": spans.column("tenant_id"),
                 "root_row": pc.if_else(is_root, pa.array(np.arange(n)), no_int),
+                "part_hash": pa.array(np.where(np.asarray(real), span_id_hashes(spans.column("span_id")), 0)),
             }
         )
         agg = work.group_by("trace_id", use_threads=False).aggregate([a for a in _MERGE if a[0] in work.column_names])
@@ -161,7 +163,6 @@ class TraceSummarizer:
             .append_column("first_offset", pa.array([offsets[0] if offsets else None] * m, pa.int64()))
             .append_column("last_offset", pa.array([offsets[1] if offsets else None] * m, pa.int64()))
         )
-        real_rows = spans.filter(real)
         models = pc.coalesce(spans.column("response_model"), spans.column("request_model"))
         sets = [
             _members(trace_ids, models, MODEL),
@@ -174,19 +175,7 @@ class TraceSummarizer:
                 _members(trace_ids.take(pc.list_parent_indices(reasons)), pc.list_flatten(reasons), KEEP_REASON)
             )
         distinct = pa.concat_tables(sets).group_by(["trace_id", "member", "value"], use_threads=False).aggregate([])
-        span_ids = real_rows.select(["trace_id", "span_id"]).combine_chunks()
-        members = pa.concat_tables(
-            [
-                pa.table(
-                    {
-                        "trace_id": span_ids.column("trace_id"),
-                        "member": pa.array(np.full(span_ids.num_rows, SPAN_ID, np.int8)),
-                        "value": span_ids.column("span_id"),
-                    }
-                ),
-                distinct.select(["trace_id", "member", "value"]),
-            ]
-        )
+        members = distinct.select(["trace_id", "member", "value"])
         marks = {source: offsets[0]} if source is not None and offsets is not None else {}
         self._pending.append(_Pending(now, agg, members, marks))
         self._last_seen.update(dict.fromkeys(agg.column("trace_id").to_pylist(), now))
@@ -275,6 +264,43 @@ class TraceSummarizer:
         return _traces_rows(merged)
 
 
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """A 64-bit mixer (splitmix64's finaliser): nearby inputs give unrelated outputs."""
+    with np.errstate(over="ignore"):
+        z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+_HEX_DIGIT = np.full(256, 0, np.uint64)
+_HEX_DIGIT[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint64)
+_HEX_DIGIT[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint64)
+
+
+def span_id_hashes(span_ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Per span id (16 hex digits), a mixed 64-bit value; summed per part, they make its part_id."""
+    ids = span_ids.combine_chunks() if isinstance(span_ids, pa.ChunkedArray) else span_ids
+    ids = pc.fill_null(ids, "")
+    offsets = np.frombuffer(ids.buffers()[1], np.int32)[ids.offset : ids.offset + len(ids) + 1]
+    if len(ids) and (np.diff(offsets) == 16).all():
+        raw = np.frombuffer(ids.buffers()[2], np.uint8)[offsets[0] : offsets[-1]].reshape(len(ids), 16)
+        value = np.zeros(len(ids), np.uint64)
+        for i in range(16):
+            value = (value << np.uint64(4)) | _HEX_DIGIT[raw[:, i]]
+    else:  # ids of another length (not from an OTLP receiver): hashed one by one
+        value = np.array(
+            [int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "big") for s in ids.to_pylist()], np.uint64
+        )
+    return _splitmix64(value)
+
+
+def _hex64(values: np.ndarray) -> pa.StringArray:
+    text = values.astype(">u8").tobytes().hex().encode()
+    offsets = np.arange(len(values) + 1, dtype=np.int32) * 16
+    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(text))
+
+
 def _digest(trace_id: str, span_ids: list[str]) -> str:
     return hashlib.sha256((trace_id + ",".join(sorted(span_ids))).encode()).hexdigest()[:16]
 
@@ -302,16 +328,14 @@ def _merge(rows: pa.Table, members: pa.Table) -> pa.Table:
     first_source = sources.group_by("trace_id", use_threads=False).aggregate([("value", "min")])
     where = pc.index_in(trace_ids, value_set=first_source.column("trace_id"))
     merged = merged.append_column("lake_source", first_source.column("value_min").take(where))
-    span_ids = _sorted_sets(trace_ids, members.filter(pc.equal(member, SPAN_ID)), distinct=False)
-    digests = [_digest(t, ids) for t, ids in zip(trace_ids.to_pylist(), span_ids.to_pylist(), strict=True)]
-    return merged.append_column("part_id", pa.array(digests, pa.string()))
+    count = np.asarray(merged.column("span_count")).astype(np.uint64)
+    part = _splitmix64(np.asarray(merged.column("part_hash")) ^ _splitmix64(count))
+    return merged.append_column("part_id", _hex64(part))
 
 
-def _sorted_sets(trace_ids: pa.Array, members: pa.Table, distinct: bool = True) -> pa.Array:
-    """Per trace (in `trace_ids` order) its member values, sorted; an empty list when it has none."""
-    pairs = members.select(["trace_id", "value"])
-    if distinct:
-        pairs = pairs.group_by(["trace_id", "value"], use_threads=False).aggregate([])
+def _sorted_sets(trace_ids: pa.Array, members: pa.Table) -> pa.Array:
+    """Per trace (in `trace_ids` order) its distinct member values, sorted; [] when it has none."""
+    pairs = members.select(["trace_id", "value"]).group_by(["trace_id", "value"], use_threads=False).aggregate([])
     # hash_list keeps input order in a single thread: sorted input, sorted lists
     pairs = pairs.sort_by([("trace_id", "ascending"), ("value", "ascending")])
     grouped = pairs.group_by("trace_id", use_threads=False).aggregate([("value", "list")])

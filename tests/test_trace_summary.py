@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline.conventions import normalize
 from pipeline.otlp.decode import SourcedRequest, decode
-from pipeline.trace_summary import TraceSummarizer
+from pipeline.trace_summary import TraceSummarizer, _splitmix64, span_id_hashes
 from tests.conftest import make_request
 
 LONG, SHORT, OTHER = "a1" * 16, "b2" * 16, "c3" * 16
@@ -84,3 +85,21 @@ def test_a_replayed_part_has_the_same_part_id() -> None:
         (part,) = s.due()
         ids.append(part.rows.column("part_id")[0].as_py())
     assert ids[0] == ids[1]
+
+
+def test_span_id_hashes_read_hex_on_columns() -> None:
+    ids = [f"{(i * 0x9E3779B97F4A7C15) % 2**64:016x}" for i in range(1, 200)]
+    got = span_id_hashes(pa.array(ids).slice(3))
+    assert got.tolist() == _splitmix64(np.array([int(s, 16) for s in ids[3:]], np.uint64)).tolist()
+    odd = span_id_hashes(pa.array(["abc", ids[0]]))  # not 16 digits: hashed one by one, still 64-bit values
+    assert odd.dtype == np.uint64 and len(set(odd.tolist())) == 2
+
+
+def test_different_spans_make_different_parts() -> None:
+    ids = set()
+    for span in ("01" * 8, "02" * 8, "03" * 8):
+        s = TraceSummarizer(trace_idle=0, clock=lambda: 0.0)
+        s.observe(_spans([_llm(LONG, span, "m", 1, T0)], "k:p0@1"))
+        (part,) = s.due()
+        ids.add(part.rows.column("part_id")[0].as_py())
+    assert len(ids) == 3
