@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
@@ -64,6 +65,7 @@ _TAG_STRING = 0x0A  # field 1, length-delimited
 _TAG_BOOL = 0x10  # field 2, varint
 _TAG_INT = 0x18  # field 3, varint
 _TAG_DOUBLE = 0x21  # field 4, fixed64
+_TAG_ARRAY = 0x2A  # field 5, length-delimited ArrayValue
 _PAD = bytes(16)  # reads past the last blob land in zeros, which end any varint
 
 
@@ -134,7 +136,11 @@ def key_value_columns_at(
     is_str &= ss + num.astype(np.int64) == end
     is_num = has_any & ((tag == _TAG_BOOL) | (tag == _TAG_INT)) & (after == end)
     is_double = has_any & (tag == _TAG_DOUBLE) & (vs + 9 == end)
-    ok &= ~has_any | is_str | is_num | is_double
+    # arrays of plain strings (gen_ai.response.finish_reasons and the like) are rendered on columns too
+    arrays_at, arrays_json = _string_arrays(buf, np.flatnonzero(has_any & (tag == _TAG_ARRAY)), vs, end)
+    is_array = np.zeros(n, bool)
+    is_array[arrays_at] = True
+    ok &= ~has_any | is_str | is_num | is_double | is_array
     is_null = ok & ~has_any
 
     # One binary array whose slices alternate between the strings we want and the bytes between
@@ -166,6 +172,9 @@ def key_value_columns_at(
         doubles = buf[(vs[at] + 1)[:, None] + np.arange(8)].copy().view("<f8").ravel()
         positions.append(at)
         rendered.append(pa.array([_json_double(x) for x in doubles.tolist()], pa.string()))
+    if len(arrays_at):
+        positions.append(arrays_at)
+        rendered.append(arrays_json)
     if is_null.any():
         positions.append(np.flatnonzero(is_null))
         rendered.append(pa.nulls(len(positions[-1]), pa.string()))
@@ -179,6 +188,73 @@ def key_value_columns_at(
         keys = _take(segments, 0, [], [])
     values = _take(segments, 2, positions, rendered)
     return keys, values
+
+
+def _string_arrays(buf: np.ndarray, rows: np.ndarray, vs: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, pa.Array]:
+    """Of the KeyValues `rows` (an ArrayValue at vs..end), those whose array holds only strings that JSON
+    writes verbatim, and their JSON text as `any_value_to_str` writes it: ["a","b"]. Others are left out."""
+    if len(rows) == 0:
+        return rows, pa.array([], pa.string())
+    alen, a_start = _varint(buf, vs[rows] + 1)
+    a_end = end[rows]
+    good = a_start + alen.astype(np.int64) == a_end
+    # ArrayValue: (0x0a <len> AnyValue(0x0a <len> string))*, read one element per round
+    cursor = np.where(good, a_start, a_end)
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    owners: list[np.ndarray] = []
+    active = np.flatnonzero(good & (cursor < a_end))
+    while len(active):
+        pos = cursor[active]
+        elen, e_start = _varint(buf, pos + 1)
+        e_start = np.where(e_start < a_end[active], e_start, pos)  # past the array: fails below, read safely
+        e_end = e_start + elen.astype(np.int64)
+        slen, s_start = _varint(buf, e_start + 1)
+        s_end = s_start + slen.astype(np.int64)
+        fine = (buf[pos] == 0x0A) & (buf[e_start] == _TAG_STRING) & (s_end == e_end) & (e_end <= a_end[active])
+        good[active[~fine]] = False
+        active = active[fine]
+        starts.append(s_start[fine])
+        ends.append(s_end[fine])
+        owners.append(active)
+        cursor[active] = e_end[fine]
+        active = active[cursor[active] < a_end[active]]
+    if starts:
+        s_all, e_all, own = np.concatenate(starts), np.concatenate(ends), np.concatenate(owners)
+        lengths = e_all - s_all
+        # bytes JSON would escape: control characters, '"' and '\'
+        byte_at = np.repeat(s_all - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(lengths.sum())
+        escaped = (buf[byte_at] < 0x20) | (buf[byte_at] == 0x22) | (buf[byte_at] == 0x5C)
+        if escaped.any():
+            good[own[np.repeat(np.arange(len(s_all)), lengths)[escaped]]] = False
+        keep = good[own]
+        order = np.lexsort((np.concatenate([np.full(len(x), i) for i, x in enumerate(starts)]), own))
+        order = order[keep[order]]
+        s_all, e_all, own = s_all[order], e_all[order], own[order]
+    else:
+        s_all = e_all = own = np.zeros(0, np.int64)
+    chosen = np.flatnonzero(good)
+    counts = np.bincount(own, minlength=len(rows))[chosen]
+    offsets = np.zeros(len(chosen) + 1, np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    elements = _slices(buf, s_all, e_all)
+    lists = pa.ListArray.from_arrays(pa.array(offsets), elements)
+    joined = pc.binary_join_element_wise('["', pc.binary_join(lists, '","'), '"]', "")
+    text = pc.if_else(pa.array(counts == 0), pa.scalar("[]"), joined)
+    return rows[chosen], text
+
+
+def _slices(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
+    """Strings at buf[starts[i]:ends[i]] (any order), copied out with numpy."""
+    lengths = ends - starts
+    offsets = np.zeros(len(starts) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+    return _utf8(
+        pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(buf[index].tobytes())]
+        )
+    )
 
 
 def _take(segments: pa.Array, slot: int, positions: list[np.ndarray], rendered: list[pa.Array]) -> pa.Array:

@@ -106,3 +106,22 @@ def test_raw_request_is_wire_compatible() -> None:
     (blob,) = raw.resource_spans[0].scope_spans[0].spans[0].attributes
     assert KeyValue.FromString(blob) == span.attributes[0]
     assert ExportTraceServiceRequest.FromString(raw.SerializeToString()) == req
+
+
+def test_string_arrays_render_like_json() -> None:
+    def array(*items: str | AnyValue) -> bytes:
+        values = [i if isinstance(i, AnyValue) else AnyValue(string_value=i) for i in items]
+        return KeyValue(key="k", value=AnyValue(array_value=ArrayValue(values=values))).SerializeToString()
+
+    blobs = [
+        array("stop"),
+        array("stop", "length", ""),
+        array(),
+        array("é—ü", "🙂"),
+        array('say "hi"', "back\\slash", "tab\there"),  # JSON escapes these: the protobuf path renders them
+        array("a", AnyValue(int_value=1)),
+        array(AnyValue()),  # an element with no value
+        array("x" * 300),
+    ]
+    assert _columns(blobs) == _expected(blobs)
+    assert _columns(blobs)[1][:3] == ['["stop"]', '["stop","length",""]', "[]"]

@@ -62,7 +62,7 @@ class Fields:
     def single(self, number: int, wire: int) -> Fields:
         """A singular field, at most once per message (protobuf would merge or overwrite repeats)."""
         f = self.of(number, wire)
-        if len(np.unique(f.msg)) != len(f.msg):
+        if len(f.msg) and np.bincount(f.msg).max() > 1:
             raise NotCanonical(f"field {number} repeated in one message")
         return f
 
