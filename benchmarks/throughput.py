@@ -306,6 +306,25 @@ def _wait_idle(pid: int, quiet: float, timeout: float = 120) -> None:
     raise TimeoutError("the server did not go idle after the warm-up burst")
 
 
+def _wait_written(lake: Path, spans: int, timeout: float = 120) -> None:
+    """Until the lake holds `spans` spans and a trace summary for every trace among them."""
+    deadline = time.monotonic() + timeout
+    con = duckdb.connect()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            got = con.execute(
+                f"SELECT (SELECT count(*) FROM read_parquet('{lake}/spans/*/*/*.parquet')),"
+                f" (SELECT count(DISTINCT trace_id) FROM read_parquet('{lake}/spans/*/*/*.parquet')),"
+                f" (SELECT count(DISTINCT trace_id) FROM read_parquet('{lake}/traces/*/*/*.parquet'))"
+            ).fetchone()
+        except duckdb.Error:  # no files yet
+            continue
+        if got is not None and got[0] >= spans and got[2] >= got[1]:
+            return
+    raise TimeoutError("the warm-up burst was not written to the lake")
+
+
 def run_end_to_end(
     requests: list[bytes],
     total_spans: int,
@@ -315,10 +334,9 @@ def run_end_to_end(
     bus_capacity: int = 200_000,
     warmup: bool = False,
 ) -> EndToEnd:
-    """With `warmup`, the same traffic is sent once untimed and the timed burst starts once the server
-    has been idle for 6 s (bus drained, the warm-up's traces summarised): a server that has been
-    running, not a fresh process. What the warm-up left in the sink's buffers is written at the
-    SIGTERM and counted in the timed burst's durable time."""
+    """With `warmup`, the same traffic is sent once untimed, and the timed burst starts once all of it
+    is in the lake (spans and trace summaries; the sink rolls files after 5 s) and the server is idle:
+    a server that has been running, not a fresh process."""
     lake = workdir / "lake-e2e"
     shutil.rmtree(lake, ignore_errors=True)
     config = workdir / "tracelake.yaml"
@@ -330,7 +348,7 @@ def run_end_to_end(
 bus: {{type: embedded, capacity_spans: {bus_capacity}}}
 processors: {{}}
 sinks:
-  parquet: {{path: "{lake}"}}
+  parquet: {{path: "{lake}", roll_seconds: 5s}}
 telemetry: {{endpoint: null, log_level: info}}
 pipelines:
   traces:
@@ -386,8 +404,10 @@ pipelines:
             go.set()
             for _ in range(clients):
                 out_q.get(timeout=600)
-            # the worker drains the bus, then the warm-up's traces go idle (trace_idle 5 s) and are summarised
-            _wait_idle(proc.pid, quiet=6.0)
+            # the worker drains the bus; the warm-up's traces go idle (trace_idle 5 s) and are summarised;
+            # every buffer is written (roll_seconds 5 s): nothing of the warm-up is left for the timed burst
+            _wait_written(lake, total_spans)
+            _wait_idle(proc.pid, quiet=1.0)
         go, out_q = start_clients()
         cpu0 = _cpu_seconds(proc.pid)
         threads0 = _thread_cpu(proc.pid)
