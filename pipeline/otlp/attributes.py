@@ -69,7 +69,7 @@ _TAG_ARRAY = 0x2A  # field 5, length-delimited ArrayValue
 _PAD = bytes(16)  # reads past the last blob land in zeros, which end any varint
 
 
-def _varint(buf: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def read_varints(buf: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Varints starting at `pos`: their values (uint64) and the position after each."""
     b = buf[pos]
     value = (b & 0x7F).astype(np.uint64)
@@ -117,20 +117,20 @@ def key_value_columns_at(
     # KeyValue: 0x0a <len> key [0x12 <len> AnyValue]. Positions that fail a check are reset to
     # `start` so that later reads stay inside the buffer.
     ok = (lens >= 2) & (buf[start] == _TAG_STRING)
-    klen, ks = _varint(buf, start + 1)
+    klen, ks = read_varints(buf, start + 1)
     ke = ks + klen.astype(np.int64)
     ok &= ke <= end
     ke = np.where(ok, ke, start)
     has_value = ok & (ke < end)
     ok &= ~has_value | (buf[ke] == 0x12)
-    vlen, vs = _varint(buf, ke + 1)
+    vlen, vs = read_varints(buf, ke + 1)
     ok &= ~has_value | (vs + vlen.astype(np.int64) == end)
     vs = np.where(has_value & ok, vs, ke)
     has_any = has_value & ok & (vs < end)  # an empty AnyValue is a null value
 
     # AnyValue: 0x0a <len> string | 0x10 bool | 0x18 int | 0x21 double, and nothing after it
     tag = np.where(has_any, buf[vs], 0)
-    num, after = _varint(buf, vs + 1)
+    num, after = read_varints(buf, vs + 1)
     is_str = has_any & (tag == _TAG_STRING)
     ss = after
     is_str &= ss + num.astype(np.int64) == end
@@ -195,7 +195,7 @@ def _string_arrays(buf: np.ndarray, rows: np.ndarray, vs: np.ndarray, end: np.nd
     writes verbatim, and their JSON text as `any_value_to_str` writes it: ["a","b"]. Others are left out."""
     if len(rows) == 0:
         return rows, pa.array([], pa.string())
-    alen, a_start = _varint(buf, vs[rows] + 1)
+    alen, a_start = read_varints(buf, vs[rows] + 1)
     a_end = end[rows]
     good = a_start + alen.astype(np.int64) == a_end
     # ArrayValue: (0x0a <len> AnyValue(0x0a <len> string))*, read one element per round
@@ -206,10 +206,10 @@ def _string_arrays(buf: np.ndarray, rows: np.ndarray, vs: np.ndarray, end: np.nd
     active = np.flatnonzero(good & (cursor < a_end))
     while len(active):
         pos = cursor[active]
-        elen, e_start = _varint(buf, pos + 1)
+        elen, e_start = read_varints(buf, pos + 1)
         e_start = np.where(e_start < a_end[active], e_start, pos)  # past the array: fails below, read safely
         e_end = e_start + elen.astype(np.int64)
-        slen, s_start = _varint(buf, e_start + 1)
+        slen, s_start = read_varints(buf, e_start + 1)
         s_end = s_start + slen.astype(np.int64)
         fine = (buf[pos] == 0x0A) & (buf[e_start] == _TAG_STRING) & (s_end == e_end) & (e_end <= a_end[active])
         good[active[~fine]] = False

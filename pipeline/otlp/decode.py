@@ -1,10 +1,10 @@
-"""OTLP protobuf → one Arrow table with the `spans` schema.
+"""OTLP protobuf messages → one Arrow table with the `spans` schema.
 
-This is the one place where per-span Python runs. It appends span fields to flat column lists
-(no per-span dicts), hands every span attribute's bytes to `pipeline.otlp.attributes` (read on
-columns, no Python object per attribute) and builds map/list columns from offsets: that is what
-keeps the decode floor above 40k spans/s per core (benchmarks/README.md). Typed LLM columns are
-derived afterwards, on columns, by `pipeline.conventions.normalize`.
+The decode for parsed requests, and the reference for `pipeline.otlp.wire`, which the worker uses
+on serialized ones and which hands back here whatever it does not read itself. Span fields go
+through the protobuf API into flat column lists (a Python loop per span, no per-span dicts); span
+attributes are read on columns by `pipeline.otlp.attributes`; map/list columns are built from
+offsets. Typed LLM columns are derived afterwards, on columns, by `pipeline.conventions.normalize`.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline import schema
 from pipeline.otlp import decode as reference
-from pipeline.otlp.attributes import _varint, key_value_columns_at, request_class_with_bytes
+from pipeline.otlp.attributes import key_value_columns_at, read_varints, request_class_with_bytes
 
 _PAD = bytes(32)  # a tag varint and a length varint can each run 10 bytes past a message's end
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
@@ -83,10 +83,10 @@ def scan(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Fields:
     while len(active):
         pos = cursor[active]
         end = ends[active]
-        tag, after_tag = _varint(buf, pos)
+        tag, after_tag = read_varints(buf, pos)
         wire = (tag & np.uint64(7)).astype(np.int8)
         number = (tag >> np.uint64(3)).astype(np.int64)
-        value, after_value = _varint(buf, after_tag)
+        value, after_value = read_varints(buf, after_tag)
         length = np.minimum(value, np.uint64(1 << 40)).astype(np.int64)
         vstart = np.where(wire == _LEN, after_value, after_tag)
         vend = np.where(

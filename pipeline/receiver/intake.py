@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
+import pyarrow as pa
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -18,6 +19,7 @@ from pipeline.bus.base import BusRefused, Publisher
 from pipeline.conventions import Normalizer
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.otlp.encode import apply_table
+from pipeline.otlp.wire import NotCanonical, decode_bodies
 from processors.base import Processor
 
 log = logging.getLogger("tracelake.receiver")
@@ -35,8 +37,9 @@ class IngestChain:
         self._lock = threading.Lock()
         self.spans_dropped = 0
 
-    def apply(self, request: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
-        table = self.normalizer(decode([SourcedRequest(request, "ingest")]))
+    def apply(self, request: ExportTraceServiceRequest, raw: bytes | None = None) -> ExportTraceServiceRequest:
+        """`raw`: the request's bytes when it is unchanged since it was received (the columnar decode)."""
+        table = self.normalizer(_decode(request, raw))
         before = table.num_rows
         with self._lock:
             for _pid, proc in self.processors:
@@ -45,6 +48,15 @@ class IngestChain:
                 table = proc.process(table)
             self.spans_dropped += before - table.num_rows
         return apply_table(request, table)
+
+
+def _decode(request: ExportTraceServiceRequest, raw: bytes | None) -> pa.Table:
+    if raw is not None:
+        try:
+            return decode_bodies([raw], ["ingest"])
+        except (NotCanonical, DecodeError):
+            pass  # the protobuf decode reads what the columnar one leaves alone
+    return decode([SourcedRequest(request, "ingest")])
 
 
 class InvalidRequest(Exception):
@@ -107,7 +119,7 @@ class Intake:
             self._count(transport, "rejected_invalid_id", rejected)
         accepted = total - rejected
         if accepted and self.ingest is not None:
-            request = self.ingest.apply(request)
+            request = self.ingest.apply(request, raw)
             raw = None
             # spans an ingest filter dropped are dropped on purpose: still a success for the client
             accepted = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
