@@ -8,7 +8,7 @@ OpenInference, OpenLLMetry legacy), about a third of the spans LLM calls over a 
 providers, a vLLM and an Ollama model no price table knows).
 
 Two measurements, each alternating the two chains `repeat` times and keeping the best pass:
-(1) the worker's floor, one thread, no network: protobuf parse → decode → normalize → chain →
+(1) the worker's floor, one thread, no network: decode (pipeline.otlp.wire) → normalize → chain →
     ParquetSink.write → flush (zstd), in batches of up to --batch spans as the worker takes them;
 (2) the processor alone on the same normalized batches (what `cost` adds per span).
 Printed: spans/s for both chains, the ratio (target >= 0.90), and the processor's own spans/s.
@@ -16,6 +16,10 @@ Printed: spans/s for both chains, the ratio (target >= 0.90), and the processor'
 
 from __future__ import annotations
 
+# first, as in `tracelake run`: importing pipeline configures Arrow's jemalloc before pyarrow loads
+import pipeline  # noqa: F401
+
+# isort: split
 import argparse
 import shutil
 import tempfile
@@ -30,7 +34,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from pipeline.config.model import ParquetSinkConfig
 from pipeline.conventions import Normalizer
 from pipeline.demo import build_requests
-from pipeline.otlp.decode import SourcedRequest, decode
+from pipeline.otlp.wire import decode_bodies
+from pipeline.service import use_server_memory_pool
 from processors.base import Processor
 from processors.cost import CostConfig, CostProcessor
 from sinks.parquet.sink import ParquetSink
@@ -58,19 +63,14 @@ def batches(requests: list[bytes], limit: int) -> Iterator[list[bytes]]:
 
 
 def floor_pass(groups: list[list[bytes]], chain: list[Processor], lake: Path) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds and spans for parse → decode → normalize → chain → Parquet (write + flush)."""
+    """Wall seconds, CPU seconds and spans for decode → normalize → chain → Parquet (write + flush)."""
     shutil.rmtree(lake, ignore_errors=True)
     sink = ParquetSink(ParquetSinkConfig(path=str(lake)))
     normalizer = Normalizer()
     spans = 0
     t0, cpu0 = time.perf_counter(), time.process_time()
     for i, group in enumerate(groups):
-        parsed = []
-        for j, body in enumerate(group):
-            req = ExportTraceServiceRequest()
-            req.ParseFromString(body)
-            parsed.append(SourcedRequest(req, f"bench:{i}@{j}"))
-        table = normalizer(decode(parsed))
+        table = normalizer(decode_bodies(group, [f"bench:{i}@{j}" for j in range(len(group))]))
         for proc in chain:
             table = proc.process(table)
         sink.write("spans", table)
@@ -86,18 +86,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--batch", type=int, default=8192, help="spans per batch (the worker's max_batch_spans)")
     args = ap.parse_args()
+    use_server_memory_pool()  # the worker's allocator
 
     requests = build_requests(args.traces, seed=args.seed)
     groups = list(batches(requests, args.batch))
     normalizer = Normalizer()
     tables = []
     for i, group in enumerate(groups):
-        parsed = []
-        for j, body in enumerate(group):
-            req = ExportTraceServiceRequest()
-            req.ParseFromString(body)
-            parsed.append(SourcedRequest(req, f"bench:{i}@{j}"))
-        tables.append(normalizer(decode(parsed)))
+        tables.append(normalizer(decode_bodies(group, [f"bench:{i}@{j}" for j in range(len(group))])))
     whole = pa.concat_tables(tables)
     n = whole.num_rows
     llm = pc.sum(pc.is_in(whole.column("span_type"), pa.array(["llm", "embedding"]))).as_py()
@@ -124,7 +120,7 @@ def main() -> None:
                 assert spans == n
                 wall[name] = min(wall[name], seconds)
                 cpu[name] = min(cpu[name], cpu_seconds)
-    print(f"(1) worker floor, parse → decode → normalize → chain → Parquet, best of {args.repeat}, alternating:")
+    print(f"(1) worker floor, decode → normalize → chain → Parquet, best of {args.repeat}, alternating:")
     print("                  wall spans/s    CPU spans/s")
     for name, label in (("empty", "empty chain"), ("cost", "[cost]     ")):
         print(f"    {label}   {n / wall[name]:12,.0f}   {n / cpu[name]:12,.0f}")
