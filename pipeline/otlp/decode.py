@@ -70,7 +70,7 @@ class SourcedRequest:
     source: str
 
 
-class _MapBuilder:
+class MapBuilder:
     """Accumulates map<string,string> rows as flat keys/values plus offsets."""
 
     __slots__ = ("keys", "offsets", "values")
@@ -105,7 +105,7 @@ class _MapBuilder:
 _INT64_MAX = pa.scalar(2**63 - 1, pa.uint64())
 
 
-def _ns(values: Sequence[int] | np.ndarray) -> pa.Array:
+def nanoseconds(values: Sequence[int] | np.ndarray) -> pa.Array:
     """OTLP's fixed64 nanoseconds as int64. A value past 2262-04-11 (a broken clock, a fuzzer) is clamped
     there (DuckDB reads it as infinity) instead of failing the whole batch: the span lands, visibly wrong."""
     arr = pa.array(values, pa.uint64())
@@ -152,15 +152,15 @@ def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
     attr_blobs: list[bytes] = []
     attr_counts: list[int] = []
     services: list[str | None] = []
-    res_attrs = _MapBuilder()
+    res_attrs = MapBuilder()
     ev_offsets: list[int] = [0]
     ev_times: list[int] = []
     ev_names: list[str] = []
-    ev_attrs = _MapBuilder()
+    ev_attrs = MapBuilder()
     ln_offsets: list[int] = [0]
     ln_trace: list[str] = []
     ln_span: list[str] = []
-    ln_attrs = _MapBuilder()
+    ln_attrs = MapBuilder()
 
     for item in requests:
         source = item.source
@@ -207,8 +207,8 @@ def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
                     ln_offsets.append(len(ln_trace))
 
     n = len(trace_ids)
-    start_arr = _ns(starts)
-    end_arr = _ns(ends)
+    start_arr = nanoseconds(starts)
+    end_arr = nanoseconds(ends)
     # unsafe cast: a nonsense span (start 0, end now) has a difference beyond float64's exact integers
     duration = pc.divide(pc.cast(pc.subtract(end_arr, start_arr), pa.float64(), safe=False), 1e6)
     events = events_column(ev_offsets, ev_times, ev_names, ev_attrs)
@@ -222,8 +222,8 @@ def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
         "span_id": _hex_ids(span_ids),
         "parent_span_id": _hex_ids(parents, empty_is_null=True),
         "name": pa.array(names, pa.string()),
-        "kind": _enum_names(kinds, SPAN_KINDS),
-        "status_code": _enum_names(status_codes, STATUS_CODES),
+        "kind": enum_names(kinds, SPAN_KINDS),
+        "status_code": enum_names(status_codes, STATUS_CODES),
         "status_message": pa.array(status_messages, pa.string()),
         "start_time": start_arr.cast(schema.TS),
         "end_time": end_arr.cast(schema.TS),
@@ -241,19 +241,19 @@ def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
 
 
 def events_column(
-    offsets: Sequence[int] | np.ndarray, times: Sequence[int], names: Sequence[str], attributes: _MapBuilder
+    offsets: Sequence[int] | np.ndarray, times: Sequence[int], names: Sequence[str], attributes: MapBuilder
 ) -> pa.ListArray:
     return pa.ListArray.from_arrays(
         pa.array(offsets, pa.int32()),
         pa.StructArray.from_arrays(
-            [_ns(times).cast(schema.TS), pa.array(names, pa.string()), attributes.build()],
+            [nanoseconds(times).cast(schema.TS), pa.array(names, pa.string()), attributes.build()],
             fields=list(schema.EVENT),
         ),
     )
 
 
 def links_column(
-    offsets: Sequence[int] | np.ndarray, trace_ids: Sequence[str], span_ids: Sequence[str], attributes: _MapBuilder
+    offsets: Sequence[int] | np.ndarray, trace_ids: Sequence[str], span_ids: Sequence[str], attributes: MapBuilder
 ) -> pa.ListArray:
     return pa.ListArray.from_arrays(
         pa.array(offsets, pa.int32()),
@@ -264,7 +264,7 @@ def links_column(
     )
 
 
-def _enum_names(codes: Sequence[int] | np.ndarray, names: tuple[str, ...]) -> pa.Array:
+def enum_names(codes: Sequence[int] | np.ndarray, names: tuple[str, ...]) -> pa.Array:
     """Enum numbers → names; a number the protocol does not define reads as the first (UNSPECIFIED/UNSET)."""
     arr = np.array(codes, np.int64)
     arr[(arr < 0) | (arr >= len(names))] = 0

@@ -1,16 +1,17 @@
 """OTLP export requests → the `spans` table, read from their wire bytes on columns.
 
 The worker's bus messages are serialized `ExportTraceServiceRequest`s. Going through the protobuf
-message API costs a Python object per field of every span; this reads the protobuf wire format
-for all spans of a batch at once with numpy: `scan` lists the fields of many messages in lockstep
-(one round per field position), level by level (request → resource spans → scope spans → spans →
-status), and strings are copied out by Arrow. Resources, scopes, events and links are few and
-go through the protobuf classes.
+message API costs a Python object per field of every span. Here protobuf parses each request only
+down to its resources and scopes (few), with every span left as bytes (`RawSpansRequest`); the
+spans of the whole batch are then read from the wire format at once with numpy: `scan` lists the
+fields of many messages in lockstep (one round per field position), for the spans and then their
+status, and strings are copied out by Arrow. Events and links are few and go through protobuf.
 
 It reads what OTLP encoders write. Anything else (a singular field twice, a wrong wire type,
 ids that are not 16/8 bytes, text that is not UTF-8, a length past its message) raises
-`NotCanonical`, and the caller decodes that batch with `pipeline.otlp.decode.decode`, which is
-also the reference the tests compare this against (pipeline/otlp/test_wire.py).
+`NotCanonical`; a request protobuf cannot parse raises `DecodeError`. Either way the caller
+decodes that batch with `pipeline.otlp.decode.decode`, message by message, which is also the
+reference the tests compare this against (pipeline/otlp/test_wire.py).
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def decode_bodies(bodies: Sequence[bytes], sources: Sequence[str]) -> pa.Table:
     source_of_span: list[str] = []
     services: list[str | None] = []
     scope_names: list[str | None] = []
-    res_attrs = reference._MapBuilder()
+    res_attrs = reference.MapBuilder()
     for body, source in zip(bodies, sources, strict=True):
         for rs in RawSpansRequest.FromString(body).resource_spans:
             resource = len(services)
@@ -254,7 +255,7 @@ def decode_bodies(bodies: Sequence[bytes], sources: Sequence[str]) -> pa.Table:
     np.cumsum(_contained(events, n), out=ev_offsets[1:])
     ev_times: list[int] = []
     ev_names: list[str] = []
-    ev_attrs = reference._MapBuilder()
+    ev_attrs = reference.MapBuilder()
     for s, e in zip(events.start.tolist(), events.end.tolist(), strict=True):
         ev = Span.Event.FromString(data[s:e])
         ev_times.append(ev.time_unix_nano)
@@ -264,7 +265,7 @@ def decode_bodies(bodies: Sequence[bytes], sources: Sequence[str]) -> pa.Table:
     np.cumsum(_contained(links, n), out=ln_offsets[1:])
     ln_trace: list[str] = []
     ln_span: list[str] = []
-    ln_attrs = reference._MapBuilder()
+    ln_attrs = reference.MapBuilder()
     for s, e in zip(links.start.tolist(), links.end.tolist(), strict=True):
         ln = Span.Link.FromString(data[s:e])
         ln_trace.append(ln.trace_id.hex())
@@ -272,16 +273,16 @@ def decode_bodies(bodies: Sequence[bytes], sources: Sequence[str]) -> pa.Table:
         ln_attrs.add_kvs(ln.attributes)
 
     which_resource = pa.array(resource_of_span, pa.int32())
-    start_arr = reference._ns(starts)
-    end_arr = reference._ns(ends)
+    start_arr = reference.nanoseconds(starts)
+    end_arr = reference.nanoseconds(ends)
     duration = pc.divide(pc.cast(pc.subtract(end_arr, start_arr), pa.float64(), safe=False), 1e6)
     columns = {
         "trace_id": _hex(buf, _by_message(trace, n), 16),
         "span_id": _hex(buf, _by_message(span, n), 8),
         "parent_span_id": parent_col,
         "name": names,
-        "kind": reference._enum_names(kinds, reference.SPAN_KINDS),
-        "status_code": reference._enum_names(codes, reference.STATUS_CODES),
+        "kind": reference.enum_names(kinds, reference.SPAN_KINDS),
+        "status_code": reference.enum_names(codes, reference.STATUS_CODES),
         "status_message": messages,
         "start_time": start_arr.cast(schema.TS),
         "end_time": end_arr.cast(schema.TS),
