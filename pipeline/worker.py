@@ -140,6 +140,9 @@ class Worker:
             batch = decode_bodies([d.value for d in deliveries], [d.source for d in deliveries])
         except (NotCanonical, DecodeError):
             batch = self._decode_each(deliveries)
+        except Exception:  # a bug in the columnar reader must not make a poison pill of a batch
+            log.exception("columnar decode failed; decoding the batch message by message")
+            batch = self._decode_each(deliveries)
         batch = self.normalizer(batch)
         self.stats.batches += 1
         self.stats.spans_in += batch.num_rows
