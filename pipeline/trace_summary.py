@@ -75,7 +75,6 @@ class _Pending:
     seen: float
     rows: pa.Table  # one row per trace and batch, columns named after _MERGE's inputs
     members: pa.Table  # trace_id, member, value
-    marks: dict[str, int]  # per source, the oldest offset these rows came from
 
 
 _FB_NUMBER = r"^\s*-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
@@ -149,8 +148,7 @@ class TraceSummarizer:
                 "part_hash": pa.array(np.where(np.asarray(real), span_id_hashes(spans.column("span_id")), 0)),
             }
         )
-        agg = work.group_by("trace_id", use_threads=False).aggregate([a for a in _MERGE if a[0] in work.column_names])
-        agg = agg.rename_columns([c.rsplit("_", 1)[0] if c != "trace_id" else c for c in agg.column_names])
+        agg = _per_trace(work)
         root_row = agg.column("root_row")
         agg = agg.drop_columns(["root_row"])
         m = agg.num_rows
@@ -176,17 +174,17 @@ class TraceSummarizer:
             )
         distinct = pa.concat_tables(sets).group_by(["trace_id", "member", "value"], use_threads=False).aggregate([])
         members = distinct.select(["trace_id", "member", "value"])
-        marks = {source: offsets[0]} if source is not None and offsets is not None else {}
-        self._pending.append(_Pending(now, agg, members, marks))
+        self._pending.append(_Pending(now, agg, members))
         self._last_seen.update(dict.fromkeys(agg.column("trace_id").to_pylist(), now))
 
     def low_watermarks(self) -> dict[str, int]:
         """Per source, the oldest offset that contributed to a trace not yet summarised."""
-        out: dict[str, int] = {}
-        for p in self._pending:
-            for source, first in p.marks.items():
-                out[source] = min(out.get(source, first), first)
-        return out
+        if not self._pending:
+            return {}
+        rows = pa.concat_tables([p.rows.select(["source", "first_offset"]) for p in self._pending])
+        held = rows.filter(pc.is_valid(rows.column("source")))
+        lows = held.group_by("source", use_threads=False).aggregate([("first_offset", "min")]).to_pydict()
+        return dict(zip(lows["source"], lows["first_offset_min"], strict=True))
 
     def due(self, force: bool = False, sources: set[str] | None = None) -> list[SummaryBatch]:
         """Summaries of traces idle for `trace_idle`; with `force`, of all open traces (of `sources`)."""
@@ -217,10 +215,7 @@ class TraceSummarizer:
         carry = rows.filter(pc.invert(is_due))
         if carry.num_rows:
             carry_members = members.filter(pc.invert(member_due))
-            held = carry.filter(pc.is_valid(carry.column("source")))
-            lows = held.group_by("source", use_threads=False).aggregate([("first_offset", "min")]).to_pydict()
-            marks = dict(zip(lows["source"], lows["first_offset_min"], strict=True))
-            self._pending.appendleft(_Pending(max(p.seen for p in old), carry, carry_members, marks))
+            self._pending.appendleft(_Pending(max(p.seen for p in old), carry, carry_members))
         if not due_ids:
             return []
         merged = _merge(rows.filter(is_due), members.filter(member_due))
@@ -305,6 +300,12 @@ def _digest(trace_id: str, span_ids: list[str]) -> str:
     return hashlib.sha256((trace_id + ",".join(sorted(span_ids))).encode()).hexdigest()[:16]
 
 
+def _per_trace(rows: pa.Table) -> pa.Table:
+    """One row per trace_id: each column of `rows` that _MERGE names, merged its way, under its own name."""
+    merged = rows.group_by("trace_id", use_threads=False).aggregate([a for a in _MERGE if a[0] in rows.column_names])
+    return merged.rename_columns([c.rsplit("_", 1)[0] if c != "trace_id" else c for c in merged.column_names])
+
+
 def _merge(rows: pa.Table, members: pa.Table) -> pa.Table:
     """One row per trace from its rows of every batch and its set members."""
     rows = rows.set_column(
@@ -314,8 +315,7 @@ def _merge(rows: pa.Table, members: pa.Table) -> pa.Table:
             pc.is_valid(rows.column("root_row")), pa.array(np.arange(rows.num_rows)), pa.scalar(None, pa.int64())
         ),
     )
-    merged = rows.group_by("trace_id", use_threads=False).aggregate(_MERGE)
-    merged = merged.rename_columns([c.rsplit("_", 1)[0] if c != "trace_id" else c for c in merged.column_names])
+    merged = _per_trace(rows)
     root = merged.column("root_row")
     merged = merged.append_column("root_name", rows.column("root_name").take(root)).append_column(
         "service_name", rows.column("service_name").take(root)

@@ -85,6 +85,11 @@ def read_varints(buf: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return value, after
 
 
+def read_fixed64(buf: np.ndarray, pos: np.ndarray, dtype: str) -> np.ndarray:
+    """The 8 little-endian bytes at each of `pos`, as `dtype` ("<u8" fixed64, "<f8" double)."""
+    return buf[pos[:, None] + np.arange(8)].copy().view(dtype).ravel()
+
+
 def key_value_columns(
     blobs: Sequence[bytes], value_to_str: Callable[[object], str | None]
 ) -> tuple[pa.StringArray, pa.StringArray]:
@@ -169,7 +174,7 @@ def key_value_columns_at(
         rendered.append(pa.array(np.where(num[is_bool] != 0, "true", "false").tolist(), pa.string()))
     if is_double.any():
         at = np.flatnonzero(is_double)
-        doubles = buf[(vs[at] + 1)[:, None] + np.arange(8)].copy().view("<f8").ravel()
+        doubles = read_fixed64(buf, vs[at] + 1, "<f8")
         positions.append(at)
         rendered.append(pa.array([_json_double(x) for x in doubles.tolist()], pa.string()))
     if len(arrays_at):
@@ -237,15 +242,15 @@ def _string_arrays(buf: np.ndarray, rows: np.ndarray, vs: np.ndarray, end: np.nd
     counts = np.bincount(own, minlength=len(rows))[chosen]
     offsets = np.zeros(len(chosen) + 1, np.int32)
     np.cumsum(counts, out=offsets[1:])
-    elements = _slices(buf, s_all, e_all)
+    elements = strings_at(buf, s_all, e_all)
     lists = pa.ListArray.from_arrays(pa.array(offsets), elements)
     joined = pc.binary_join_element_wise('["', pc.binary_join(lists, '","'), '"]', "")
     text = pc.if_else(pa.array(counts == 0), pa.scalar("[]"), joined)
     return rows[chosen], text
 
 
-def _slices(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
-    """Strings at buf[starts[i]:ends[i]] (any order), copied out with numpy."""
+def strings_at(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.StringArray:
+    """UTF-8 strings at buf[starts[i]:ends[i]] (any order), copied out with numpy; DecodeError if one is not."""
     lengths = ends - starts
     offsets = np.zeros(len(starts) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])

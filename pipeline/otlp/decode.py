@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline import schema
 from pipeline.otlp.attributes import RawAttributesRequest, key_value_columns
@@ -89,10 +91,14 @@ class MapBuilder:
             values.append(s if s else any_value_to_str(v))
         self.offsets.append(len(keys))
 
-    def add_flat(self, keys: list[str], values: list[str | None]) -> None:
-        self.keys.extend(keys)
-        self.values.extend(values)
-        self.offsets.append(len(self.keys))
+    def add_resource(self, resource: Resource) -> str | None:
+        """Add a resource's attributes as one row; returns its service.name."""
+        service = None
+        for kv in resource.attributes:
+            if kv.key == "service.name":
+                service = any_value_to_str(kv.value)
+        self.add_kvs(resource.attributes)
+        return service
 
     def build(self) -> pa.MapArray:
         return pa.MapArray.from_arrays(
@@ -154,24 +160,15 @@ def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
     services: list[str | None] = []
     res_attrs = MapBuilder()
     ev_offsets: list[int] = [0]
-    ev_times: list[int] = []
-    ev_names: list[str] = []
-    ev_attrs = MapBuilder()
+    events: list[Span.Event] = []
     ln_offsets: list[int] = [0]
-    ln_trace: list[str] = []
-    ln_span: list[str] = []
-    ln_attrs = MapBuilder()
+    links: list[Span.Link] = []
 
     for item in requests:
         source = item.source
         for rs in raw_attributes_request(item.request).resource_spans:
             resource = len(services)
-            service = None
-            for kv in rs.resource.attributes:
-                if kv.key == "service.name":
-                    service = any_value_to_str(kv.value)
-            res_attrs.add_kvs(rs.resource.attributes)
-            services.append(service)
+            services.append(res_attrs.add_resource(rs.resource))
             for ss in rs.scope_spans:
                 scope = ss.scope.name or None
                 for sp in ss.spans:
@@ -191,76 +188,86 @@ def decode(requests: Iterable[SourcedRequest]) -> pa.Table:
                     attributes = sp.attributes
                     attr_blobs.extend(attributes)
                     attr_counts.append(len(attributes))
-                    events = sp.events
-                    if events:
-                        for ev in events:
-                            ev_times.append(ev.time_unix_nano)
-                            ev_names.append(ev.name)
-                            ev_attrs.add_kvs(ev.attributes)
-                    ev_offsets.append(len(ev_times))
-                    links = sp.links
-                    if links:
-                        for ln in links:
-                            ln_trace.append(ln.trace_id.hex())
-                            ln_span.append(ln.span_id.hex())
-                            ln_attrs.add_kvs(ln.attributes)
-                    ln_offsets.append(len(ln_trace))
+                    events.extend(sp.events)
+                    ev_offsets.append(len(events))
+                    links.extend(sp.links)
+                    ln_offsets.append(len(links))
 
     n = len(trace_ids)
-    start_arr = nanoseconds(starts)
-    end_arr = nanoseconds(ends)
-    # unsafe cast: a nonsense span (start 0, end now) has a difference beyond float64's exact integers
-    duration = pc.divide(pc.cast(pc.subtract(end_arr, start_arr), pa.float64(), safe=False), 1e6)
-    events = events_column(ev_offsets, ev_times, ev_names, ev_attrs)
-    links = links_column(ln_offsets, ln_trace, ln_span, ln_attrs)
     attr_offsets = np.zeros(n + 1, np.int32)
     np.cumsum(np.fromiter(attr_counts, np.int32, count=n), out=attr_offsets[1:])
     attr_keys, attr_values = key_value_columns(attr_blobs, any_value_to_str)
     which_resource = pa.array(resource_of_span, pa.int32())
+    return spans_table(
+        starts,
+        ends,
+        {
+            "trace_id": _hex_ids(trace_ids),
+            "span_id": _hex_ids(span_ids),
+            "parent_span_id": _hex_ids(parents, empty_is_null=True),
+            "name": pa.array(names, pa.string()),
+            "kind": enum_names(kinds, SPAN_KINDS),
+            "status_code": enum_names(status_codes, STATUS_CODES),
+            "status_message": pa.array(status_messages, pa.string()),
+            "service_name": pa.array(services, pa.string()).take(which_resource),
+            "scope_name": pa.array(scopes, pa.string()),
+            "attributes": pa.MapArray.from_arrays(pa.array(attr_offsets), attr_keys, attr_values),
+            "resource_attributes": res_attrs.build().take(which_resource),
+            "events": events_column(ev_offsets, events),
+            "links": links_column(ln_offsets, links),
+            "lake_source": pa.array(sources, pa.string()),
+        },
+    )
+
+
+def spans_table(starts: Sequence[int] | np.ndarray, ends: Sequence[int] | np.ndarray, columns: dict) -> pa.Table:
+    """The `spans` schema from decoded columns plus OTLP's start/end nanoseconds; what is not given is null."""
+    start_arr = nanoseconds(starts)
+    end_arr = nanoseconds(ends)
+    # unsafe cast: a nonsense span (start 0, end now) has a difference beyond float64's exact integers
+    duration = pc.divide(pc.cast(pc.subtract(end_arr, start_arr), pa.float64(), safe=False), 1e6)
     columns = {
-        "trace_id": _hex_ids(trace_ids),
-        "span_id": _hex_ids(span_ids),
-        "parent_span_id": _hex_ids(parents, empty_is_null=True),
-        "name": pa.array(names, pa.string()),
-        "kind": enum_names(kinds, SPAN_KINDS),
-        "status_code": enum_names(status_codes, STATUS_CODES),
-        "status_message": pa.array(status_messages, pa.string()),
+        **columns,
         "start_time": start_arr.cast(schema.TS),
         "end_time": end_arr.cast(schema.TS),
         "duration_ms": duration,
-        "service_name": pa.array(services, pa.string()).take(which_resource),
-        "scope_name": pa.array(scopes, pa.string()),
-        "attributes": pa.MapArray.from_arrays(pa.array(attr_offsets), attr_keys, attr_values),
-        "resource_attributes": res_attrs.build().take(which_resource),
-        "events": events,
-        "links": links,
-        "lake_source": pa.array(sources, pa.string()),
     }
+    n = len(start_arr)
     arrays = [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in schema.SPANS]
     return pa.Table.from_arrays(arrays, schema=schema.SPANS)
 
 
-def events_column(
-    offsets: Sequence[int] | np.ndarray, times: Sequence[int], names: Sequence[str], attributes: MapBuilder
-) -> pa.ListArray:
-    return pa.ListArray.from_arrays(
-        pa.array(offsets, pa.int32()),
-        pa.StructArray.from_arrays(
-            [nanoseconds(times).cast(schema.TS), pa.array(names, pa.string()), attributes.build()],
-            fields=list(schema.EVENT),
-        ),
-    )
+def events_column(offsets: Sequence[int] | np.ndarray, events: Iterable[Span.Event]) -> pa.ListArray:
+    """The `events` column: each span's events are events[offsets[i]:offsets[i + 1]]."""
+    times: list[int] = []
+    names: list[str] = []
+    attributes = MapBuilder()
+    for ev in events:
+        times.append(ev.time_unix_nano)
+        names.append(ev.name)
+        attributes.add_kvs(ev.attributes)
+    children = [nanoseconds(times).cast(schema.TS), pa.array(names, pa.string()), attributes.build()]
+    return _list_of_structs(offsets, children, schema.EVENT)
 
 
-def links_column(
-    offsets: Sequence[int] | np.ndarray, trace_ids: Sequence[str], span_ids: Sequence[str], attributes: MapBuilder
+def links_column(offsets: Sequence[int] | np.ndarray, links: Iterable[Span.Link]) -> pa.ListArray:
+    """The `links` column: each span's links are links[offsets[i]:offsets[i + 1]]."""
+    trace_ids: list[str] = []
+    span_ids: list[str] = []
+    attributes = MapBuilder()
+    for ln in links:
+        trace_ids.append(ln.trace_id.hex())
+        span_ids.append(ln.span_id.hex())
+        attributes.add_kvs(ln.attributes)
+    children = [pa.array(trace_ids, pa.string()), pa.array(span_ids, pa.string()), attributes.build()]
+    return _list_of_structs(offsets, children, schema.LINK)
+
+
+def _list_of_structs(
+    offsets: Sequence[int] | np.ndarray, children: list[pa.Array], type_: pa.StructType
 ) -> pa.ListArray:
     return pa.ListArray.from_arrays(
-        pa.array(offsets, pa.int32()),
-        pa.StructArray.from_arrays(
-            [pa.array(trace_ids, pa.string()), pa.array(span_ids, pa.string()), attributes.build()],
-            fields=list(schema.LINK),
-        ),
+        pa.array(offsets, pa.int32()), pa.StructArray.from_arrays(children, fields=list(type_))
     )
 
 

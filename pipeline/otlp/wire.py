@@ -8,15 +8,15 @@ fields of many messages in lockstep (one round per field position), for the span
 status, and strings are copied out by Arrow. Events and links are few and go through protobuf.
 
 It reads what OTLP encoders write. Anything else (a singular field twice, a wrong wire type,
-ids that are not 16/8 bytes, text that is not UTF-8, a length past its message) raises
-`NotCanonical`; a request protobuf cannot parse raises `DecodeError`. Either way the caller
+ids that are not 16/8 bytes, a length past its message) raises `NotCanonical`; a request
+protobuf cannot parse, or text that is not UTF-8, raises `DecodeError`. Either way the caller
 decodes that batch with `pipeline.otlp.decode.decode`, message by message, which is also the
 reference the tests compare this against (pipeline/otlp/test_wire.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +26,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipeline import schema
 from pipeline.otlp import decode as reference
-from pipeline.otlp.attributes import key_value_columns_at, read_varints, request_class_with_bytes
+from pipeline.otlp.attributes import (
+    key_value_columns_at,
+    read_fixed64,
+    read_varints,
+    request_class_with_bytes,
+    strings_at,
+)
 
 _PAD = bytes(32)  # a tag varint and a length varint can each run 10 bytes past a message's end
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
@@ -67,10 +73,6 @@ class Fields:
             raise NotCanonical(f"field {number} repeated in one message")
         return f
 
-    def ranges(self) -> dict[int, tuple[int, int]]:
-        """Per message, its (start, end) of these (singular) fields."""
-        return dict(zip(self.msg.tolist(), zip(self.start.tolist(), self.end.tolist(), strict=True), strict=True))
-
     def _arrays(self) -> tuple[np.ndarray, ...]:
         return (self.msg, self.number, self.wire, self.start, self.end, self.varint)
 
@@ -104,21 +106,6 @@ def scan(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Fields:
     return Fields(*(np.concatenate(c) for c in zip(*parts, strict=True)))
 
 
-def _strings(data: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.StringArray:
-    """UTF-8 strings at data[starts[i]:ends[i]] (ranges in increasing, non-overlapping order)."""
-    n = len(starts)
-    bounds = np.empty(2 * n + 1, np.int64)
-    bounds[0:-1:2], bounds[1:-1:2] = starts, ends
-    bounds[-1] = len(data)
-    segments = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), 2 * n, [None, pa.py_buffer(bounds), pa.py_buffer(data)]
-    )
-    try:
-        return segments.take(pa.array(np.arange(0, 2 * n, 2))).cast(pa.large_string()).cast(pa.string())
-    except pa.ArrowInvalid:
-        raise NotCanonical("a string that is not UTF-8") from None
-
-
 _HEX = np.frombuffer(b"".join(f"{i:02x}".encode() for i in range(256)), np.uint8).reshape(256, 2)
 
 
@@ -131,8 +118,12 @@ def _hex(buf: np.ndarray, starts: np.ndarray, width: int) -> pa.StringArray:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text.tobytes()))
 
 
-def _fixed64(buf: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    return buf[starts[:, None] + np.arange(8)].copy().view("<u8").ravel()
+def _texts(buf: np.ndarray, owners: np.ndarray, fields: Fields, empty: np.ndarray) -> pa.StringArray:
+    """Per message i, the string in the singular `fields` that `owners` assigns to it; "" where it has
+    none (`empty[i]`: any position inside message i)."""
+    starts, ends = empty.copy(), empty.copy()
+    starts[owners], ends[owners] = fields.start, fields.end
+    return strings_at(buf, starts, ends)
 
 
 def _by_message(single: Fields, n: int) -> np.ndarray:
@@ -142,9 +133,11 @@ def _by_message(single: Fields, n: int) -> np.ndarray:
     return at
 
 
-def _contained(inner: Fields, n: int) -> np.ndarray:
-    """Per message, how many of these fields it has (for offsets)."""
-    return np.bincount(inner.msg, minlength=n)
+def _offsets(inner: Fields, n: int) -> np.ndarray:
+    """List offsets over n messages of a repeated field (`inner`, ordered by message)."""
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(np.bincount(inner.msg, minlength=n), out=offsets[1:])
+    return offsets
 
 
 # The request down to ScopeSpans is parsed by protobuf (a few resources and scopes per request); each
@@ -167,12 +160,7 @@ def decode_bodies(bodies: Sequence[bytes], sources: Sequence[str]) -> pa.Table:
     for body, source in zip(bodies, sources, strict=True):
         for rs in RawSpansRequest.FromString(body).resource_spans:
             resource = len(services)
-            service = None
-            for kv in rs.resource.attributes:
-                if kv.key == "service.name":
-                    service = reference.any_value_to_str(kv.value)
-            services.append(service)
-            res_attrs.add_kvs(rs.resource.attributes)
+            services.append(res_attrs.add_resource(rs.resource))
             for ss in rs.scope_spans:
                 spans = ss.spans
                 k = len(spans)
@@ -221,79 +209,49 @@ def decode_bodies(bodies: Sequence[bytes], sources: Sequence[str]) -> pa.Table:
         index[where] = np.arange(len(where))
         parent_col = _hex(buf, parent.start[parent_len == 8], 8).take(pa.array(index, mask=index < 0))
 
-    name_start = sp_start.copy()
-    name_end = sp_start.copy()
-    name_start[name.msg], name_end[name.msg] = name.start, name.end
-    names = _strings(data, name_start, name_end)
+    names = _texts(buf, name.msg, name, sp_start)
 
     kinds = np.zeros(n, np.int64)
     kinds[kind.msg] = kind.varint.astype(np.int64)
     starts = np.zeros(n, np.uint64)
-    starts[start.msg] = _fixed64(buf, start.start)
+    starts[start.msg] = read_fixed64(buf, start.start, "<u8")
     ends = np.zeros(n, np.uint64)
-    ends[end.msg] = _fixed64(buf, end.start)
+    ends[end.msg] = read_fixed64(buf, end.start, "<u8")
 
     # status → message (2), code (3)
+    st = scan(buf, status.start, status.end)
+    message = st.single(2, _LEN)
+    code = st.single(3, _VARINT)
     codes = np.zeros(n, np.int64)
-    message_start = sp_start.copy()
-    message_end = sp_start.copy()
-    if len(status.msg):
-        st = scan(buf, status.start, status.end)
-        message = st.single(2, _LEN)
-        code = st.single(3, _VARINT)
-        codes[status.msg[code.msg]] = code.varint.astype(np.int64)
-        message_start[status.msg[message.msg]] = message.start
-        message_end[status.msg[message.msg]] = message.end
-    messages = _strings(data, message_start, message_end)
+    codes[status.msg[code.msg]] = code.varint.astype(np.int64)
+    messages = _texts(buf, status.msg[message.msg], message, sp_start)
     messages = pc.if_else(pc.equal(messages, ""), pa.scalar(None, pa.string()), messages)
 
-    attr_offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(_contained(attrs, n), out=attr_offsets[1:])
     keys, values = key_value_columns_at(data, buf, attrs.start, attrs.end, reference.any_value_to_str)
-
-    ev_offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(_contained(events, n), out=ev_offsets[1:])
-    ev_times: list[int] = []
-    ev_names: list[str] = []
-    ev_attrs = reference.MapBuilder()
-    for s, e in zip(events.start.tolist(), events.end.tolist(), strict=True):
-        ev = Span.Event.FromString(data[s:e])
-        ev_times.append(ev.time_unix_nano)
-        ev_names.append(ev.name)
-        ev_attrs.add_kvs(ev.attributes)
-    ln_offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(_contained(links, n), out=ln_offsets[1:])
-    ln_trace: list[str] = []
-    ln_span: list[str] = []
-    ln_attrs = reference.MapBuilder()
-    for s, e in zip(links.start.tolist(), links.end.tolist(), strict=True):
-        ln = Span.Link.FromString(data[s:e])
-        ln_trace.append(ln.trace_id.hex())
-        ln_span.append(ln.span_id.hex())
-        ln_attrs.add_kvs(ln.attributes)
-
     which_resource = pa.array(resource_of_span, pa.int32())
-    start_arr = reference.nanoseconds(starts)
-    end_arr = reference.nanoseconds(ends)
-    duration = pc.divide(pc.cast(pc.subtract(end_arr, start_arr), pa.float64(), safe=False), 1e6)
-    columns = {
-        "trace_id": _hex(buf, _by_message(trace, n), 16),
-        "span_id": _hex(buf, _by_message(span, n), 8),
-        "parent_span_id": parent_col,
-        "name": names,
-        "kind": reference.enum_names(kinds, reference.SPAN_KINDS),
-        "status_code": reference.enum_names(codes, reference.STATUS_CODES),
-        "status_message": messages,
-        "start_time": start_arr.cast(schema.TS),
-        "end_time": end_arr.cast(schema.TS),
-        "duration_ms": duration,
-        "service_name": pa.array(services, pa.string()).take(which_resource),
-        "scope_name": pa.array(scope_names, pa.string()).take(pa.array(scope_of_span, pa.int32())),
-        "attributes": pa.MapArray.from_arrays(pa.array(attr_offsets), keys, values),
-        "resource_attributes": res_attrs.build().take(which_resource),
-        "events": reference.events_column(ev_offsets, ev_times, ev_names, ev_attrs),
-        "links": reference.links_column(ln_offsets, ln_trace, ln_span, ln_attrs),
-        "lake_source": pa.array(source_of_span, pa.string()),
-    }
-    arrays = [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in schema.SPANS]
-    return pa.Table.from_arrays(arrays, schema=schema.SPANS)
+    return reference.spans_table(
+        starts,
+        ends,
+        {
+            "trace_id": _hex(buf, _by_message(trace, n), 16),
+            "span_id": _hex(buf, _by_message(span, n), 8),
+            "parent_span_id": parent_col,
+            "name": names,
+            "kind": reference.enum_names(kinds, reference.SPAN_KINDS),
+            "status_code": reference.enum_names(codes, reference.STATUS_CODES),
+            "status_message": messages,
+            "service_name": pa.array(services, pa.string()).take(which_resource),
+            "scope_name": pa.array(scope_names, pa.string()).take(pa.array(scope_of_span, pa.int32())),
+            "attributes": pa.MapArray.from_arrays(pa.array(_offsets(attrs, n)), keys, values),
+            "resource_attributes": res_attrs.build().take(which_resource),
+            "events": reference.events_column(_offsets(events, n), _parsed(Span.Event, data, events)),
+            "links": reference.links_column(_offsets(links, n), _parsed(Span.Link, data, links)),
+            "lake_source": pa.array(source_of_span, pa.string()),
+        },
+    )
+
+
+def _parsed(message: type, data: bytes, fields: Fields) -> Iterator:
+    """The protobuf messages in these fields (events, links: few)."""
+    for s, e in zip(fields.start.tolist(), fields.end.tolist(), strict=True):
+        yield message.FromString(data[s:e])
