@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -16,32 +15,9 @@ import duckdb
 
 from pipeline.config import Config, ConfigError, default_config, load
 from pipeline.config.model import parse_duration
+from pipeline.logs import setup_logging
 
 log = logging.getLogger("tracelake")
-
-
-def _setup_logging(level: str, json_lines: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if json_lines:
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
 
 
 def _load_or_exit(path: str) -> Config:
@@ -83,9 +59,10 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     use_server_memory_pool()
     config = _load_or_exit(args.config)
     telemetry = config.raw.telemetry
-    _setup_logging(args.log_level or telemetry.log_level, args.log_json or telemetry.log_format == "json")
+    level, json_lines = args.log_level or telemetry.log_level, args.log_json or telemetry.log_format == "json"
+    setup_logging(level, json_lines)
     try:
-        service = Service(config, role=role)
+        service = Service(config, role=role, log_level=level, log_json=json_lines)
     except (OSError, ValueError) as e:
         print(f"tracelake: {e}", file=sys.stderr)
         return 1
@@ -405,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level or "info", args.log_json)
+    setup_logging(args.log_level or "info", args.log_json)
     code = int(args.func(args) or 0)
     if argv is None and args.func in (cmd_run, cmd_receiver, cmd_worker):
         _exit_now(code)

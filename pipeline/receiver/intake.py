@@ -15,6 +15,7 @@ import pyarrow as pa
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from pipeline import metrics
 from pipeline.bus.base import BusRefused, Publisher
 from pipeline.conventions import Normalizer
 from pipeline.otlp.decode import SourcedRequest, decode
@@ -76,6 +77,29 @@ class IntakeStats:
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.spans: Counter[tuple[str, str]] = Counter()
+
+    def metrics(self) -> list[metrics.Sample]:
+        out = [
+            metrics.counter(
+                "tracelake_receiver_requests",
+                "OTLP export requests by transport and outcome",
+                n,
+                transport=transport,
+                outcome=outcome,
+            )
+            for (transport, outcome), n in sorted(self.requests.items())
+        ]
+        out += [
+            metrics.counter(
+                "tracelake_receiver_spans",
+                "spans by transport and outcome (accepted, refused_*, rejected_*)",
+                n,
+                transport=transport,
+                outcome=outcome,
+            )
+            for (transport, outcome), n in sorted(self.spans.items())
+        ]
+        return out
 
     @property
     def refused_requests(self) -> int:
