@@ -168,6 +168,7 @@ class WorkerPool:
             data_child.close()
         slot.process, slot.control, slot.ready, slot.exited, slot.failure = process, control_parent, False, None, None
         slot.started_at = time.monotonic()
+        log.info("worker process %d started (pid %s)", spec.index, process.pid)
         if data_parent is not None:
             assert self.bus is not None and spec.partition is not None
             slot.feed = PartitionFeed(self.bus, spec.partition, reader, data_parent)
