@@ -79,6 +79,21 @@ class Service:
             ensure_topic(bus_cfg)
             if role in ("all", "receiver"):
                 self.publisher = KafkaPublisher(bus_cfg, retry_after=otlp.retry_after)
+        self.workers: WorkerPool | None = None
+        if role in ("all", "worker"):
+            # started first: worker processes import and build their chains while this process builds its own
+            self.workers = WorkerPool(config, processes, self.bus, log_level=log_level, log_json=log_json)
+            self.workers.launch()
+        try:
+            self._build_receivers()
+        except BaseException:
+            if self.workers is not None:
+                self.workers.kill()
+            raise
+
+    def _build_receivers(self) -> None:
+        config, raw = self.config, self.config.raw
+        otlp = raw.receivers.otlp
         self.memory: MemoryLimiter | None = None
         if raw.memory_limiter is not None and self.publisher is not None:
             ml = raw.memory_limiter
@@ -90,9 +105,6 @@ class Service:
                 normalizer = build_normalizer(config)
                 ingest = IngestChain(build_chain(config, "ingest", normalizer), normalizer)
             self.intake = Intake(self.publisher, ingest, self.memory)
-        self.workers: WorkerPool | None = None
-        if role in ("all", "worker"):
-            self.workers = WorkerPool(config, processes, self.bus, log_level=log_level, log_json=log_json)
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
         if self.intake is not None:

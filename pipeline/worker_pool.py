@@ -86,10 +86,15 @@ class WorkerPool:
         self.failed = False  # a process exited non-zero at the end, or could not be kept running
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self, timeout: float = READY_TIMEOUT) -> None:
-        """Start every process and wait until each has built its chain and sinks."""
+    def launch(self) -> None:
+        """Start every process; they build their chains while the caller does its own set-up."""
         for slot in self._slots:
-            self._spawn(slot)
+            if slot.process is None:
+                self._spawn(slot)
+
+    def start(self, timeout: float = READY_TIMEOUT) -> None:
+        """Start every process (unless `launch` did) and wait until each has built its chain and sinks."""
+        self.launch()
         deadline = time.monotonic() + timeout
         for slot in self._slots:
             while not slot.ready:
@@ -186,6 +191,8 @@ class WorkerPool:
                 kind = msg[0]
                 if kind == "ready":
                     slot.ready = True
+                    took = time.monotonic() - slot.started_at
+                    log.debug("worker process %d ready after %.1fs", slot.spec.index, took)
                 elif kind == "metrics":
                     with self._lock:
                         slot.samples = msg[1]
@@ -260,6 +267,10 @@ class WorkerPool:
         )
         slot.restart_at = time.monotonic() + slot.backoff
         slot.backoff = min(RESTART_BACKOFF_MAX, slot.backoff * 2)
+
+    def kill(self) -> None:
+        """For a caller that failed to set up around the pool: no drain, nothing was accepted yet."""
+        self._kill_all()
 
     def _kill_all(self) -> None:
         for slot in self._slots:
