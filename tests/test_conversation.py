@@ -6,12 +6,11 @@ import json
 from collections import defaultdict
 
 import duckdb
-import pyarrow as pa
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from pipeline import conversation
-from pipeline.conversation import Document, Message, ToolCall, ToolExecution
 from pipeline.conventions import normalize
+from pipeline.conversation import Document, Message, ToolCall, ToolExecution
 from pipeline.demo import build_requests
 from pipeline.otlp.decode import SourcedRequest, decode
 from sinks.artifacts.refs import make_ref
@@ -23,12 +22,13 @@ def _demo_spans() -> list[dict]:
         req = ExportTraceServiceRequest()
         req.ParseFromString(body)
         requests.append(SourcedRequest(req, "test"))
-    demo: pa.Table = normalize(decode(requests))
+    con = duckdb.connect()
+    con.register("demo", normalize(decode(requests)))
     # the attribute maps and events as the lake's views return them (DuckDB over the same Arrow columns)
     sql = """SELECT service_name, span_type, status_code, attributes,
                     [{'name': e.name, 'attributes': e.attributes} FOR e IN coalesce(events, [])] FROM demo"""
     cols = ("service_name", "span_type", "status_code", "attributes", "events")
-    return [dict(zip(cols, r, strict=True)) for r in duckdb.sql(sql).fetchall()]
+    return [dict(zip(cols, r, strict=True)) for r in con.sql(sql).fetchall()]
 
 
 def test_every_demo_span_of_every_dialect_has_its_conversation() -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import json
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
