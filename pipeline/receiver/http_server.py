@@ -182,16 +182,17 @@ class _OtlpHandler(BaseHTTPRequestHandler):
 
     def _export(self, body: bytes, ctype: str) -> None:
         intake = self.owner.intake
+        rejected: list[str] = []
         if ctype == PROTOBUF:
             request = intake.parse(body)
             raw: bytes | None = body
         elif ctype == JSON:
-            request = parse_json(body)
-            raw = None
+            parsed = parse_json(body)
+            request, rejected, raw = parsed.request, parsed.rejected, None
         else:
             self._error(415, f"unsupported Content-Type {ctype or '(none)'!r}; use {PROTOBUF} or {JSON}", PROTOBUF)
             return
-        result = intake.accept(request, raw, "http")
+        result = intake.accept(request, raw, "http", rejected_earlier=rejected)
         resp = ExportTraceServiceResponse()
         if result.rejected:
             resp.partial_success.rejected_spans = result.rejected

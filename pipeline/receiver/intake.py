@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -108,9 +109,21 @@ class Intake:
             if spans:
                 self.stats.spans[(transport, outcome)] += spans
 
-    def accept(self, request: ExportTraceServiceRequest, raw: bytes | None, transport: str = "grpc") -> IntakeResult:
-        """Validate, then publish. Raises BusRefused (retryable) or InvalidRequest."""
+    def accept(
+        self,
+        request: ExportTraceServiceRequest,
+        raw: bytes | None,
+        transport: str = "grpc",
+        rejected_earlier: Sequence[str] = (),
+    ) -> IntakeResult:
+        """Validate, then publish. Raises BusRefused (retryable) or InvalidRequest.
+
+        `rejected_earlier`: one reason per span the transport already left out of `request` (ids in
+        OTLP/JSON that are not hex); they are rejected like spans with wrong-length ids."""
         total, rejected, reasons = _drop_invalid_spans(request)
+        total += len(rejected_earlier)
+        rejected += len(rejected_earlier)
+        reasons.update(rejected_earlier)
         if self.memory is not None and self.memory.over_limit:
             self._count(transport, "refused_memory_limit", total)
             raise BusRefused(self.memory.reason, self.memory.retry_after, exhausted=True)
@@ -132,7 +145,9 @@ class Intake:
         self._count(transport, "accepted", accepted)
         message = ""
         if rejected:
-            message = f"rejected {rejected} of {total} spans: " + "; ".join(sorted(reasons))
+            shown = sorted(reasons)[:5]  # a request of 10k bad spans must not answer with 10k reasons
+            more = f"; and {len(reasons) - len(shown)} more" if len(reasons) > len(shown) else ""
+            message = f"rejected {rejected} of {total} spans: " + "; ".join(shown) + more
             log.warning("%s", message)
         return IntakeResult(accepted, rejected, message)
 
