@@ -74,6 +74,14 @@ class ServiceCollector:
                 spans.add_metric([transport, outcome], n)
             yield req
             yield spans
+            events = CounterMetricFamily(
+                "tracelake_receiver_feedback_events",
+                "feedback events received on /v1/feedback by transport and outcome (not counted as spans)",
+                labels=["transport", "outcome"],
+            )
+            for (transport, outcome), n in sorted(svc.intake.stats.feedback.items()):
+                events.add_metric([transport, outcome], n)
+            yield events
         held = getattr(svc.source, "held_spans", None)
         if held is not None:
             yield GaugeMetricFamily("tracelake_bus_held_spans", "spans in the embedded bus", value=held)
@@ -96,7 +104,7 @@ class ServiceCollector:
         if w is not None:
             ws = w.stats
             for name, value, doc in (
-                ("tracelake_worker_spans_in", ws.spans_in, "spans decoded from the bus"),
+                ("tracelake_worker_spans_in", ws.spans_in, "spans decoded from the bus (feedback events not counted)"),
                 ("tracelake_worker_spans_out", ws.spans_out, "spans written to the spans table"),
                 ("tracelake_worker_spans_held_back", ws.spans_held_back, "spans sampled out into the holdback area"),
                 ("tracelake_worker_traces_summarised", ws.traces_summarised, "trace summary rows written"),
@@ -132,11 +140,12 @@ class ServiceCollector:
             size = CounterMetricFamily("tracelake_sink_bytes", "Parquet bytes written", labels=["sink"])
             buffered = GaugeMetricFamily("tracelake_sink_buffered_rows", "rows waiting for a file", labels=["sink"])
             failing = GaugeMetricFamily("tracelake_sink_failing", "1 while writes fail", labels=["sink"])
-            for i, sink in enumerate(svc.sinks):
-                files.add_metric([str(i)], sink.files_written)
-                size.add_metric([str(i)], sink.bytes_written)
-                buffered.add_metric([str(i)], sink.buffered_rows)
-                failing.add_metric([str(i)], int(sink.failing))
+            # the sinks were built in the order of pipelines.traces.sinks: label each with its id there
+            for sid, sink in zip(svc.config.pipeline.sinks, svc.sinks, strict=True):
+                files.add_metric([sid], sink.files_written)
+                size.add_metric([sid], sink.bytes_written)
+                buffered.add_metric([sid], sink.buffered_rows)
+                failing.add_metric([sid], int(sink.failing))
             yield files
             yield size
             yield buffered
