@@ -403,8 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="send realistic LLM traces with the OpenTelemetry SDK")
     d.add_argument("--endpoint", default="127.0.0.1:4317", help="HOST:PORT of an OTLP receiver")
-    d.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
-    d.add_argument("--traces", type=int, default=50)
+    d.add_argument(
+        "--protocol",
+        choices=["grpc", "http"],
+        default="grpc",
+        help="OTLP/gRPC (default; --endpoint :4317) or OTLP/HTTP protobuf (--endpoint :4318)",
+    )
+    d.add_argument(
+        "--traces",
+        type=int,
+        default=50,
+        help="how many traces to send (default 50): RAG chats, agents with tools, workflows in the three dialects",
+    )
     d.add_argument("--seed", type=int, default=None, help="make the generated traffic repeatable")
     d.set_defaults(func=cmd_demo)
     return p
@@ -419,7 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.log_level or "info", args.log_json)
-    code = int(args.func(args) or 0)
+    try:
+        code = int(args.func(args) or 0)
+    except BrokenPipeError:  # `tracelake trace --json ID | head`: the reader left; stop quietly (Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     if argv is None and args.func in (cmd_run, cmd_receiver, cmd_worker):
         _exit_now(code)
     return code
