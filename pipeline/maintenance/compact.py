@@ -4,7 +4,7 @@ Why: the sink rolls a file per partition every `roll_seconds` (and per Kafka par
 hour holds hundreds of small files and every query opens every footer. After compaction an hour is
 one file per `target_file_bytes`, rows sorted by trace_id then time, in row groups of
 `row_group_rows`; the Parquet min/max statistics of those row groups let DuckDB skip almost all of a
-file for `WHERE trace_id = …`. Replay duplicates are dropped physically (DESIGN.md, Delivery).
+file for `WHERE trace_id = …`. Replay duplicates are dropped physically (docs/design.md, "Delivery guarantees").
 
 Safe while workers write:
 - Only hours that ended more than `older_than` ago are touched: never the open hour, never anything
