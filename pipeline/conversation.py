@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sinks.artifacts.refs import is_ref
@@ -219,7 +219,7 @@ def _json_message(doc: Any, default_role: str) -> Message | None:
     if isinstance(doc.get("message"), dict):  # a "choice" wrapping its message
         inner = _json_message(doc["message"], default_role)
         reason = doc.get("finish_reason")
-        return inner if inner is None or not reason else _with(inner, finish_reason=str(reason))
+        return inner if inner is None or not reason else replace(inner, finish_reason=str(reason))
     role = str(doc.get("role") or default_role)
     texts: list[str] = []
     calls: list[ToolCall] = []
@@ -244,10 +244,6 @@ def _json_message(doc: Any, default_role: str) -> Message | None:
         _as_text(doc.get("name")),
         _as_text(doc.get("finish_reason")),
     )
-
-
-def _with(m: Message, **changes: Any) -> Message:
-    return Message(**{**asdict(m), "tool_calls": m.tool_calls, **changes})
 
 
 def _json_messages(text: str | None, default_role: str) -> list[Message]:

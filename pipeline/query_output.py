@@ -64,7 +64,8 @@ def _columns(names: list[str], types: list[str], rows: list[list[str | None]]) -
 
 def _layout(columns: list[_Column], width: int | None, wide: bool) -> tuple[list[_Column], list[int], list[str]]:
     """(shown columns, their widths, names left out) for a table of at most `width` cells."""
-    widths = [c.natural if wide or c.keep else min(c.natural, max(CELL, cells(c.name))) for c in columns]
+    full = [c.natural if wide or c.keep else min(c.natural, max(CELL, cells(c.name))) for c in columns]
+    widths = list(full)
     shown = list(range(len(columns)))
 
     def total() -> int:
@@ -84,6 +85,8 @@ def _layout(columns: list[_Column], width: int | None, wide: bool) -> tuple[list
         if not columns[i].keep:
             shown.remove(i)
             dropped.append(i)
+    for i in shown:  # what leaving columns out freed goes back to the values shortened above
+        widths[i] = min(full[i], widths[i] + max(width - total(), 0))
     return [columns[i] for i in shown], [widths[i] for i in shown], [columns[i].name for i in sorted(dropped)]
 
 

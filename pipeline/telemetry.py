@@ -58,30 +58,24 @@ class ServiceCollector:
     def collect(self) -> Iterable[Metric]:
         svc = self.service
         if svc.intake is not None:
-            req = CounterMetricFamily(
-                "tracelake_receiver_requests",
-                "OTLP export requests by transport and outcome",
-                labels=["transport", "outcome"],
-            )
-            spans = CounterMetricFamily(
-                "tracelake_receiver_spans",
-                "spans by transport and outcome (accepted, refused_*, rejected_*)",
-                labels=["transport", "outcome"],
-            )
-            for (transport, outcome), n in sorted(svc.intake.stats.requests.items()):
-                req.add_metric([transport, outcome], n)
-            for (transport, outcome), n in sorted(svc.intake.stats.spans.items()):
-                spans.add_metric([transport, outcome], n)
-            yield req
-            yield spans
-            events = CounterMetricFamily(
-                "tracelake_receiver_feedback_events",
-                "feedback events received on /v1/feedback by transport and outcome (not counted as spans)",
-                labels=["transport", "outcome"],
-            )
-            for (transport, outcome), n in sorted(svc.intake.stats.feedback.items()):
-                events.add_metric([transport, outcome], n)
-            yield events
+            stats = svc.intake.stats
+            for name, doc, counts in (
+                ("tracelake_receiver_requests", "OTLP export requests by transport and outcome", stats.requests),
+                (
+                    "tracelake_receiver_spans",
+                    "spans by transport and outcome (accepted, refused_*, rejected_*)",
+                    stats.spans,
+                ),
+                (
+                    "tracelake_receiver_feedback_events",
+                    "feedback events received on /v1/feedback by transport and outcome (not counted as spans)",
+                    stats.feedback,
+                ),
+            ):
+                family = CounterMetricFamily(name, doc, labels=["transport", "outcome"])
+                for (transport, outcome), n in sorted(counts.items()):
+                    family.add_metric([transport, outcome], n)
+                yield family
         held = getattr(svc.source, "held_spans", None)
         if held is not None:
             yield GaugeMetricFamily("tracelake_bus_held_spans", "spans in the embedded bus", value=held)
