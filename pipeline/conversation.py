@@ -179,7 +179,8 @@ def _part_text(part: Any) -> str:
     for key in ("content", "text"):
         if isinstance(part.get(key), str):
             return part[key] if kind in ("text", "input_text", "output_text") else f"[{kind}] {part[key]}"
-    where = part.get("uri") or part.get("url") or (part.get("image_url") or {}).get("url")
+    image = part.get("image_url")
+    where = part.get("uri") or part.get("url") or (image.get("url") if isinstance(image, dict) else image)
     if where or kind in ("blob", "file", "uri", "image", "image_url", "audio", "video"):
         label = part.get("modality") or part.get("mime_type") or kind
         return f"[{label}: {where}]" if where else f"[{label}]"
@@ -224,7 +225,8 @@ def _json_message(doc: Any, default_role: str) -> Message | None:
     texts: list[str] = []
     calls: list[ToolCall] = []
     call_id = (doc.get("tool_call_id") or doc.get("id")) if role == "tool" else doc.get("tool_call_id")
-    for part in doc.get("parts") or ():
+    parts = doc.get("parts")
+    for part in parts if isinstance(parts, list) else ():
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "tool_call":
             calls.append(ToolCall(_as_text(part.get("name")), _as_text(part.get("arguments")), part.get("id")))

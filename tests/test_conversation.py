@@ -209,3 +209,35 @@ def test_offloaded_values_are_read_back_and_missing_ones_named() -> None:
     assert c.input == (Message("user", "long prompt " * 499 + "long prompt "),)
     assert c.output == (Message("assistant", gone),) and c.missing_artifacts == (gone,)
     assert json.loads(json.dumps(c.to_dict()))["input"][0]["role"] == "user"
+
+
+def test_odd_values_never_raise() -> None:
+    """Attributes are whatever a client sent: what cannot be read as messages is kept as text, never an error."""
+    odd = [
+        "",
+        "null",
+        "5",
+        "[1, null, true]",
+        '{"parts": 5}',
+        '[{"parts": [{"type": "image_url", "image_url": "x"}]}]',
+        '[{"role": 7, "content": {"a": 1}, "tool_calls": "no"}]',
+        '[{"message": 3}]',
+        "{",
+        "[[]]",
+    ]
+    keys = [
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "gen_ai.system_instructions",
+        "gen_ai.retrieval.documents",
+        "gen_ai.prompt.0.content",
+        "gen_ai.completion.x.content",
+        "llm.input_messages.0.message.contents.z",
+        "retrieval.documents.0.document.score",
+        "gen_ai.tool.call.arguments",
+        "llm.prompts",
+        "gen_ai.prompt",
+    ]
+    for value in odd:
+        c = conversation.parse(dict.fromkeys(keys, value), [{"name": "db.query.result", "attributes": None}])
+        json.dumps(c.to_dict())
