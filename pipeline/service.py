@@ -189,9 +189,10 @@ class Service:
         if self.workers is not None:
             totals = {s.name: s.value for s in self.workers.metrics() if not s.labels}
             log.info(
-                "stopped: %d spans in, %d out, %d traces summarised, %d files written",
+                "stopped: %d spans in, %d out, %d feedback events, %d traces summarised, %d files written",
                 totals.get("tracelake_worker_spans_in", 0),
                 totals.get("tracelake_worker_spans_out", 0),
+                totals.get("tracelake_worker_feedback_events", 0),
                 totals.get("tracelake_worker_traces_summarised", 0),
                 sum(s.value for s in self.workers.metrics() if s.name == "tracelake_sink_files"),
             )
