@@ -84,7 +84,11 @@ class IntakeStats:
         out = []
         for name, doc, counts in (
             ("tracelake_receiver_requests", "OTLP export requests by transport and outcome", self.requests),
-            ("tracelake_receiver_spans", "spans by transport and outcome (accepted, refused_*, rejected_*)", self.spans),
+            (
+                "tracelake_receiver_spans",
+                "spans by transport and outcome (accepted, refused_*, rejected_*)",
+                self.spans,
+            ),
             (
                 "tracelake_receiver_feedback_events",
                 "feedback events received on /v1/feedback by transport and outcome (not counted as spans)",
