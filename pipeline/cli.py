@@ -15,7 +15,7 @@ from typing import NoReturn
 import duckdb
 
 from pipeline.config import Config, ConfigError, default_config, load
-from pipeline.config.model import parse_duration
+from pipeline.config.model import parse_duration, resolve_processes
 from pipeline.logs import setup_logging
 
 log = logging.getLogger("tracelake")
@@ -105,9 +105,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"grpc {otlp.grpc.endpoint}" if otlp.grpc else "",
         f"http {otlp.http.endpoint}" if otlp.http else "",
     ]
+    processes = config.raw.worker.processes
+    workers = f"{processes} ({resolve_processes(processes)} here)" if processes == "auto" else str(processes)
     print(
         f"{config.source}: ok — receivers: {', '.join(r for r in receivers if r) or 'none'}; "
-        f"bus: {config.raw.bus.type}; process: [{', '.join(p.process)}]; sinks: [{', '.join(p.sinks)}]"
+        f"bus: {config.raw.bus.type}; worker processes: {workers}; process: [{', '.join(p.process)}]; "
+        f"sinks: [{', '.join(p.sinks)}]"
     )
     return 0
 

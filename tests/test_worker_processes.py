@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
 import time
@@ -50,14 +49,6 @@ def _send_all(address: str, batches: range, sent: list[int]) -> None:
             time.sleep(0.01)
 
 
-def _worker_pids(tl: RunningTracelake) -> dict[int, int]:
-    """worker index → its current pid, from the 'worker process N started (pid P)' lines."""
-    pids: dict[int, int] = {}
-    for m in re.finditer(r"worker process (\d+) started \(pid (\d+)\)", tl.log):
-        pids[int(m.group(1))] = int(m.group(2))
-    return pids
-
-
 def test_traces_stay_whole_across_worker_processes(tmp_path: Path) -> None:
     """Two processes each own a share of trace ids: every trace is summarised once, from all its spans."""
     tl = RunningTracelake(
@@ -81,7 +72,7 @@ def test_traces_stay_whole_across_worker_processes(tmp_path: Path) -> None:
 def test_a_killed_worker_process_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     tl = RunningTracelake(tmp_path, config_yaml().replace("worker: {", "worker: {processes: 2, "))
     try:
-        first = _worker_pids(tl)
+        first = tl.worker_pids()
         assert set(first) == {0, 1}, tl.log
         sent: list[int] = []
         sender = threading.Thread(target=_send_all, args=(tl.grpc, range(1, 61), sent))
@@ -92,9 +83,9 @@ def test_a_killed_worker_process_loses_and_duplicates_nothing(tmp_path: Path) ->
         sender.join(120)
         assert len(sent) == 60
         deadline = time.time() + 30
-        while _worker_pids(tl).get(1) == first[1] and time.time() < deadline:
+        while tl.worker_pids().get(1) == first[1] and time.time() < deadline:
             time.sleep(0.1)
-        assert _worker_pids(tl)[1] != first[1], "the dead worker process was not replaced:\n" + tl.log
+        assert tl.worker_pids()[1] != first[1], "the dead worker process was not replaced:\n" + tl.log
         assert "died" in tl.log
     finally:
         assert tl.stop() == 0, tl.log
