@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.schema import TOKEN_COLUMNS
+
 SPAN_TYPE_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
     (
         "gen_ai.operation.name",
@@ -311,7 +313,6 @@ _SPAN_KEYS = (
     "traceloop.entity.name",
     PII_FOUND_ATTRIBUTE,
 )
-_TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
 def _models(attrs: MapLookup) -> tuple[pa.Array, pa.Array]:
@@ -341,7 +342,7 @@ def normalize(table: pa.Table, keys: CorrelationKeys | None = None) -> pa.Table:
         "provider": pc.utf8_lower(_aliased(attrs, "provider")),
         "request_model": request_model,
         "response_model": response_model,
-        **{c: _to_int(_aliased(attrs, c)) for c in _TOKEN_COLUMNS},
+        **{c: _to_int(_aliased(attrs, c)) for c in TOKEN_COLUMNS},
         "finish_reason": _finish_reason(_aliased(attrs, "finish_reason")),
         "tool_name": _tool_name(attrs),
         "session_id": _correlation(attrs, resource, keys.session),
