@@ -60,6 +60,7 @@ SPAN_TYPE_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
     ("traceloop.span.kind", {"workflow": "chain", "task": "chain", "agent": "agent", "tool": "tool"}),
 )
 
+
 @dataclass(frozen=True)
 class Alias:
     """One attribute key that fills a typed column, and where that name is defined."""

@@ -41,7 +41,6 @@ class SummaryBatch:
     offsets: tuple[int, int] | None
 
 
-
 # What a trace collects as sets, held as (trace_id, member, value) rows.
 MODEL, PROMPT_VERSION, SOURCE, KEEP_REASON = range(4)
 
@@ -107,9 +106,7 @@ class TraceSummarizer:
     def open_traces(self) -> int:
         return len(self._last_seen)
 
-    def observe(
-        self, spans: pa.Table, source: str | None = None, offsets: tuple[int, int] | None = None
-    ) -> pa.Table:
+    def observe(self, spans: pa.Table, source: str | None = None, offsets: tuple[int, int] | None = None) -> pa.Table:
         """Fold a batch of spans (all from `source`, within `offsets`) into the open traces; returns the
         batch with `duplicate_of` set where a span repeats a call this batch or an earlier one holds."""
         if spans.num_rows == 0:

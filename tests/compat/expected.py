@@ -1,0 +1,511 @@
+"""What each instrumentation family puts in the lake's typed columns, scenario by scenario.
+
+Every row is what the library really sends (measured; versions pinned in pyproject.toml's `compat` extra).
+A column whose value differs from the truth of the scenario (tests/compat/scenarios.py) must be named in
+`gaps` with the reason: the tests check both directions, so a library that fixes a gap fails the suite
+and the row (and README's "Works with" table) gets updated. A count of 0 that a library leaves out is not
+a gap; a model, a count or a stop reason that is missing or wrong is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tests.compat.scenarios import (
+    BY_NAME,
+    CLAUDE,
+    CLAUDE_SNAPSHOT,
+    GPT,
+    GPT_SNAPSHOT,
+    HAIKU,
+    HAIKU_SNAPSHOT,
+    SCENARIOS,
+    Scenario,
+)
+
+Tokens = tuple[int | None, int | None, int | None, int | None, int | None]  # input, output, cache read/write, reasoning
+NONE: Tokens = (None, None, None, None, None)
+
+OI_OPENAI = "openinference.instrumentation.openai"
+OI_ANTHROPIC = "openinference.instrumentation.anthropic"
+OL_OPENAI = "opentelemetry.instrumentation.openai.v1"
+OL_ANTHROPIC = "opentelemetry.instrumentation.anthropic"
+OG_OPENAI = "opentelemetry.instrumentation.genai.openai"
+OG_ANTHROPIC = "opentelemetry.instrumentation.genai.anthropic"
+SDK = "com.anthropic.sdk.python"
+
+# What GenAI-normalising libraries turn the APIs' stop reasons into (both spellings are right)
+GENAI_FINISH = {"stop": "stop", "end_turn": "stop", "tool_calls": "tool_call", "tool_use": "tool_call"}
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One span a library records for a scenario, as the lake's typed columns hold it."""
+
+    scope: str
+    span_type: str
+    provider: str | None
+    request_model: str | None
+    response_model: str | None
+    tokens: Tokens
+    finish_reason: str | None
+    status: str  # status_code: UNSET, OK, ERROR
+    tool_name: str | None = None
+    counted: bool = True  # False: duplicate_of names the span counted for the same call
+    reply: int = 0  # the provider reply (tool-runner turn) the span describes
+    own_trace: bool = False  # the span starts a trace of its own (its library did not make its span current)
+    gaps: Mapping[str, str] = field(default_factory=dict)  # column → what the library gets wrong
+
+
+@dataclass(frozen=True)
+class Expect:
+    spans: tuple[Sent, ...]
+    calls_gap: str | None = None  # why `traces` cannot count the provider calls right (None: it does)
+
+
+def sdk(name: str, counted: bool = True, reply: int = 0) -> Sent:
+    """The anthropic SDK's own span of a call: it reports every count, 0s included, and the API's stop reason."""
+    scenario = BY_NAME[name]
+    if scenario.fails:
+        return Sent(SDK, "llm", "anthropic", scenario.request_model, None, NONE, None, "ERROR", counted=counted)
+    r = scenario.replies[reply]
+    u = r.usage
+    tokens = (u.input, u.output, u.cache_read, u.cache_write, None)
+    return Sent(
+        SDK, "llm", "anthropic", scenario.request_model, r.model, tokens, r.finish_reason, "OK", None, counted, reply
+    )
+
+
+SDK_AGENT = Sent(SDK, "agent", "anthropic", CLAUDE, None, NONE, None, "OK")
+SDK_TOOL = Sent(SDK, "tool", "anthropic", None, None, NONE, None, "OK", tool_name="get_weather")
+
+OPENINFERENCE: dict[str, Expect] = {
+    "openai_chat": Expect(
+        (Sent(OI_OPENAI, "llm", "openai", GPT, GPT_SNAPSHOT, (1300, 80, 1024, None, 0), "stop", "OK"),)
+    ),
+    "openai_stream": Expect(
+        (Sent(OI_OPENAI, "llm", "openai", GPT, GPT_SNAPSHOT, (900, 40, 512, None, 0), "stop", "OK"),)
+    ),
+    "openai_tool_call": Expect(
+        (Sent(OI_OPENAI, "llm", "openai", GPT, GPT_SNAPSHOT, (210, 18, 0, None, 0), "tool_calls", "OK"),)
+    ),
+    "openai_embeddings": Expect(
+        (
+            Sent(
+                OI_OPENAI,
+                "embedding",
+                "openai",
+                "text-embedding-3-small",
+                "text-embedding-3-small",
+                (12, None, None, None, None),
+                None,
+                "OK",
+            ),
+        )
+    ),
+    "openai_reasoning": Expect(
+        (Sent(OI_OPENAI, "llm", "openai", "o3-mini", "o3-mini-2025-01-31", (300, 900, 0, None, 640), "stop", "OK"),)
+    ),
+    "openai_failure": Expect((Sent(OI_OPENAI, "llm", "openai", GPT, None, NONE, None, "ERROR"),)),
+    # the SDK's span nests under OpenInference's and reports more counts: it is the one counted
+    "anthropic_cache_write": Expect(
+        (
+            Sent(
+                OI_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (1020, 50, None, 1000, None),
+                "end_turn",
+                "OK",
+                counted=False,
+            ),
+            sdk("anthropic_cache_write"),
+        )
+    ),
+    "anthropic_cache_read": Expect(
+        (
+            Sent(
+                OI_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (1030, 60, 1000, None, None),
+                "end_turn",
+                "OK",
+                counted=False,
+            ),
+            sdk("anthropic_cache_read"),
+        )
+    ),
+    # messages.stream: OpenInference's span is not made current, so the SDK's span is its sibling
+    "anthropic_stream": Expect(
+        (
+            Sent(
+                OI_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (1040, 70, 1000, None, None),
+                "end_turn",
+                "OK",
+                counted=False,
+            ),
+            sdk("anthropic_stream"),
+        )
+    ),
+    "anthropic_tool_runner": Expect(
+        (
+            SDK_AGENT,
+            Sent(
+                OI_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (400, 30, None, None, None),
+                "tool_use",
+                "OK",
+                counted=False,
+            ),
+            sdk("anthropic_tool_runner"),
+            SDK_TOOL,
+            Sent(
+                OI_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (450, 25, None, None, None),
+                "end_turn",
+                "OK",
+                counted=False,
+                reply=1,
+            ),
+            sdk("anthropic_tool_runner", reply=1),
+        )
+    ),
+    "anthropic_failure": Expect(
+        (
+            Sent(OI_ANTHROPIC, "llm", "anthropic", CLAUDE, None, NONE, None, "ERROR", counted=False),
+            sdk("anthropic_failure"),
+        )
+    ),
+    "anthropic_unwrapped": Expect(
+        (
+            Sent(
+                OI_ANTHROPIC,
+                "llm",
+                "anthropic",
+                HAIKU,
+                HAIKU_SNAPSHOT,
+                (700, 40, None, None, None),
+                "end_turn",
+                "OK",
+                counted=False,
+            ),
+            sdk("anthropic_unwrapped"),
+        )
+    ),
+}
+
+STREAM_OFF_BY_ONE = "OpenLLMetry adds the first streamed event's output count to the final total"
+OPENLLMETRY: dict[str, Expect] = {
+    "openai_chat": Expect(
+        (Sent(OL_OPENAI, "llm", "openai", GPT, GPT_SNAPSHOT, (1300, 80, 1024, None, 0), "stop", "UNSET"),)
+    ),
+    "openai_stream": Expect(
+        (Sent(OL_OPENAI, "llm", "openai", GPT, GPT_SNAPSHOT, (900, 40, 512, None, None), "stop", "OK"),)
+    ),
+    "openai_tool_call": Expect(
+        (Sent(OL_OPENAI, "llm", "openai", GPT, GPT_SNAPSHOT, (210, 18, 0, None, 0), "tool_call", "UNSET"),)
+    ),
+    "openai_embeddings": Expect(
+        (
+            Sent(
+                OL_OPENAI,
+                "embedding",
+                "openai",
+                "text-embedding-3-small",
+                "text-embedding-3-small",
+                (12, None, 0, None, None),
+                None,
+                "UNSET",
+            ),
+        )
+    ),
+    "openai_reasoning": Expect(
+        (Sent(OL_OPENAI, "llm", "openai", "o3-mini", "o3-mini-2025-01-31", (300, 900, 0, None, 640), "stop", "UNSET"),)
+    ),
+    "openai_failure": Expect((Sent(OL_OPENAI, "llm", "openai", GPT, None, NONE, None, "ERROR"),)),
+    # OpenLLMetry's anthropic spans are never made current: the SDK's span is a sibling, counted (it starts later)
+    "anthropic_cache_write": Expect(
+        (
+            Sent(
+                OL_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (1020, 50, 0, 1000, None),
+                "stop",
+                "OK",
+                counted=False,
+            ),
+            sdk("anthropic_cache_write"),
+        )
+    ),
+    "anthropic_cache_read": Expect(
+        (
+            Sent(
+                OL_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (1030, 60, 1000, 0, None),
+                "stop",
+                "OK",
+                counted=False,
+            ),
+            sdk("anthropic_cache_read"),
+        )
+    ),
+    "anthropic_stream": Expect(
+        (
+            Sent(
+                OL_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (1040, 71, 1000, 0, None),
+                "stop",
+                "OK",
+                counted=False,
+                gaps={"output_tokens": STREAM_OFF_BY_ONE},
+            ),
+            sdk("anthropic_stream"),
+        )
+    ),
+    "anthropic_tool_runner": Expect(
+        (
+            SDK_AGENT,
+            Sent(
+                OL_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (400, 30, 0, 0, None),
+                "tool_call",
+                "OK",
+                counted=False,
+            ),
+            sdk("anthropic_tool_runner"),
+            SDK_TOOL,
+            Sent(
+                OL_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (450, 25, 0, 0, None),
+                "stop",
+                "OK",
+                counted=False,
+                reply=1,
+            ),
+            sdk("anthropic_tool_runner", reply=1),
+        )
+    ),
+    "anthropic_failure": Expect(
+        (
+            Sent(OL_ANTHROPIC, "llm", "anthropic", CLAUDE, None, NONE, None, "ERROR", counted=False),
+            sdk("anthropic_failure"),
+        )
+    ),
+    "anthropic_unwrapped": Expect(
+        (
+            Sent(
+                OL_ANTHROPIC,
+                "llm",
+                "anthropic",
+                HAIKU,
+                HAIKU_SNAPSHOT,
+                (700, 40, 0, 0, None),
+                "stop",
+                "OK",
+                own_trace=True,
+            ),
+            sdk("anthropic_unwrapped"),
+        ),
+        calls_gap="without an application span, OpenLLMetry's span and the SDK's own span are two traces: each counts"
+        " the call (turn one off: ANTHROPIC_OPEN_TELEMETRY=false)",
+    ),
+}
+
+OTEL_GENAI: dict[str, Expect] = {
+    "openai_chat": Expect(
+        (Sent(OG_OPENAI, "llm", "openai", GPT, GPT_SNAPSHOT, (1300, 80, 1024, None, None), "stop", "UNSET"),)
+    ),
+    "openai_stream": Expect(
+        (Sent(OG_OPENAI, "llm", "openai", GPT, GPT_SNAPSHOT, (900, 40, 512, None, None), "stop", "UNSET"),)
+    ),
+    "openai_tool_call": Expect(
+        (Sent(OG_OPENAI, "llm", "openai", GPT, GPT_SNAPSHOT, (210, 18, None, None, None), "tool_calls", "UNSET"),)
+    ),
+    "openai_embeddings": Expect(
+        (
+            Sent(
+                OG_OPENAI,
+                "embedding",
+                "openai",
+                "text-embedding-3-small",
+                "text-embedding-3-small",
+                (12, None, None, None, None),
+                None,
+                "UNSET",
+            ),
+        )
+    ),
+    "openai_reasoning": Expect(
+        (
+            Sent(
+                OG_OPENAI,
+                "llm",
+                "openai",
+                "o3-mini",
+                "o3-mini-2025-01-31",
+                (300, 900, None, None, 640),
+                "stop",
+                "UNSET",
+            ),
+        )
+    ),
+    "openai_failure": Expect((Sent(OG_OPENAI, "llm", "openai", GPT, None, NONE, None, "ERROR"),)),
+    "anthropic_cache_write": Expect(
+        (
+            Sent(
+                OG_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (1020, 50, None, 1000, None),
+                "stop",
+                "UNSET",
+                counted=False,
+            ),
+            sdk("anthropic_cache_write"),
+        )
+    ),
+    "anthropic_cache_read": Expect(
+        (
+            Sent(
+                OG_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (1030, 60, 1000, None, None),
+                "stop",
+                "UNSET",
+                counted=False,
+            ),
+            sdk("anthropic_cache_read"),
+        )
+    ),
+    "anthropic_stream": Expect(
+        (
+            Sent(
+                OG_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (1040, 70, 1000, None, None),
+                "stop",
+                "UNSET",
+                counted=False,
+            ),
+            sdk("anthropic_stream"),
+        )
+    ),
+    "anthropic_tool_runner": Expect(
+        (
+            SDK_AGENT,
+            Sent(
+                OG_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (400, 30, None, None, None),
+                "tool_call",
+                "UNSET",
+                counted=False,
+            ),
+            sdk("anthropic_tool_runner"),
+            SDK_TOOL,
+            Sent(
+                OG_ANTHROPIC,
+                "llm",
+                "anthropic",
+                CLAUDE,
+                CLAUDE_SNAPSHOT,
+                (450, 25, None, None, None),
+                "stop",
+                "UNSET",
+                counted=False,
+                reply=1,
+            ),
+            sdk("anthropic_tool_runner", reply=1),
+        )
+    ),
+    "anthropic_failure": Expect(
+        (
+            Sent(OG_ANTHROPIC, "llm", "anthropic", CLAUDE, None, NONE, None, "ERROR", counted=False),
+            sdk("anthropic_failure"),
+        )
+    ),
+    "anthropic_unwrapped": Expect(
+        (
+            Sent(
+                OG_ANTHROPIC,
+                "llm",
+                "anthropic",
+                HAIKU,
+                HAIKU_SNAPSHOT,
+                (700, 40, None, None, None),
+                "stop",
+                "UNSET",
+                counted=False,
+            ),
+            sdk("anthropic_unwrapped"),
+        )
+    ),
+}
+
+ANTHROPIC_SDK: dict[str, Expect] = {
+    s.name: Expect(
+        (SDK_AGENT, sdk(s.name), SDK_TOOL, sdk(s.name, reply=1)) if s.api == "anthropic.tool_runner" else (sdk(s.name),)
+    )
+    for s in SCENARIOS
+    if s.provider == "anthropic"
+}
+
+FAMILIES: dict[str, dict[str, Expect]] = {
+    "openinference": OPENINFERENCE,
+    "openllmetry": OPENLLMETRY,
+    "otel_genai": OTEL_GENAI,
+    "anthropic_sdk": ANTHROPIC_SDK,
+}
+
+
+def scenarios_of(family: str) -> list[Scenario]:
+    return [BY_NAME[name] for name in FAMILIES[family]]
