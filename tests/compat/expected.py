@@ -20,6 +20,8 @@ from tests.compat.scenarios import (
     GPT_SNAPSHOT,
     HAIKU,
     HAIKU_SNAPSHOT,
+    OPUS,
+    OPUS_SNAPSHOT,
     SCENARIOS,
     Scenario,
 )
@@ -211,6 +213,24 @@ OPENINFERENCE: dict[str, Expect] = {
             sdk("anthropic_unwrapped"),
         )
     ),
+    "anthropic_stream_unwrapped": Expect(
+        (
+            Sent(
+                OI_ANTHROPIC,
+                "llm",
+                "anthropic",
+                OPUS,
+                OPUS_SNAPSHOT,
+                (800, 30, None, None, None),
+                "end_turn",
+                "OK",
+                own_trace=True,
+            ),
+            sdk("anthropic_stream_unwrapped"),
+        ),
+        calls_gap="without an application span, OpenInference's messages.stream span and the SDK's own span are"
+        " two traces: each counts the call",
+    ),
 }
 
 STREAM_OFF_BY_ONE = "OpenLLMetry adds the first streamed event's output count to the final total"
@@ -345,7 +365,26 @@ OPENLLMETRY: dict[str, Expect] = {
             sdk("anthropic_unwrapped"),
         ),
         calls_gap="without an application span, OpenLLMetry's span and the SDK's own span are two traces: each counts"
-        " the call (turn one off: ANTHROPIC_OPEN_TELEMETRY=false)",
+        " the call",
+    ),
+    "anthropic_stream_unwrapped": Expect(
+        (
+            Sent(
+                OL_ANTHROPIC,
+                "llm",
+                "anthropic",
+                OPUS,
+                OPUS_SNAPSHOT,
+                (800, 31, 0, 0, None),
+                "stop",
+                "OK",
+                own_trace=True,
+                gaps={"output_tokens": STREAM_OFF_BY_ONE},
+            ),
+            sdk("anthropic_stream_unwrapped"),
+        ),
+        calls_gap="without an application span, OpenLLMetry's span and the SDK's own span are two traces: each counts"
+        " the call",
     ),
 }
 
@@ -487,6 +526,22 @@ OTEL_GENAI: dict[str, Expect] = {
                 counted=False,
             ),
             sdk("anthropic_unwrapped"),
+        )
+    ),
+    "anthropic_stream_unwrapped": Expect(
+        (
+            Sent(
+                OG_ANTHROPIC,
+                "llm",
+                "anthropic",
+                OPUS,
+                OPUS_SNAPSHOT,
+                (800, 30, None, None, None),
+                "stop",
+                "UNSET",
+                counted=False,
+            ),
+            sdk("anthropic_stream_unwrapped"),
         )
     ),
 }

@@ -60,6 +60,8 @@ CLAUDE = "claude-sonnet-4-5"
 CLAUDE_SNAPSHOT = "claude-sonnet-4-5-20250929"
 HAIKU = "claude-haiku-4-5"
 HAIKU_SNAPSHOT = "claude-haiku-4-5-20251001"
+OPUS = "claude-opus-4-5"
+OPUS_SNAPSHOT = "claude-opus-4-5-20251101"
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
@@ -124,12 +126,20 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario("anthropic_failure", "anthropic.messages", CLAUDE, ()),
     # no application span around the call: the spans an instrumentation does not make current start traces
-    # of their own (found by their model, claude-haiku-4-5, which no other scenario uses)
+    # of their own (found by their model, which no other scenario uses)
     Scenario(
         "anthropic_unwrapped",
         "anthropic.messages",
         HAIKU,
         (Reply(HAIKU_SNAPSHOT, Usage(input=700, output=40), "end_turn"),),
+        wrapped=False,
+    ),
+    Scenario(
+        "anthropic_stream_unwrapped",
+        "anthropic.messages",
+        OPUS,
+        (Reply(OPUS_SNAPSHOT, Usage(input=800, output=30), "end_turn"),),
+        stream=True,
         wrapped=False,
     ),
 )
