@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -130,6 +132,14 @@ def test_alias_table_lists_current_names_before_deprecated_ones() -> None:
         assert flags == sorted(flags), column  # no current name after a deprecated one
         assert all(a.source for a in aliases), column
         assert len({a.key for a in aliases}) == len(aliases), column
+
+
+def test_readme_mapping_table_names_every_alias() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start, end = readme.index("### How the three dialects map to columns"), readme.index("### One call counted once")
+    table = readme[start:end]
+    missing = [a.key for aliases in COLUMN_ALIASES.values() for a in aliases if f"`{a.key}`" not in table]
+    assert missing == []
 
 
 def test_openinference_openai_models_from_invocation_parameters() -> None:
