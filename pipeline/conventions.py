@@ -227,12 +227,15 @@ def _aliased(attrs: MapLookup, column: str, parsed: dict[str, pa.Array] | None =
 
 
 def _json_field(objects: pa.Array, name: str) -> pa.Array:
-    """`name`'s string value in JSON objects; parsed only in the rows that mention it (a few spans of one
-    instrumentation), null where absent, not a string, or not JSON."""
-    mentions = pc.fill_null(pc.match_substring(objects, f'"{name}"'), False)
-    rows = np.flatnonzero(np.asarray(mentions))
+    """`name`'s string value in JSON objects; null where absent, not a string, or not JSON. An object whose first
+    key it is (OpenInference writes the model first) is read with RE2; only other rows that mention it are
+    parsed, one by one."""
+    first = pc.extract_regex(objects, rf'^\s*\{{\s*"{name}"\s*:\s*"(?P<value>[^"\\]*)"')
+    found = pc.struct_field(first, "value")
+    rest = pc.and_(pc.fill_null(pc.match_substring(objects, f'"{name}"'), False), pc.is_null(found))
+    rows = np.flatnonzero(np.asarray(rest))
     if len(rows) == 0:
-        return pa.nulls(len(objects), pa.string())
+        return found
     values = []
     for text in objects.take(pa.array(rows)).to_pylist():
         try:
@@ -240,7 +243,7 @@ def _json_field(objects: pa.Array, name: str) -> pa.Array:
         except (ValueError, AttributeError):  # not JSON, or not an object
             value = None
         values.append(value if isinstance(value, str) else None)
-    return pc.replace_with_mask(pa.nulls(len(objects), pa.string()), mentions, pa.array(values, pa.string()))
+    return pc.replace_with_mask(found, rest, pa.array(values, pa.string()))
 
 
 def _empty_to_null(arr: pa.Array) -> pa.Array:

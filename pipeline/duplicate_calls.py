@@ -49,20 +49,20 @@ CALL_COLUMNS = (
 MARKS = pa.schema([("trace_id", pa.string()), ("span_id", pa.string()), ("duplicate_of", pa.string())])
 
 
-def call_rows(spans: pa.Table, real: pa.Array | pa.ChunkedArray | None = None) -> pa.Table:
-    """The LLM-call spans of a spans table (optionally only where `real`), with CALL_COLUMNS."""
-    is_call = pc.fill_null(pc.is_in(spans.column("span_type"), CALL_TYPES), False)
-    if real is not None:
-        is_call = pc.and_(is_call, real)
-    calls = spans.filter(is_call)
-    columns = {c: calls.column(c) for c in CALL_COLUMNS if c not in ("start", "end")}
+def call_rows(spans: pa.Table, real: pa.Array | pa.ChunkedArray, extra: tuple[str, ...] = ()) -> pa.Table:
+    """The LLM-call spans among the `real` rows of a spans table: CALL_COLUMNS, then the `extra` columns."""
+    is_call = pc.and_(pc.fill_null(pc.is_in(spans.column("span_type"), CALL_TYPES), False), real)
+    names = [c for c in CALL_COLUMNS if c not in ("start", "end")] + ["start_time", "end_time", *extra]
+    calls = spans.select(names).filter(is_call)  # only the columns needed: a filter copies them
+    columns = {c: calls.column(c) for c in (*CALL_COLUMNS, *extra) if c not in ("start", "end")}
     columns["start"] = calls.column("start_time").cast(pa.int64())
     columns["end"] = calls.column("end_time").cast(pa.int64())
-    return pa.table({c: columns[c] for c in CALL_COLUMNS})
+    return pa.table({c: columns[c] for c in (*CALL_COLUMNS, *extra)})
 
 
 def find_duplicates(calls: pa.Table) -> pa.Table:
     """(trace_id, span_id, duplicate_of) for every call span that repeats another span's call."""
+    calls = calls.filter(_in_mixed_traces(calls)) if calls.num_rows >= 2 else calls
     n = calls.num_rows
     if n < 2:
         return MARKS.empty_table()
@@ -105,6 +105,18 @@ def find_duplicates(calls: pa.Table) -> pa.Table:
         },
         schema=MARKS,
     )
+
+
+def _in_mixed_traces(calls: pa.Table) -> np.ndarray:
+    """The calls of traces whose calls come from two scopes or more: only those can pair (cheaper than a join)."""
+    trace = np.asarray(pc.dictionary_encode(calls.column("trace_id")).combine_chunks().indices)
+    scope_col = pc.fill_null(calls.column("scope_name"), "").combine_chunks()
+    scope = np.asarray(scope_col.dictionary_encode().indices, np.int64)
+    low = np.full(trace.max() + 1, np.iinfo(np.int64).max)
+    high = np.full(trace.max() + 1, -1)
+    np.minimum.at(low, trace, scope)
+    np.maximum.at(high, trace, scope)
+    return (low != high)[trace]
 
 
 def _ints(table: pa.Table, column: str) -> np.ndarray:

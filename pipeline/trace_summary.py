@@ -124,11 +124,9 @@ class TraceSummarizer:
             kept = pc.if_else(real, pa.scalar(True), pa.scalar(None, pa.bool_()))
         is_error = pc.and_(pc.equal(spans.column("status_code"), "ERROR"), real)
         span_type = pc.if_else(real, spans.column("span_type"), pa.scalar(None, pa.string()))
-        calls = call_rows(spans, real)
-        calls = calls.append_column("cost_usd", spans.column("cost_usd").filter(_is_call(spans, real)))
-        calls = calls.append_column("cost_status", spans.column("cost_status").filter(_is_call(spans, real)))
+        calls = call_rows(spans, real, ("cost_usd", "cost_status"))
         # calls are counted when their trace is due (see the module docstring); the rest is summed now
-        not_call = pc.invert(_is_call(spans, real))
+        not_call = pc.invert(pc.and_(pc.fill_null(pc.is_in(span_type, CALL_TYPES), False), real))
         trace_ids = spans.column("trace_id").combine_chunks()
         is_root = pc.and_(pc.is_null(spans.column("parent_span_id")), real)
         no_int = pa.scalar(None, pa.int64())
@@ -249,7 +247,7 @@ class TraceSummarizer:
         calls = calls.filter(call_due)
         duplicates = find_duplicates(calls)
         counted = calls.filter(pc.invert(pc.is_in(_span_keys(calls), value_set=_span_keys(duplicates))))
-        rows = pa.concat_tables([rows, schema.conform(_call_totals(counted), rows.schema)])
+        rows = pa.concat_tables([rows, schema.conform(_per_trace(_call_totals(counted)), rows.schema)])
         merged = _merge(rows, members.filter(member_due), duplicates)
         out = []
         source_col = merged.column("source")
@@ -337,10 +335,6 @@ def _per_trace(rows: pa.Table) -> pa.Table:
     """One row per trace_id: each column of `rows` that _MERGE names, merged its way, under its own name."""
     merged = rows.group_by("trace_id", use_threads=False).aggregate([a for a in _MERGE if a[0] in rows.column_names])
     return merged.rename_columns([c.rsplit("_", 1)[0] if c != "trace_id" else c for c in merged.column_names])
-
-
-def _is_call(spans: pa.Table, real: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return pc.and_(pc.fill_null(pc.is_in(spans.column("span_type"), CALL_TYPES), False), real)
 
 
 def _span_keys(table: pa.Table) -> pa.Array:

@@ -154,6 +154,8 @@ def test_openinference_openai_models_from_invocation_parameters() -> None:
         }
     )
     assert (r["request_model"], r["response_model"]) == ("gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+    escaped = _row({"llm.invocation_parameters": '{"model": "ft:gpt-4o-mini:acme:\\"q\\"", "n": 1}'})
+    assert escaped["request_model"] == 'ft:gpt-4o-mini:acme:"q"'  # not for the fast path: parsed as JSON
     failed = _row({"llm.invocation_parameters": '{"model": "gpt-4o-mini"}', "openinference.span.kind": "LLM"})
     assert (failed["request_model"], failed["response_model"]) == ("gpt-4o-mini", None)
     embedding = _row(
