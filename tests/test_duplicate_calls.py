@@ -230,31 +230,21 @@ def test_one_call_counted_once_whatever_the_batches(
     assert row[6] == [{"span_id": OUTER, "duplicate_of": INNER}]
 
 
-def test_saved_queries_count_a_call_once(tmp_path: Path) -> None:
-    _summarise(["inner", "outer", "root"], tmp_path)
-    env = {**os.environ, "NO_COLOR": "1"}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "query",
-            "--lake",
-            str(tmp_path),
-            "--format",
-            "json",
-            "--saved",
-            "cost_by_model",
-            "--param",
-            "since=36500 days",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    ).stdout
+def test_saved_queries_and_the_trace_view_count_a_call_once(tmp_path: Path) -> None:
+    _summarise(["outer", "root", "inner"], tmp_path)  # the outer span's mark comes from the trace summary
+
+    def cli(*args: str) -> str:
+        command = [sys.executable, "-m", "pipeline.cli", *args]
+        env = {**os.environ, "NO_COLOR": "1"}
+        return subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+
+    out = cli(
+        "query", "--lake", str(tmp_path), "--format", "json", "--saved", "cost_by_model", "--param", "since=36500d"
+    )
     (model,) = [json.loads(line) for line in out.splitlines()]
     assert (model["calls"], model["input_tokens"], model["cost_usd"]) == (1, 1020, pytest.approx(0.00456))
+    header = cli("trace", "--lake", str(tmp_path), T1).splitlines()[2:4]
+    assert "tokens: 1,020 in / 50 out" in header[0] and "cost: $0.0046" in header[1], header
 
 
 def test_one_call_counted_once_by_tracelake_run_across_export_requests(tmp_path: Path) -> None:
