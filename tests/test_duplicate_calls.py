@@ -270,3 +270,23 @@ def test_one_call_counted_once_by_tracelake_run_across_export_requests(tmp_path:
     as_written = {(r["trace_id"], r["span_id"]): r["duplicate_of"] for r in written}
     assert as_written[("c1" * 16, OUTER)] == INNER  # marked when written: its pair had arrived before it
     assert as_written[("c2" * 16, OUTER)] is None  # written before its pair came: traces.duplicate_spans has it
+
+
+def test_files_written_before_the_columns_existed(tmp_path: Path) -> None:
+    """A lake (and a holdback) of files without duplicate_of / duplicate_spans still reads."""
+    spans = _batch(_requests()["inner"], "t@1").drop_columns(["duplicate_of"])
+    for table in ("spans", "_holdback"):
+        path = tmp_path / table / "dt=2025-11-22" / "hour=08"
+        path.mkdir(parents=True)
+        pq.write_table(spans, path / "part-old.parquet")
+    summarizer = TraceSummarizer(trace_idle=0, clock=lambda: 0.0)
+    summarizer.observe(_batch(_requests()["inner"], "t@1"))
+    (part,) = summarizer.due(force=True)
+    path = tmp_path / "traces" / "dt=2025-11-22" / "hour=08"
+    path.mkdir(parents=True)
+    pq.write_table(part.rows.drop_columns(["duplicate_spans"]), path / "part-old.parquet")
+    con = connect(tmp_path)
+    assert con.execute("SELECT span_id, duplicate_of FROM spans").fetchall() == [(INNER, None)]
+    assert con.execute("SELECT llm_count, duplicate_spans FROM traces").fetchall() == [(1, [])]
+    held = ParquetSink(ParquetSinkConfig(path=str(tmp_path))).read_holdback([T1])
+    assert held.column("span_id").to_pylist() == [INNER] and held.column("duplicate_of").to_pylist() == [None]
