@@ -241,7 +241,7 @@ def test_saved_queries_and_the_trace_view_count_a_call_once(tmp_path: Path) -> N
     out = cli(
         "query", "--lake", str(tmp_path), "--format", "json", "--saved", "cost_by_model", "--param", "since=36500d"
     )
-    (model,) = [json.loads(line) for line in out.splitlines()]
+    (model,) = json.loads(out)
     assert (model["calls"], model["input_tokens"], model["cost_usd"]) == (1, 1020, pytest.approx(0.00456))
     header = cli("trace", "--lake", str(tmp_path), T1).splitlines()[2:4]
     assert "tokens: 1,020 in / 50 out" in header[0] and "cost: $0.0046" in header[1], header
