@@ -3,7 +3,7 @@
 Views read every partition with hive partitioning (`dt`, `hour` columns) and `union_by_name`
 (old partitions written before a column existed still read). Replays may have written a row
 twice; the views keep one row per identity. `traces` merges the parts of a trace written at
-different times into one row.
+different times into one row; `spans.duplicate_of` also takes what the trace summaries decided.
 """
 
 from __future__ import annotations
@@ -26,24 +26,36 @@ def _has_files(lake: Path, table: str) -> bool:
 
 
 def _source(con: duckdb.DuckDBPyConnection, lake: Path, table: str) -> str:
-    """A FROM clause for the table's raw rows; an empty typed relation when nothing is written yet."""
-    if _has_files(lake, table):
-        path = _glob(lake, table).replace("'", "''")
-        return (
-            f"read_parquet('{path}', hive_partitioning=true, union_by_name=true,"
-            " hive_types={'dt': DATE, 'hour': INTEGER})"
-        )
+    """A FROM clause for the table's raw rows. Unioned by name with an empty relation of the current schema,
+    so every column exists even when only files written before it was added are there (or none at all)."""
     empty = schema.empty(table)
-    empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int64()))
+    empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int32()))
     name = f"_empty_{table}"
     con.register(name, empty)
-    return name
+    if not _has_files(lake, table):
+        return name
+    path = _glob(lake, table).replace("'", "''")
+    return (
+        f"(SELECT * FROM read_parquet('{path}', hive_partitioning=true, union_by_name=true,"
+        f" hive_types={{'dt': DATE, 'hour': INTEGER}}) UNION ALL BY NAME SELECT * FROM {name})"
+    )
 
 
+# duplicate_of: as written, or as the trace's summary decided it (a span written before the span it
+# duplicates arrived is listed in traces.duplicate_spans; the summary sees the whole trace).
 SPANS_VIEW = """
 CREATE OR REPLACE VIEW spans AS
-SELECT * FROM {src}
-QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY lake_source) = 1
+WITH rows AS (
+  SELECT * FROM {src}
+  QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY lake_source) = 1
+),
+decided AS (
+  SELECT trace_id, d.span_id AS span_id, min(d.duplicate_of) AS duplicate_of
+  FROM (SELECT trace_id, unnest(duplicate_spans) AS d FROM {traces_src} WHERE len(duplicate_spans) > 0)
+  GROUP BY ALL
+)
+SELECT rows.* REPLACE (coalesce(decided.duplicate_of, rows.duplicate_of) AS duplicate_of)
+FROM rows LEFT JOIN decided ON rows.trace_id = decided.trace_id AND rows.span_id = decided.span_id
 """
 
 FEEDBACK_VIEW = """
@@ -78,6 +90,7 @@ SELECT
   sum(reasoning_tokens)::BIGINT AS reasoning_tokens,
   sum(cost_usd) AS cost_usd,
   sum(unpriced_calls)::BIGINT AS unpriced_calls,
+  list_sort(list_distinct(flatten(list(duplicate_spans)))) AS duplicate_spans,
   list_sort(list_distinct(flatten(list(models)))) AS models,
   any_value(session_id) FILTER (WHERE session_id IS NOT NULL) AS session_id,
   any_value(user_id) FILTER (WHERE user_id IS NOT NULL) AS user_id,
@@ -104,8 +117,9 @@ def connect(
     lake = Path(lake)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(SPANS_VIEW.format(src=_source(con, lake, "spans")))
-    con.execute(TRACES_VIEW.format(src=_source(con, lake, "traces")))
+    traces = _source(con, lake, "traces")
+    con.execute(SPANS_VIEW.format(src=_source(con, lake, "spans"), traces_src=traces))
+    con.execute(TRACES_VIEW.format(src=traces))
     con.execute(FEEDBACK_VIEW.format(src=_source(con, lake, "feedback")))
     register_artifact_function(con, list(artifact_stores or [str(lake / "_artifacts")]))
     return con

@@ -226,7 +226,7 @@ class Worker:
         spans a tail sampler kept into `spans`, spans it dropped into the holdback area."""
         if spans.num_rows == 0:
             return
-        self.summarizer.observe(spans, source, offsets)
+        spans = self.summarizer.observe(spans, source, offsets)  # marks spans that repeat an LLM call
         events = feedback.extract(spans)
         synthetic = feedback.is_synthetic(spans)
         real = spans.filter(pc.invert(synthetic)) if pc.any(synthetic).as_py() else spans  # a filter copies
