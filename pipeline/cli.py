@@ -58,11 +58,13 @@ def _open_lake(args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
         )
         raise SystemExit(2)
     stores = store_uris(config) if not getattr(args, "lake", None) else [str(lake / "_artifacts")]
-    return connect(lake, artifact_stores=stores)
+    return connect(lake, artifact_stores=stores, tenant=getattr(args, "tenant", None))
 
 
 # -- commands ---------------------------------------------------------------------------------
 def _serve(args: argparse.Namespace, role: str) -> int:
+    from pipeline.receiver.auth import TokenFileError
+    from pipeline.receiver.tls import TlsError
     from pipeline.service import Service, use_server_memory_pool
 
     use_server_memory_pool()
@@ -71,8 +73,8 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     level, json_lines = args.log_level or telemetry.log_level, args.log_json or telemetry.log_format == "json"
     setup_logging(level, json_lines)
     try:
-        service = Service(config, role=role, log_level=level, log_json=json_lines)
-    except (OSError, ValueError) as e:
+        service = Service(config, role=role, log_level=level, log_json=json_lines, insecure=args.insecure)
+    except (OSError, ValueError, TlsError, TokenFileError) as e:
         print(f"tracelake: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # e.g. KafkaException: brokers unreachable at start
@@ -94,13 +96,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from pipeline.receiver.exposure import unprotected_receivers
     from processors.offload_artifacts.order import order_warnings
 
     config = _load_or_exit(args.file)
     p = config.pipeline
-    for w in [*config.warnings, *order_warnings(p.process, ingest_ids=p.ingest)]:
-        print(f"{config.source}: warning: {w}", file=sys.stderr)
     otlp = config.raw.receivers.otlp
+    problems = _security_material_problems(config)
+    for problem in problems:
+        print(f"{config.source}: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    for w in [*config.warnings, *order_warnings(p.process, ingest_ids=p.ingest), *unprotected_receivers(otlp)]:
+        print(f"{config.source}: warning: {w}", file=sys.stderr)
     receivers = [
         f"grpc {otlp.grpc.endpoint}" if otlp.grpc else "",
         f"http {otlp.http.endpoint}" if otlp.http else "",
@@ -112,6 +120,58 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"bus: {config.raw.bus.type}; worker processes: {workers}; process: [{', '.join(p.process)}]; "
         f"sinks: [{', '.join(p.sinks)}]"
     )
+    return 0
+
+
+def _security_material_problems(config: Config) -> list[str]:
+    """What `run` would refuse to start with: TLS files that do not load, a tokens file that does not parse."""
+    from pipeline.receiver.auth import TokenFileError, load_principals
+    from pipeline.receiver.tls import TlsError, load_material
+
+    raw = config.raw
+    otlp = raw.receivers.otlp
+    blocks = [
+        ("receivers.otlp.grpc.tls", otlp.grpc.tls if otlp.grpc else None),
+        ("receivers.otlp.http.tls", otlp.http.tls if otlp.http else None),
+        ("telemetry.tls", raw.telemetry.tls),
+    ]
+    problems = []
+    for where, tls in blocks:
+        if tls is not None:
+            try:
+                load_material(tls, where)
+            except TlsError as e:
+                problems.append(str(e))
+    if otlp.auth is not None:
+        try:
+            load_principals(otlp.auth)
+        except TokenFileError as e:
+            problems.append(str(e))
+    return problems
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """A new random token, printed once, and the tokens-file entry that holds only its SHA-256."""
+    import yaml
+    from pydantic import ValidationError
+
+    from pipeline.config.loader import pydantic_issues
+    from pipeline.config.model import TokenConfig
+    from pipeline.receiver.auth import new_token, token_digest
+
+    token = new_token()
+    entry: dict[str, object] = {"name": args.name, "sha256": token_digest(token).hex(), "tenant": args.tenant}
+    if args.may_write:
+        entry["tenants"] = "*" if args.may_write == ["*"] else args.may_write
+    try:
+        TokenConfig.model_validate(entry)
+    except ValidationError as err:
+        for issue in pydantic_issues(err, ""):
+            print(f"tracelake token new: {issue}", file=sys.stderr)
+        return 2
+    print(f"token (shown once; give it to the client, keep it nowhere else): {token}")
+    print("entry for receivers.otlp.auth.tokens or the tokens file:")
+    print(yaml.safe_dump([entry], sort_keys=False).rstrip())
     return 0
 
 
@@ -298,17 +358,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    insecure_help = (
+        "acknowledge receivers listening beyond loopback without TLS or auth (logged at info, not as a warning)"
+    )
     r = sub.add_parser("run", help="receivers + worker in one process (embedded or Kafka bus)")
     r.add_argument("--config", required=True, help="YAML config (see conf/tracelake.yaml)")
+    r.add_argument("--insecure", action="store_true", help=insecure_help)
     r.set_defaults(func=cmd_run)
 
     rc = sub.add_parser("receiver", help="OTLP receivers publishing to Kafka (scale out behind a load balancer)")
     rc.add_argument("--config", required=True, help="YAML config with bus.type: kafka (see conf/kafka.yaml)")
+    rc.add_argument("--insecure", action="store_true", help=insecure_help)
     rc.set_defaults(func=cmd_receiver)
 
     wk = sub.add_parser("worker", help="a Kafka consumer-group member: processors and sinks")
     wk.add_argument("--config", required=True, help="YAML config with bus.type: kafka (see conf/kafka.yaml)")
-    wk.set_defaults(func=cmd_worker)
+    wk.set_defaults(func=cmd_worker, insecure=False)
 
     v = sub.add_parser("validate", help="check a config file; prints every error with its key path")
     v.add_argument("file")
@@ -318,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
         g = sp.add_mutually_exclusive_group()
         g.add_argument("--lake", help="lake directory (default: the config's parquet sink path, or ./lake)")
         g.add_argument("--config", help="take the lake path from this config's parquet sink")
+
+    def tenant_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--tenant", help="only this tenant's data: the views spans, traces and feedback show nothing else"
+        )
 
     q = sub.add_parser("query", help="SQL over the lake (views: spans, traces, feedback; artifact(ref))")
     lake_args(q)
@@ -333,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--saved", metavar="NAME", help="run a saved query from conf/queries/ (or a path to a .sql file)")
     q.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a saved query's parameter")
     q.add_argument("--list-saved", action="store_true", help="list the saved queries and their parameters")
+    tenant_arg(q)
     q.add_argument("sql", nargs="?")
     q.set_defaults(func=cmd_query)
 
@@ -348,8 +419,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the whole trace as one JSON document: summary, spans (all columns, conversation), feedback",
     )
+    tenant_arg(t)
     t.add_argument("trace_id")
     t.set_defaults(func=cmd_trace)
+
+    tk = sub.add_parser("token", help="bearer tokens for receivers.otlp.auth")
+    tk_sub = tk.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    tn = tk_sub.add_parser("new", help="a new random token and its tokens-file entry (only the SHA-256 is stored)")
+    tn.add_argument("--tenant", required=True, help="the tenant stamped on everything the token sends")
+    tn.add_argument("--name", required=True, help="what logs and metrics call the token (never the token itself)")
+    tn.add_argument(
+        "--may-write",
+        action="append",
+        metavar="TENANT",
+        help="a further tenant the client may name (X-Scope-OrgID or tenant attributes); '*' for any; repeatable",
+    )
+    tn.set_defaults(func=cmd_token)
 
     pr = sub.add_parser("prices", help="the price the cost processor gives a model, and where it comes from")
     pr.add_argument("--provider", help="provider as the conventions name it (openai, aws.bedrock, …)")

@@ -46,7 +46,7 @@ def _source(con: duckdb.DuckDBPyConnection, lake: Path, table: str) -> str:
 SPANS_VIEW = """
 CREATE OR REPLACE VIEW spans AS
 WITH rows AS (
-  SELECT * FROM {src}
+  SELECT * FROM {src} {only_tenant}
   QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY lake_source) = 1
 ),
 decided AS (
@@ -58,20 +58,31 @@ SELECT rows.* REPLACE (coalesce(decided.duplicate_of, rows.duplicate_of) AS dupl
 FROM rows LEFT JOIN decided ON rows.trace_id = decided.trace_id AND rows.span_id = decided.span_id
 """
 
+# Feedback with a tenant counts only toward a trace of that tenant (its owner: the tenant of the trace's
+# spans, as the summaries record it), so one tenant's token cannot rate another tenant's traces.
 FEEDBACK_VIEW = """
 CREATE OR REPLACE VIEW feedback AS
-SELECT * FROM {src}
-QUALIFY row_number() OVER (
-  PARTITION BY trace_id, span_id, name, "time", source ORDER BY lake_source) = 1
+WITH rows AS (
+  SELECT * FROM {src}
+  QUALIFY row_number() OVER (
+    PARTITION BY trace_id, span_id, name, "time", source ORDER BY lake_source) = 1
+),
+owners AS (
+  SELECT trace_id, any_value(tenant_id) AS owner FROM {traces_src}
+  WHERE span_count > 0 AND tenant_id IS NOT NULL GROUP BY trace_id
+)
+SELECT rows.* FROM rows LEFT JOIN owners USING (trace_id)
+WHERE (rows.tenant_id IS NULL OR rows.tenant_id = owners.owner) {and_owner}
 """
 
 # Parts of one trace (late spans) are merged; a replayed part (same part_id) counts once.
 TRACES_VIEW = """
 CREATE OR REPLACE VIEW traces AS
 WITH parts AS (
-  SELECT * FROM {src}
+  SELECT * FROM {src} {only_tenant}
   QUALIFY row_number() OVER (PARTITION BY trace_id, part_id ORDER BY lake_source) = 1
-)
+),
+rated AS (SELECT trace_id, min(value) AS feedback_min FROM feedback GROUP BY trace_id)
 SELECT
   trace_id,
   any_value(root_name) FILTER (WHERE root_name IS NOT NULL) AS root_name,
@@ -96,30 +107,41 @@ SELECT
   any_value(user_id) FILTER (WHERE user_id IS NOT NULL) AS user_id,
   any_value(tenant_id) FILTER (WHERE tenant_id IS NOT NULL) AS tenant_id,
   list_sort(list_distinct(flatten(list(prompt_versions)))) AS prompt_versions,
-  min(feedback_min) AS feedback_min,
+  any_value(rated.feedback_min) AS feedback_min,
   bool_or(kept) AS kept,
   list_sort(list_distinct(flatten(list(keep_reasons)))) AS keep_reasons,
   count(*) AS parts,
   min(dt) AS dt,
   min(hour) AS hour
-FROM parts
+FROM parts LEFT JOIN rated USING (trace_id)
 GROUP BY trace_id
 """
 
 
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 def connect(
-    lake: str | Path, database: str = ":memory:", artifact_stores: Sequence[str] | None = None
+    lake: str | Path,
+    database: str = ":memory:",
+    artifact_stores: Sequence[str] | None = None,
+    tenant: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Views `spans`, `traces`, `feedback` over the lake; `artifact(ref)` reads offloaded values back
-    from `artifact_stores` (default `<lake>/_artifacts`)."""
+    from `artifact_stores` (default `<lake>/_artifacts`). `tenant`: the views show only that tenant's
+    spans, trace summaries and the feedback on its traces (a view restriction for people and tools
+    that use the views, not a wall: the same session can read_parquet() any file)."""
     from sinks.artifacts.sql import register_artifact_function
 
     lake = Path(lake)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
+    only = f"WHERE tenant_id = {_literal(tenant)}" if tenant is not None else ""
     traces = _source(con, lake, "traces")
-    con.execute(SPANS_VIEW.format(src=_source(con, lake, "spans"), traces_src=traces))
-    con.execute(TRACES_VIEW.format(src=traces))
-    con.execute(FEEDBACK_VIEW.format(src=_source(con, lake, "feedback")))
+    con.execute(SPANS_VIEW.format(src=_source(con, lake, "spans"), traces_src=traces, only_tenant=only))
+    and_owner = f"AND owners.owner = {_literal(tenant)}" if tenant is not None else ""
+    con.execute(FEEDBACK_VIEW.format(src=_source(con, lake, "feedback"), traces_src=traces, and_owner=and_owner))
+    con.execute(TRACES_VIEW.format(src=traces, only_tenant=only))
     register_artifact_function(con, list(artifact_stores or [str(lake / "_artifacts")]))
     return con

@@ -20,11 +20,16 @@ from pipeline.build import build_chain, build_normalizer
 from pipeline.bus.base import Publisher
 from pipeline.bus.embedded import EmbeddedBus
 from pipeline.config import Config
-from pipeline.config.model import EmbeddedBusConfig, KafkaBusConfig, resolve_processes, split_endpoint
+from pipeline.config.model import EmbeddedBusConfig, KafkaBusConfig, TlsConfig, resolve_processes, split_endpoint
 from pipeline.memory_limiter import MemoryLimiter
+from pipeline.receiver.auth import Authenticator
+from pipeline.receiver.exposure import unprotected_receivers
 from pipeline.receiver.grpc_server import GrpcReceiver
 from pipeline.receiver.http_server import HttpReceiver
 from pipeline.receiver.intake import IngestChain, Intake
+from pipeline.receiver.rate_limit import TenantRateLimiter
+from pipeline.receiver.tenants import Tenancy
+from pipeline.receiver.tls import HttpTlsEndpoint, ServerCertificates, TlsStats, grpc_server_credentials
 from pipeline.telemetry import TelemetryServer
 from pipeline.worker_pool import WorkerPool, WorkerStartError
 
@@ -55,11 +60,20 @@ class Service:
 
     ROLES = ("all", "receiver", "worker")
 
-    def __init__(self, config: Config, role: str = "all", log_level: str = "info", log_json: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        role: str = "all",
+        log_level: str = "info",
+        log_json: bool = False,
+        insecure: bool = False,
+    ) -> None:
+        """`insecure`: receivers beyond loopback without TLS or auth are acknowledged, not warned about."""
         if role not in self.ROLES:
             raise ValueError(f"role must be one of {self.ROLES}")
         self.config = config
         self.role = role
+        self.insecure = insecure
         raw = config.raw
         otlp = raw.receivers.otlp
         bus_cfg = raw.bus
@@ -99,21 +113,33 @@ class Service:
             ml = raw.memory_limiter
             self.memory = MemoryLimiter(ml.limit, ml.spike_limit, ml.check_interval, otlp.retry_after)
         self.intake: Intake | None = None
+        self.auth: Authenticator | None = None
+        self.tls_stats = TlsStats()
         if self.publisher is not None:
             ingest = None
             if config.pipeline.ingest:
                 normalizer = build_normalizer(config)
                 ingest = IngestChain(build_chain(config, "ingest", normalizer), normalizer)
-            self.intake = Intake(self.publisher, ingest, self.memory)
+            limiter = TenantRateLimiter(otlp.rate_limits) if otlp.rate_limits is not None else None
+            tenancy = Tenancy(tuple(raw.worker.keys.tenant), limiter)
+            self.auth = Authenticator(otlp.auth) if otlp.auth is not None else None
+            self.intake = Intake(self.publisher, ingest, self.memory, tenancy)
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
         if self.intake is not None:
             if otlp.grpc is not None:
                 host, port = split_endpoint(otlp.grpc.endpoint)
-                self.grpc = GrpcReceiver(self.intake, host, port, otlp.max_request_bytes)
+                credentials = None
+                if otlp.grpc.tls is not None:
+                    certs = ServerCertificates(otlp.grpc.tls, "receivers.otlp.grpc.tls", "grpc", self.tls_stats)
+                    credentials = grpc_server_credentials(certs)
+                self.grpc = GrpcReceiver(
+                    self.intake, host, port, otlp.max_request_bytes, credentials=credentials, auth=self.auth
+                )
             if otlp.http is not None:
                 host, port = split_endpoint(otlp.http.endpoint)
-                self.http = HttpReceiver(self.intake, host, port, otlp.max_request_bytes)
+                tls = self._http_tls(otlp.http.tls, "receivers.otlp.http.tls", "http")
+                self.http = HttpReceiver(self.intake, host, port, otlp.max_request_bytes, tls=tls, auth=self.auth)
                 self.http.routes["/v1/feedback"] = feedback.http_route(self.intake)
         self._stop = threading.Event()
         self.telemetry: TelemetryServer | None = None
@@ -121,12 +147,22 @@ class Service:
             host, port = split_endpoint(raw.telemetry.endpoint)
             self.telemetry = self._telemetry(host, port)
 
+    def _http_tls(self, config: TlsConfig | None, where: str, listener: str) -> HttpTlsEndpoint | None:
+        if config is None:
+            return None
+        return HttpTlsEndpoint(ServerCertificates(config, where, listener, self.tls_stats))
+
     def _telemetry(self, host: str, port: int) -> TelemetryServer:
         """Every component's metrics and readiness, wired once; telemetry knows no component."""
-        server = TelemetryServer(host, port)
+        tls = self._http_tls(self.config.raw.telemetry.tls, "telemetry.tls", "telemetry")
+        server = TelemetryServer(host, port, tls)
         server.readiness_checks.append(lambda: [] if self.started else ["receivers are not listening yet"])
+        server.metrics_sources.append(self.tls_stats.metrics)
         if self.intake is not None:
             server.metrics_sources.append(self.intake.stats.metrics)
+            server.metrics_sources.append(self.intake.tenancy.stats.metrics)
+        if self.auth is not None:
+            server.metrics_sources.append(self.auth.stats.metrics)
         if self.bus is not None:
             server.metrics_sources.append(self.bus.metrics)
         if self.memory is not None:
@@ -166,6 +202,12 @@ class Service:
         if self.workers is not None:
             workers = f" workers={self.workers.processes} lake={self.config.lake_path}"
         telemetry = f" telemetry={self.telemetry.address}" if self.telemetry is not None else ""
+        if self.intake is not None:
+            for problem in unprotected_receivers(self.config.raw.receivers.otlp):
+                if self.insecure:
+                    log.info("--insecure: %s", problem)
+                else:
+                    log.warning("!!! INSECURE !!! %s", problem)
         self.started = True
         log.info("tracelake ready %s %s%s%s", " ".join(parts), where, workers, telemetry)
 
@@ -201,13 +243,13 @@ class Service:
 
     def serve(self) -> int:
         """Run until SIGINT/SIGTERM, then stop cleanly. Returns the exit code."""
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before the ready line: a stop right after it is a clean stop
+            signal.signal(sig, lambda *_: self._stop.set())
         try:
             self.start()
         except WorkerStartError as e:
             log.critical("%s", e)
             return 1
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self._stop.set())
         while not self._stop.wait(0.5):  # a wait with a timeout lets the signal handlers run
             pass
         self.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -19,6 +19,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from pipeline import metrics
+from pipeline.receiver.tls import HttpTlsEndpoint, TlsCapableServer
 
 log = logging.getLogger("tracelake.telemetry")
 
@@ -55,7 +56,8 @@ class SampleCollector:
 
 
 class TelemetryServer:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, tls: HttpTlsEndpoint | None = None) -> None:
+        """`tls`: serve over TLS (`telemetry.tls`; with client_ca_file, scrapers need a client certificate)."""
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -91,10 +93,9 @@ class TelemetryServer:
                 self.wfile.write(body)
 
         try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
+            self._server = TlsCapableServer((host, port), Handler, tls)
         except OSError as e:
             raise OSError(f"cannot listen for telemetry on {host}:{port}: {e.strerror}") from None
-        self._server.daemon_threads = True
         self.address = f"{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="telemetry", daemon=True)
 

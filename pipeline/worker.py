@@ -26,6 +26,7 @@ from core import source_ref
 from pipeline import feedback, metrics, schema
 from pipeline.bus.base import Delivery, Source
 from pipeline.conventions import Normalizer
+from pipeline.feedback_scope import FeedbackScope
 from pipeline.otlp.attributes import RawAttributesRequest
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.otlp.wire import NotCanonical, decode_bodies
@@ -89,6 +90,7 @@ class Worker:
         self.sinks = sinks
         self.normalizer = normalizer
         self.summarizer = summarizer
+        self.feedback_scope = FeedbackScope()
         self.max_batch_spans = max_batch_spans
         self.max_batch_delay = max_batch_delay
         self.commit_interval = commit_interval
@@ -117,6 +119,11 @@ class Worker:
                 ("tracelake_worker_traces_summarised", s.traces_summarised, "trace summary rows written"),
                 ("tracelake_worker_feedback_events", s.feedback_events, "feedback rows written"),
                 ("tracelake_worker_promoted_traces", s.promoted_traces, "dropped traces promoted by late feedback"),
+                (
+                    "tracelake_worker_feedback_refused",
+                    self.feedback_scope.refused,
+                    "feedback events dropped because their tenant is not their trace's",
+                ),
                 ("tracelake_worker_undecodable_messages", s.undecodable_messages, "bus messages skipped"),
                 ("tracelake_worker_offset_commits", s.commits, "offset commit rounds"),
             )
@@ -192,7 +199,7 @@ class Worker:
         except Exception:  # a bug in the columnar reader must not make a poison pill of a batch
             log.exception("columnar decode failed; decoding the batch message by message")
             batch = self._decode_each(deliveries)
-        batch = self.normalizer(batch)
+        batch = self.feedback_scope.apply(self.normalizer(batch))
         self.stats.batches += 1
         # feedback events travel as synthetic spans; they are counted as feedback, never as spans
         self.stats.spans_in += batch.num_rows - (pc.sum(feedback.is_synthetic(batch)).as_py() or 0)
@@ -251,10 +258,11 @@ class Worker:
             if take is not None:
                 requests.extend(take())
         if not requests or not self.sinks:
+            self.feedback_scope.forget_ratings()
             return
         reasons = dict(requests)
         sink = self.sinks[0]
-        rows = sink.read_holdback(sorted(reasons))
+        rows = self.feedback_scope.promotable(sink.read_holdback(sorted(reasons)))
         if rows.num_rows == 0:
             return
         rows = _dedupe_spans(rows)
@@ -262,7 +270,11 @@ class Worker:
             s.write("spans", rows)
             s.write("traces", self.summarizer.promotion_rows(rows, reasons))
         self.stats.promoted_traces += len(set(rows.column("trace_id").to_pylist()))
-        log.info("promoted %d held-back spans of %d traces after late feedback", rows.num_rows, len(reasons))
+        log.info(
+            "promoted %d held-back spans of %d traces after late feedback",
+            rows.num_rows,
+            len(set(rows.column("trace_id").to_pylist())),
+        )
 
     def _emit_released(self, spans: pa.Table, position: int) -> None:
         """Spans the processor at `position` held and now releases: the rest of the chain, then the sinks,

@@ -31,6 +31,7 @@ class RunningTracelake:
         env: dict[str, str] | None = None,
         command: str = "run",
         name: str = "tracelake",
+        args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
         self.lake = workdir / "lake"
@@ -40,7 +41,7 @@ class RunningTracelake:
         self._ready = threading.Event()
         self.grpc = self.http = self.telemetry = ""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", command, "--config", str(self.config)],
+            [sys.executable, "-m", "pipeline.cli", command, "--config", str(self.config), *args],
             cwd=workdir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
