@@ -109,9 +109,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 2
     for w in [*config.warnings, *order_warnings(p.process, ingest_ids=p.ingest), *unprotected_receivers(otlp)]:
         print(f"{config.source}: warning: {w}", file=sys.stderr)
+
+    def protection(block: object) -> str:
+        tls = getattr(block, "tls", None)
+        parts = ["mTLS" if tls is not None and tls.client_ca_file else "TLS"] if tls is not None else []
+        parts += ["auth"] if otlp.auth is not None else []
+        return f" ({', '.join(parts)})" if parts else ""
+
     receivers = [
-        f"grpc {otlp.grpc.endpoint}" if otlp.grpc else "",
-        f"http {otlp.http.endpoint}" if otlp.http else "",
+        f"grpc {otlp.grpc.endpoint}{protection(otlp.grpc)}" if otlp.grpc else "",
+        f"http {otlp.http.endpoint}{protection(otlp.http)}" if otlp.http else "",
     ]
     processes = config.raw.worker.processes
     workers = f"{processes} ({resolve_processes(processes)} here)" if processes == "auto" else str(processes)

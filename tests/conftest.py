@@ -89,6 +89,18 @@ class RunningTracelake:
         return rc
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline.cli ARGS` from the repository root; stdout and stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=timeout,
+        env=env,
+    )
+
+
 def config_yaml(process: str = "[]", processors: str = "{}", extra: str = "") -> str:
     return (
         textwrap.dedent(

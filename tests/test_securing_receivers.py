@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 
 from pipeline.query import connect
 from pipeline.receiver.auth import new_token, token_digest
-from tests.conftest import RunningTracelake, make_request
+from tests.conftest import RunningTracelake, make_request, run_cli
 from tests.test_e2e import _Recording
 from tests.test_telemetry import _metric
 from tests.tls_certs import Authority, fingerprint
@@ -475,10 +475,7 @@ def test_query_and_trace_restricted_to_a_tenant(secured: Secured) -> None:
         "SELECT trace_id FROM traces WHERE trace_id IN (SELECT unnest(?))", [acme + globex], lambda r: len(r) == 2
     )
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "pipeline.cli", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=60)
-
+    cli = run_cli
     lake = str(secured.tl.lake)
     out = cli("query", "--lake", lake, "--tenant", "acme", "--format", "csv", "SELECT DISTINCT tenant_id FROM spans")
     assert out.returncode == 0 and out.stdout.split() == ["tenant_id", "acme"], out.stderr
@@ -595,12 +592,9 @@ def test_listening_beyond_loopback_unprotected_is_said_loudly(tmp_path: Path, in
         assert len(loud) == 1 and loud[0].startswith(
             "receivers.otlp.grpc listens on 0.0.0.0:0 without TLS and without auth"
         )
-    shipped = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "validate", str(REPO / "conf" / "tracelake.yaml")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
+    shipped = run_cli(
+        "validate",
+        str(REPO / "conf" / "tracelake.yaml"),
         env={k: v for k, v in os.environ.items() if not k.startswith("TRACELAKE_")},
     )
     assert shipped.returncode == 0 and "INSECURE" not in shipped.stderr and "without TLS" not in shipped.stderr
@@ -622,13 +616,11 @@ def test_readme_central_collector_config_validates(tmp_path: Path) -> None:
     text = text.replace("/etc/tracelake/tokens.yaml", str(tmp_path / "tokens.yaml"))
     path = tmp_path / "central.yaml"
     path.write_text(text)
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "validate", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
+    out = run_cli(
+        "validate",
+        str(path),
         env={**os.environ, "TRACELAKE_GATEWAY_TOKEN": "tlk_gateway"},
     )
     assert out.returncode == 0, out.stderr
     assert "without TLS" not in out.stderr
+    assert "receivers: grpc 0.0.0.0:4317 (TLS, auth), http 0.0.0.0:4318 (mTLS, auth)" in out.stdout

@@ -4,8 +4,6 @@ their files, certificate reloads, the configuration's errors, and feedback scope
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from pipeline.receiver.tenants import TenantStamp
 from pipeline.receiver.tls import ServerCertificates, TlsError, TlsStats, load_material
 from pipeline.trace_summary import TraceSummarizer
 from sinks.parquet.sink import ParquetSink
-from tests.conftest import make_request
+from tests.conftest import make_request, run_cli
 from tests.tls_certs import Authority
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,25 +151,7 @@ def test_tokens_from_config_file_and_environment_and_revocation_by_file(
 
 
 def test_token_new_prints_a_token_and_an_entry_with_only_its_hash(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "token",
-            "new",
-            "--tenant",
-            "acme",
-            "--name",
-            "checkout",
-            "--may-write",
-            "globex",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
+    out = run_cli("token", "new", "--tenant", "acme", "--name", "checkout", "--may-write", "globex")
     assert out.returncode == 0, out.stderr
     token = out.stdout.split("keep it nowhere else): ", 1)[1].split()[0]
     entries = yaml.safe_load(out.stdout.split("tokens file:\n", 1)[1])
@@ -241,13 +221,7 @@ def test_validate_reports_unusable_tls_files_and_tokens(tmp_path: Path) -> None:
         f"receivers:\n  otlp:\n    grpc: {{endpoint: 127.0.0.1:4317, tls: {{cert_file: {tmp_path}/missing.crt,"
         f" key_file: {tmp_path}/k}}}}\n    auth: {{tokens_file: {tmp_path}/tokens.yaml}}\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "validate", str(cfg)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
+    out = run_cli("validate", str(cfg))
     assert out.returncode == 2
     assert f"receivers.otlp.grpc.tls.cert_file: cannot read {tmp_path}/missing.crt" in out.stderr
     assert f"{tmp_path}/tokens.yaml: tokens.0.sha256:" in out.stderr

@@ -53,6 +53,11 @@ class Charge:
     bytes: int
 
 
+# Buckets kept at most (a token with tenants: "*" lets clients name any number of tenants); beyond it the
+# buckets used longest ago are dropped, so such a tenant starts again from a full bucket.
+MAX_TENANTS = 10_000
+
+
 class TenantRateLimiter:
     """Token buckets per tenant, created on a tenant's first request."""
 
@@ -63,12 +68,15 @@ class TenantRateLimiter:
         self._buckets: dict[str, tuple[TokenBucket | None, TokenBucket | None]] = {}
 
     def _of(self, tenant: str, now: float) -> tuple[TokenBucket | None, TokenBucket | None]:
-        buckets = self._buckets.get(tenant)
+        buckets = self._buckets.pop(tenant, None)  # re-inserted below: the most recently used last
         if buckets is None:
             limit: RateLimitConfig = self.config.tenants.get(tenant, self.config.default)
             spans = TokenBucket(limit.spans_per_second, limit.burst, now) if limit.spans_per_second else None
             size = TokenBucket(limit.bytes_per_second, limit.burst, now) if limit.bytes_per_second else None
-            buckets = self._buckets[tenant] = (spans, size)
+            buckets = (spans, size)
+            while len(self._buckets) >= MAX_TENANTS:
+                del self._buckets[next(iter(self._buckets))]
+        self._buckets[tenant] = buckets
         return buckets
 
     def admit(self, charges: Mapping[str, Charge]) -> None:
