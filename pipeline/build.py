@@ -51,7 +51,7 @@ def build_worker(config: Config, source: Source) -> Worker:
         build_chain(config, "process", normalizer),
         sinks,
         normalizer,
-        TraceSummarizer(raw.worker.trace_idle),
+        TraceSummarizer(raw.worker.trace_idle, trace_max_wait=raw.worker.trace_max_wait),
         max_batch_spans=raw.worker.max_batch_spans,
         max_batch_delay=raw.worker.max_batch_delay,
         commit_interval=getattr(raw.bus, "commit_interval", 1.0),

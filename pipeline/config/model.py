@@ -156,6 +156,9 @@ class WorkerConfig(Strict):
     processes: Annotated[int, Field(gt=0, le=256)] | Literal["auto"] = "auto"
     # A trace is summarised once it has had no new span for this long (and at shutdown).
     trace_idle: Seconds = 5.0
+    # A trace still receiving spans after this long is summarised in parts (the traces view merges them):
+    # an open trace keeps the bus offsets of its first spans uncommitted. null: never.
+    trace_max_wait: Seconds | None = 30.0
     # The worker takes up to this many spans from the bus per batch, waiting at most max_batch_delay.
     max_batch_spans: int = Field(8192, gt=0)
     max_batch_delay: Seconds = 0.2
