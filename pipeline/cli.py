@@ -10,13 +10,14 @@ import shutil
 import sys
 from datetime import UTC
 from pathlib import Path
-from typing import NoReturn
-
-import duckdb
+from typing import TYPE_CHECKING, NoReturn
 
 from pipeline.config import Config, ConfigError, default_config, load
 from pipeline.config.model import parse_duration, resolve_processes
 from pipeline.logs import setup_logging
+
+if TYPE_CHECKING:  # imported where used: `tracelake run` and its worker processes never need DuckDB
+    import duckdb
 
 log = logging.getLogger("tracelake")
 
@@ -123,6 +124,8 @@ def _table_width(args: argparse.Namespace) -> int | None:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
     from pipeline.maintenance import saved_queries
     from pipeline.query_output import print_relation
 
