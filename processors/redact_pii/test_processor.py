@@ -16,7 +16,7 @@ from pipeline.otlp.encode import apply_table
 from processors.base import ProcessorContext
 from processors.redact_pii import HashKeyMissing, PiiRedactor, RedactPiiConfig, factory
 from processors.redact_pii.engine import find_ner_model
-from processors.redact_pii.processor import hash_value
+from processors.redact_pii.hash_key import hash_value
 from processors.redact_pii.testing import TEST_HASH_KEY, make_batch, rows
 
 HAS_NER_MODEL = find_ner_model(None) is not None
@@ -197,7 +197,8 @@ def test_hash_is_joinable_and_lands_in_user_id() -> None:
         PiiRedactor(RedactPiiConfig(ner="off")).process(make_batch([{"attrs": {"user.id": "alice@example.com"}}]))
     )
     assert again[0]["user_id"] == alice
-    assert len(alice) == 32 and alice != hash_value(b"another-key-0123456789", "alice@example.com")
+    assert alice.startswith("hmac:") and len(alice) == 37
+    assert alice != hash_value(b"another-key-0123456789", "alice@example.com")
 
 
 def test_hash_key_must_be_configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
