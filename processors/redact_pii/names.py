@@ -7,10 +7,12 @@ What it reads instead, per text (a plain value or a JSON leaf):
    common English word (spaCy's stop words plus frequent sentence openers: "Please", "Thanks", "Could"):
    every sentence starts with a capital. Allow-listed words ("Aurora") are not name-like. A text without a
    name-like token is not read at all.
-2. **Windows.** Each name-like token with `NER_WINDOW` whitespace-separated tokens on either side,
+2. **Windows.** Each name-like token with `NER_WINDOW` (4) whitespace-separated words on either side,
    overlapping windows merged. The small model's NER sees ±4 tokens of context (its CNN is 4 layers of
-   window 1), so a window of ±6 words finds what the whole text would; the rest of the message is never
-   tokenized.
+   window 1) and a word is at least one token, so the window finds what the whole text would: on 3,125
+   distinct texts (benchmark traffic and both corpora) the windows found every entity of the full texts
+   except ones with no name-like token ("Summarise", "C++"), reading 13% of the characters. The rest of the
+   message is never tokenized.
 3. **Cache.** Each window's entities are remembered by content hash (LRU, `cache_size` entries): system
    prompts, retrieved documents and the earlier turns that chat histories resend cost one lookup.
 4. **One spaCy pass per batch** over the windows not in the cache (`nlp.pipe`, the `ner` pipe alone).
@@ -30,7 +32,10 @@ from collections.abc import Callable, Sequence
 
 from processors.redact_pii.allow_deny import AllowList
 
-NER_WINDOW = 6
+NER_WINDOW = 4
+# all-caps place abbreviations the model tags as places (GPE); other all-caps words (EUR, API, DHL) are not
+# name-like
+PLACE_ABBREVIATIONS = frozenset({"US", "USA", "UK", "EU", "UAE", "NYC", "DC"})
 # A word: starts with a letter, may hold apostrophes and hyphens inside (O'Brien, Jean-Luc).
 _WORD = re.compile(r"[^\W\d_][^\W_]*(?:['’\-][^\W\d_][^\W_]*)*")
 _SPACE_TOKEN = re.compile(r"\S+")
@@ -38,7 +43,7 @@ _DIGIT = re.compile(r"\d")
 # what may stand right before a sentence (after stripping spaces): nothing, an end mark, a list number
 # ("1. Unplug"), an opening quote or bracket, a colon, a bullet
 _SENTENCE_BEFORE = re.compile(r"(?:^|[.!?:;\n\"“”'‘’(\[{•*#>-]|\d[.)])\s*$")
-_DETERMINER_BEFORE = re.compile(r"(?i)\b(?:the|my|your|our|their|its|this|that|these|those)\s+$")
+_DETERMINER_BEFORE = re.compile(r"(?i)\b(?:the|my|your|our|their|its|this|that|these|those|every|each)\s+$")
 
 # Frequent sentence openers that are not stop words: a capitalised one at a sentence start is no name.
 _OPENERS = """
@@ -50,7 +55,8 @@ that's there's here's what's don't can't won't didn't doesn't isn't i'd i'll i'v
 however actually apparently basically hopefully finally additionally otherwise today tomorrow yesterday now
 then later soon still already just maybe perhaps please rules rule context question questions instructions
 task goal output input example examples step steps user assistant system warranty refunds refund returns
-return speeds speed place placing thanks regards best cheers kind
+return speeds speed place placing thanks regards best cheers kind order orders invoice payment account device
+item package parcel delivery shipping price product service support problem issue error help team customer
 """
 COMMON_OPENERS = frozenset(_OPENERS.split())
 
@@ -88,8 +94,11 @@ class NameFinder:
         out = []
         for m in _WORD.finditer(text):
             word = m.group()
-            if not word[0].isupper() or word.isupper() or _DIGIT.search(word):
+            if word in PLACE_ABBREVIATIONS:
+                out.append((m.start(), m.end()))
                 continue
+            if not word[0].isupper() or word.isupper() or _DIGIT.search(word) or word[:2] in ("I'", "I’"):
+                continue  # not capitalised, an acronym (EUR), has a digit (X2), or I'm / I'll
             start = m.start()
             if word.lower() in self._common and _SENTENCE_BEFORE.search(text, max(0, start - 8), start):
                 continue
