@@ -83,6 +83,9 @@ PII_FOUND_TYPE = SPANS.field("pii_found").type
 KEEP, REDACT, MASK, HASH, DROP = 0, 1, 2, 3, 4
 ACTION_CODES = {"redact": REDACT, "mask": MASK, "hash": HASH, "drop": DROP}
 F_NER, F_SECRET_KEY = 8, 16
+# values this long are remembered by content when they hold no candidate (at most this many bytes of them)
+CLEAN_LONG_MIN_BYTES = 1024
+CLEAN_LONG_MAX_BYTES = 32 * 2**20
 
 Counts = tuple[tuple[str, int], ...]
 Result = tuple[str | None, Counts]  # (new value or None if unchanged, entity counts)
@@ -150,11 +153,14 @@ class PiiRedactor:
             self.engine = engine_mod.build_engine(self.ner_model, self._secret_recognizers())
         if self.ner_model and self.engine is not None:
             self.names = NameFinder(self.engine.ner_batch, self.allow, config.cache_size, self.counters)
+        self.placeholders: dict[str, str] = {}  # entity → its placeholder, formatted once
         self.actions = self._action_globs()
         self.hash_key = read_hash_key(config) if any(a == "hash" for _g, a in self.actions) else b""
         self._key_codes: dict[str, int] = {}
         self._cache: OrderedDict[CacheKey, Result] = OrderedDict()
         self._hash_cache: OrderedDict[str, str] = OrderedDict()
+        self._clean_long: OrderedDict[str, None] = OrderedDict()  # long values without any candidate
+        self._clean_long_bytes = 0
         self._entry_codes = np.zeros(0, np.int8)
         # spaCy, Presidio and libphonenumber's metadata are ~10^5 objects that live as long as the process. A
         # full collection walks every one of them: on prompt-heavy traffic one fired per batch and cost as much
@@ -165,6 +171,8 @@ class PiiRedactor:
         """Forget every cached result (benchmarks; a changed allow-list needs a new processor anyway)."""
         self._cache.clear()
         self._hash_cache.clear()
+        self._clean_long.clear()
+        self._clean_long_bytes = 0
         if self.names is not None:
             self.names.clear()
 
@@ -358,7 +366,7 @@ class PiiRedactor:
         """`scan`: which entries are scanned. One RE2 match (a DFA, no captures) over the whole column says
         which values hold any candidate; only those, and NER/secret-named ones, are looked at in Python."""
         self.counters["scanned"] += int(scan.sum())
-        flagged = self.scanner.match_column(values) & scan
+        flagged = self._flag(values, scan)
         special = scan & ((codes & (F_NER | F_SECRET_KEY)) != 0)
         self.counters["flagged"] += int(flagged.sum())
         if IP_ADDRESS in self.pattern_entities:
@@ -420,6 +428,38 @@ class PiiRedactor:
                 found.add(int(rows[entry]), counts)
                 for entity, count in counts:
                     self.stats[entity] = self.stats.get(entity, 0) + count
+
+    def _flag(self, values: pa.Array, scan: np.ndarray) -> np.ndarray:
+        """Which scanned values hold an RE2 candidate. Long values seen before without one (system prompts,
+        retrieved documents, tool schemas: a third of the bytes of prompt-heavy traffic) are known clean by
+        content and skip the RE2 pass; the check is one dict lookup each, exact (the value is the key)."""
+        lengths = pc.binary_length(values).to_numpy(zero_copy_only=False)
+        long_idx = np.flatnonzero(scan & (lengths >= CLEAN_LONG_MIN_BYTES))
+        check = scan
+        new_long: list[tuple[int, str]] = []
+        if len(long_idx) and self.config.cache_size:
+            check = scan.copy()
+            known = self._clean_long
+            for i, v in zip(long_idx.tolist(), values.take(pa.array(long_idx)).to_pylist(), strict=True):
+                if v in known:
+                    check[i] = False
+                    known.move_to_end(v)
+                else:
+                    new_long.append((i, v))
+            self.counters["known_clean"] += len(long_idx) - len(new_long)
+        flagged = np.zeros(len(values), bool)
+        picked = np.flatnonzero(check)
+        if len(picked):
+            subset = values if len(picked) == len(values) else values.filter(pa.array(check))
+            flagged[picked] = self.scanner.match_column(subset)
+        for i, v in new_long:
+            if not flagged[i] and v not in self._clean_long:
+                self._clean_long[v] = None
+                self._clean_long_bytes += len(v)
+        while self._clean_long_bytes > CLEAN_LONG_MAX_BYTES or len(self._clean_long) > self.config.cache_size:
+            old, _ = self._clean_long.popitem(last=False)
+            self._clean_long_bytes -= len(old)
+        return flagged
 
     def _whole_ips(
         self, candidates: np.ndarray, values: pa.Array, rows: np.ndarray, changed: dict[int, str], found: _Found
@@ -610,7 +650,10 @@ class PiiRedactor:
         if action == MASK:
             keep = min(self.config.mask_keep_last, len(text) // 2)
             return self.config.mask_char * (len(text) - keep) + (text[len(text) - keep :] if keep else "")
-        return self.config.placeholder.format(entity=entity)
+        placeholder = self.placeholders.get(entity)
+        if placeholder is None:
+            placeholder = self.placeholders[entity] = self.config.placeholder.format(entity=entity)
+        return placeholder
 
     def _with_pii_found(self, batch: pa.Table, found: _Found) -> pa.Table:
         """Entity type → count per span, added to what an earlier redact_pii (e.g. in `ingest`) recorded."""

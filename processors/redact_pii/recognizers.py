@@ -21,11 +21,12 @@ with an entropy check on the token part.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -161,8 +162,7 @@ def is_secret_key(key: str) -> bool:
 
 
 # -- validation -----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     start: int
     end: int
     entity: str
@@ -266,8 +266,8 @@ class Validators:
         return 0
 
     def _card_ok(self, cand: str) -> bool:
-        digits = re.sub(r"\D", "", cand)
-        if not 13 <= len(digits) <= 19:
+        digits = cand.translate(_NO_SEPARATORS)
+        if not 13 <= len(digits) <= 19 or not digits.isdigit():
             return False
         # 1xxx… is Presidio's UATP branch: 15 digits only; 13-16 digit runs starting with 1 are epoch timestamps
         if digits[0] == "1" and len(digits) != 15:
@@ -340,6 +340,7 @@ def _before(text: str, start: int, n: int) -> str:
     return text[max(0, start - n) : start]
 
 
+_NO_SEPARATORS = str.maketrans("", "", " -")
 _LUHN_DOUBLED = tuple((2 * d) // 10 + (2 * d) % 10 for d in range(10))
 
 
@@ -429,15 +430,21 @@ class Scanner:
         pos = len(pieces[0])
         for piece in pieces[1:]:
             cand, _, rest = piece.partition(CLOSE)
-            kind = self._kind_at(original, pos)
+            kind = self._kind_at(original, pos, cand)
             if kind is not None:
                 found.extend(self._check(kind, original, _cut_escape(original, pos), pos + len(cand)))
             pos += len(cand) + len(rest)
         return found
 
-    def _kind_at(self, text: str, pos: int) -> str | None:
-        """The alternative RE2 took at `pos`: leftmost-first means the first kind that matches there."""
+    def _kind_at(self, text: str, pos: int, cand: str) -> str | None:
+        """The alternative RE2 took at `pos`: leftmost-first means the first kind that matches there. The kind
+        that won matched exactly `cand`, so a kind whose match could not be `cand` (an email without "@") is
+        skipped without running its pattern."""
+        digit = _ANY_DIGIT.search(cand) is not None
         for kind, regex in zip(self.kinds, self.kind_res, strict=True):
+            precheck = _PRECHECKS.get(kind)
+            if precheck is not None and not precheck(cand, digit):
+                continue
             if regex.match(text, pos):
                 return kind
         return None
@@ -458,6 +465,34 @@ class Scanner:
         return found
 
 
+_ANY_DIGIT = re.compile(r"\d")
+# Necessary conditions for a candidate to be a whole match of a kind (see Scanner._kind_at). A candidate may
+# start with a JSON escape (`\n`, `\u201c`), so no condition looks at its first characters.
+_SECRET_HINTS = ("-----BEGIN", "eyJ", "sk-", "AKIA", "ASIA", "ABIA", "ACCA", "gh", "xox", "AIza", "k_live_", "k_test_",
+                 ":", "=")  # fmt: skip
+
+
+def _secret_hint(cand: str, _digit: bool) -> bool:
+    """Every SECRET_PATTERNS alternative holds one of these (or bearer/basic, any case)."""
+    if any(h in cand for h in _SECRET_HINTS):
+        return True
+    lower = cand.lower()
+    return "bearer" in lower or "basic" in lower
+
+
+# (candidate, whether it has a digit) → whether the kind can match all of it
+_PRECHECKS: dict[str, Callable[[str, bool], bool]] = {
+    "SECRET": _secret_hint,
+    EMAIL_ADDRESS: lambda c, _d: "@" in c,
+    US_SSN: lambda c, d: d and len(c) >= 9,
+    CREDIT_CARD: lambda c, d: d and len(c) >= 13,
+    "IPV4": lambda c, _d: "." in c,
+    "IPV6": lambda c, _d: ":" in c,
+    PHONE_NUMBER: lambda _c, d: d,
+    IBAN_CODE: lambda c, d: d and len(c) >= 12,
+}
+
+
 def _cut_escape(text: str, start: int) -> int:
     """Where the entity starts when its match began with a JSON escape (see `_B`)."""
     if text[start] != "\\":
@@ -469,6 +504,8 @@ def resolve(findings: list[Finding], priority: dict[str, int] | None = None) -> 
     """Non-overlapping findings, sorted by start: the higher-priority, then longer, one wins an overlap."""
     if len(findings) < 2:
         return findings
+    if all(a.end <= b.start for a, b in itertools.pairwise(findings)):
+        return findings  # already in order, no overlap: the pattern pass alone gives this
     prio = priority or {}
     ordered = sorted(findings, key=lambda f: (-prio.get(f.entity, 0), f.start - f.end, f.start))
     taken: list[Finding] = []

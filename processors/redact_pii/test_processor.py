@@ -476,3 +476,15 @@ def test_ner_logs_no_presidio_warnings(default: PiiRedactor, caplog: pytest.LogC
         row = one(default, {"input.value": text})
     assert "<PERSON>" in row["attributes"]["input.value"]
     assert [r.getMessage() for r in caplog.records if r.name.startswith("presidio")] == []
+
+
+def test_long_clean_values_skip_the_re2_pass_once_seen() -> None:
+    p = redactor()
+    prompt = "You are a helpful assistant for Acme. Answer briefly and politely. " * 30  # > 1 KiB, no candidate
+    leaky = prompt + " Escalations go to ops@example.com."
+    first = rows(p.process(make_batch([{"attrs": {"gen_ai.system_instructions": prompt}}] * 3)))
+    assert p.counters["known_clean"] == 0 and first[0]["attributes"]["gen_ai.system_instructions"] == prompt
+    second = rows(p.process(make_batch([{"attrs": {"gen_ai.system_instructions": v}} for v in (prompt, leaky)])))
+    assert p.counters["known_clean"] == 1  # the same prompt again; the changed one is scanned
+    assert second[0]["attributes"]["gen_ai.system_instructions"] == prompt
+    assert second[1]["attributes"]["gen_ai.system_instructions"].endswith("go to <EMAIL_ADDRESS>.")
