@@ -56,7 +56,7 @@ CHAINS: dict[str, dict[str, Any] | None] = {
     "presidio": {"ner": "off", "detector": "presidio"},
 }
 MAX_BATCH_SPANS = 8192
-COUNTERS = ("values", "scanned", "flagged", "cache_hits", "cache_misses", "hashed", "ner_texts", "ner_skipped",
+COUNTERS = ("values", "scanned", "known_clean", "flagged", "cache_hits", "cache_misses", "hashed", "ner_texts", "ner_skipped",
             "ner_windows", "ner_chars")  # fmt: skip
 
 

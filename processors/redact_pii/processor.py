@@ -431,12 +431,13 @@ class PiiRedactor:
 
     def _flag(self, values: pa.Array, scan: np.ndarray) -> np.ndarray:
         """Which scanned values hold an RE2 candidate. Long values seen before without one (system prompts,
-        retrieved documents, tool schemas: a third of the bytes of prompt-heavy traffic) are known clean by
-        content and skip the RE2 pass; the check is one dict lookup each, exact (the value is the key)."""
+        retrieved documents, tool schemas: a third of the bytes of prompt-heavy traffic), and repeats of a long
+        value within the batch, skip the RE2 pass: one dict lookup each, exact (the value is the key)."""
         lengths = pc.binary_length(values).to_numpy(zero_copy_only=False)
         long_idx = np.flatnonzero(scan & (lengths >= CLEAN_LONG_MIN_BYTES))
         check = scan
-        new_long: list[tuple[int, str]] = []
+        first: dict[str, int] = {}  # long value → its first entry in this batch
+        repeats: list[tuple[int, int]] = []
         if len(long_idx) and self.config.cache_size:
             check = scan.copy()
             known = self._clean_long
@@ -444,16 +445,21 @@ class PiiRedactor:
                 if v in known:
                     check[i] = False
                     known.move_to_end(v)
+                    self.counters["known_clean"] += 1
+                elif v in first:
+                    check[i] = False
+                    repeats.append((i, first[v]))
                 else:
-                    new_long.append((i, v))
-            self.counters["known_clean"] += len(long_idx) - len(new_long)
+                    first[v] = i
         flagged = np.zeros(len(values), bool)
         picked = np.flatnonzero(check)
         if len(picked):
             subset = values if len(picked) == len(values) else values.filter(pa.array(check))
             flagged[picked] = self.scanner.match_column(subset)
-        for i, v in new_long:
-            if not flagged[i] and v not in self._clean_long:
+        for i, j in repeats:
+            flagged[i] = flagged[j]
+        for v, i in first.items():
+            if not flagged[i]:
                 self._clean_long[v] = None
                 self._clean_long_bytes += len(v)
         while self._clean_long_bytes > CLEAN_LONG_MAX_BYTES or len(self._clean_long) > self.config.cache_size:

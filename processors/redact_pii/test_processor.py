@@ -482,8 +482,9 @@ def test_long_clean_values_skip_the_re2_pass_once_seen() -> None:
     p = redactor()
     prompt = "You are a helpful assistant for Acme. Answer briefly and politely. " * 30  # > 1 KiB, no candidate
     leaky = prompt + " Escalations go to ops@example.com."
-    first = rows(p.process(make_batch([{"attrs": {"gen_ai.system_instructions": prompt}}] * 3)))
-    assert p.counters["known_clean"] == 0 and first[0]["attributes"]["gen_ai.system_instructions"] == prompt
+    first = rows(p.process(make_batch([{"attrs": {"gen_ai.system_instructions": v}} for v in (prompt, leaky) * 2])))
+    assert p.counters["known_clean"] == 0 and first[2]["attributes"]["gen_ai.system_instructions"] == prompt
+    assert first[3]["attributes"]["gen_ai.system_instructions"].endswith("go to <EMAIL_ADDRESS>.")  # a repeat
     second = rows(p.process(make_batch([{"attrs": {"gen_ai.system_instructions": v}} for v in (prompt, leaky)])))
     assert p.counters["known_clean"] == 1  # the same prompt again; the changed one is scanned
     assert second[0]["attributes"]["gen_ai.system_instructions"] == prompt
