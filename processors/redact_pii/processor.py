@@ -43,9 +43,10 @@ from processors.redact_pii.hash_key import TOKEN_RE, HashKeyMissing, hash_value,
 from processors.redact_pii.json_leaves import dump_like, inside_strings, looks_json, parse_json, string_leaves
 from processors.redact_pii.names import NameFinder
 from processors.redact_pii.recognizers import (
+    CLOSE,
     IP_ADDRESS,
-    MARKERS_RE,
     NER_ENTITIES,
+    OPEN,
     SECRET,
     SECRET_ENTITIES,
     SECRET_PATTERNS,
@@ -542,14 +543,15 @@ class PiiRedactor:
         if not flagged.all():
             flagged |= self.scanner.match_column(arr)
         pick = np.flatnonzero(flagged)
-        sub = arr.take(pa.array(pick))
-        # a text that already holds a marker character cannot be split at markers: Python scans it
-        clash = pc.match_substring_regex(sub, MARKERS_RE).to_numpy(zero_copy_only=False)
+        sub = arr if len(pick) == len(arr) else arr.take(pa.array(pick))
         marked = self.scanner.mark_column(sub).to_pylist()
-        for k, m, bad in zip(pick.tolist(), marked, clash.tolist(), strict=True):
+        for k, m in zip(pick.tolist(), marked, strict=True):
             leaf = leaves[k]
-            found = self.scanner.scan_text(leaf.text) if bad else self.scanner.parse_marked(leaf.text, m)
-            leaf.findings.extend(found)
+            # a text that already holds a marker character cannot be split at markers: Python scans it
+            if OPEN in leaf.text or CLOSE in leaf.text:
+                leaf.findings.extend(self.scanner.scan_text(leaf.text))
+            else:
+                leaf.findings.extend(self.scanner.parse_marked(leaf.text, m))
 
     def _ner_findings(self, works: list[_Work]) -> None:
         """NameFinder over the NER values' leaves, at most ner_max_chars per value."""

@@ -59,7 +59,6 @@ ALL_ENTITIES = STRUCTURED_ENTITIES + NER_ENTITIES + SECRET_ENTITIES
 
 # Marker characters (Unicode private use area) that the RE2 pass puts around each candidate.
 OPEN, CLOSE = "\ue000", "\ue002"
-MARKERS_RE = "[\ue000-\ue002]"
 DENY = "DENY"  # the kind of allow/deny config's deny_list terms
 
 # A word boundary, or the end of a JSON escape: in the raw text of a JSON value `\nsk-…` or

@@ -489,3 +489,10 @@ def test_long_clean_values_skip_the_re2_pass_once_seen() -> None:
     assert p.counters["known_clean"] == 1  # the same prompt again; the changed one is scanned
     assert second[0]["attributes"]["gen_ai.system_instructions"] == prompt
     assert second[1]["attributes"]["gen_ai.system_instructions"].endswith("go to <EMAIL_ADDRESS>.")
+
+
+def test_values_holding_marker_characters_are_scanned_in_python() -> None:
+    """The RE2 pass marks candidates with private-use characters; a value that has them already is not split."""
+    text = "odd \ue000 bytes \ue002 from a@example.com and 4111 1111 1111 1111"
+    row = one(redactor(), {"note": text})
+    assert row["attributes"]["note"] == "odd \ue000 bytes \ue002 from <EMAIL_ADDRESS> and <CREDIT_CARD>"
