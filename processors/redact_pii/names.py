@@ -36,8 +36,10 @@ NER_WINDOW = 4
 # all-caps place abbreviations the model tags as places (GPE); other all-caps words (EUR, API, DHL) are not
 # name-like
 PLACE_ABBREVIATIONS = frozenset({"US", "USA", "UK", "EU", "UAE", "NYC", "DC"})
-# A word: starts with a letter, may hold apostrophes and hyphens inside (O'Brien, Jean-Luc).
-_WORD = re.compile(r"[^\W\d_][^\W_]*(?:['’\-][^\W\d_][^\W_]*)*")
+# A word that may be capitalised: its first letter is not ASCII lower case (upper case, or any non-ASCII
+# letter, checked with str.isupper after); it may hold apostrophes and hyphens inside (O'Brien, Jean-Luc).
+# Words starting lower case are skipped inside the regex engine, not in Python.
+_WORD = re.compile(r"(?<![^\W_])[^\W\d_a-z][^\W_]*(?:['’\-][^\W\d_][^\W_]*)*")
 _SPACE_TOKEN = re.compile(r"\S+")
 _DIGIT = re.compile(r"\d")
 # what may stand right before a sentence (after stripping spaces): nothing, an end mark, a list number
