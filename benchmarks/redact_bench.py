@@ -56,8 +56,8 @@ CHAINS: dict[str, dict[str, Any] | None] = {
     "presidio": {"ner": "off", "detector": "presidio"},
 }
 MAX_BATCH_SPANS = 8192
-COUNTERS = ("values", "scanned", "known_clean", "flagged", "cache_hits", "cache_misses", "hashed", "ner_texts", "ner_skipped",
-            "ner_windows", "ner_chars")  # fmt: skip
+COUNTERS = ("values", "scanned", "known_clean", "flagged", "cache_hits", "cache_misses", "hashed", "ner_texts",
+            "ner_skipped", "ner_windows", "ner_chars")  # fmt: skip
 
 
 def make_processor(name: str) -> PiiRedactor | None:

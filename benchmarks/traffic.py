@@ -32,8 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from tests.conftest import kv  # the OTLP KeyValue builder the tests use (run from the repository root)
 
 SHAPES = ("demo", "prompt-heavy")
 TRACES_PER_REQUEST = 50
@@ -166,16 +167,6 @@ def _reply(rng: random.Random, c: _Customer, product: str, order: str) -> str:
     )
 
 
-def _kv(key: str, value: object) -> KeyValue:
-    if isinstance(value, bool):
-        return KeyValue(key=key, value=AnyValue(bool_value=value))
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    if isinstance(value, float):
-        return KeyValue(key=key, value=AnyValue(double_value=value))
-    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
-
-
 def _span(
     spans: list[Span], trace_id: bytes, span_id: bytes, parent: bytes, name: str, kind: int, start: int, end: int,
     attrs: dict[str, object],
@@ -183,7 +174,7 @@ def _span(
     sp = Span(trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=name, kind=kind)  # type: ignore[arg-type]
     sp.start_time_unix_nano, sp.end_time_unix_nano = start, end
     sp.status.code = Status.STATUS_CODE_OK
-    sp.attributes.extend(_kv(k, v) for k, v in attrs.items())
+    sp.attributes.extend(kv(k, v) for k, v in attrs.items())
     spans.append(sp)
 
 
@@ -266,7 +257,7 @@ def prompt_heavy_requests(traces: int, seed: int = 0, base_ns: int | None = None
             "service.name": "support-assistant", "service.version": "2.8.0", "deployment.environment.name": "prod",
             "telemetry.sdk.language": "python", "telemetry.sdk.name": "opentelemetry",
         }.items():  # fmt: skip
-            rs.resource.attributes.append(_kv(k, v))
+            rs.resource.attributes.append(kv(k, v))
         ss = rs.scope_spans.add()
         ss.scope.name = "opentelemetry.instrumentation.genai"
         for i in range(first, min(first + TRACES_PER_REQUEST, traces)):
