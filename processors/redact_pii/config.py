@@ -97,7 +97,8 @@ class RedactPiiConfig(ProcessorConfig):
     # first start writes a random key to hash_key_file (mode 0600) when the file is missing: a
     # one-machine install gets a stable secret without a setup step; back it up with the lake
     create_hash_key_file: bool = False
-    # results remembered per distinct value (by content hash): repeated prompts are scanned once
+    # entries per cache (LRU): results per distinct value, NER results per window, long values without a
+    # candidate; repeated prompts are scanned once
     cache_size: int = Field(10000, ge=0)
     # minimum Presidio score (NER, and the presidio detector); Presidio's phone recognizer scores 0.4
     min_score: float = Field(0.4, ge=0.0, le=1.0)
