@@ -110,7 +110,6 @@ class _Work:
     ner: bool
     leaves: list[_Leaf]
     doc: Any = None  # parsed JSON (leaf path)
-    raw_json: bool = False  # placeholders go into the JSON text in place; verified afterwards
 
 
 @dataclass
@@ -408,15 +407,26 @@ class PiiRedactor:
                 cache_keys[j] = key
                 misses.append(j)
         if misses:
-            works = self._prepare(
-                [originals[j] for j in misses], flagged[work[misses]].tolist(), [work_codes[j] for j in misses]
-            )
-            for j, w in zip(misses, works, strict=True):
-                result = self._finish(w)
-                results[j] = result
+            # plain values (no NER, the re2 detector): findings and the new value straight from the marked text
+            re2 = self.config.detector == "re2"
+            plain = [j for j in misses if re2 and not work_codes[j] & F_NER]
+            other = [j for j in misses if not (re2 and not work_codes[j] & F_NER)]
+            if plain:
+                texts = [originals[j] for j in plain]
+                for j, result in zip(
+                    plain, self._plain_results(texts, [work_codes[j] & 7 for j in plain]), strict=True
+                ):
+                    results[j] = result
+            if other:
+                works = self._prepare(
+                    [originals[j] for j in other], flagged[work[other]].tolist(), [work_codes[j] for j in other]
+                )
+                for j, w in zip(other, works, strict=True):
+                    results[j] = self._finish(w)
+            for j in misses:
                 key = cache_keys[j]
                 if key is not None:
-                    self._remember(key, result)
+                    self._remember(key, results[j])  # type: ignore[arg-type]
         for j, k in repeats:
             results[j] = results[k]
 
@@ -518,7 +528,6 @@ class PiiRedactor:
                         texts.append(leaf)
                         known.append(False)
             else:
-                work.raw_json = looks_json(value)
                 leaf = _Leaf(value)
                 work.leaves.append(leaf)
                 if is_flagged:
@@ -533,6 +542,17 @@ class PiiRedactor:
         if self.names is not None and any(w.ner for w in works):
             self._ner_findings(works)
         return works
+
+    def _plain_results(self, texts: list[str], actions: list[int]) -> list[Result]:
+        """Flagged values without NER: one RE2 marking pass, then each value rewritten from its findings."""
+        marked = self.scanner.mark_column(pa.array(texts, pa.string())).to_pylist()
+        parse, scan_text = self.scanner.parse_marked, self.scanner.scan_text
+        out: list[Result] = []
+        for text, m, action in zip(texts, marked, actions, strict=True):
+            # a text that already holds a marker character cannot be split at markers: Python scans it
+            findings = scan_text(text) if OPEN in text or CLOSE in text else parse(text, m)
+            out.append(self._rewrite(text, findings, action) if findings else (None, ()))
+        return out
 
     def _pattern_findings(self, leaves: list[_Leaf], known: list[bool]) -> None:
         """RE2 finds the candidates of all texts in one marking pass; Python validates them."""
@@ -608,23 +628,29 @@ class PiiRedactor:
             return None, ()
         return self._replacement(value, SECRET, action), ((SECRET, 1),)
 
+    def _rewrite(self, value: str, findings: list[Finding], action: int) -> Result:
+        """A plain value with its findings replaced. When a match may touch JSON syntax (a number, a quote, an
+        escape) the result must still parse, else the value is redone on its decoded leaves."""
+        counts: dict[str, int] = {}
+        new = self._apply(value, findings, action, counts)
+        if not counts:
+            return None, ()
+        if (
+            looks_json(value)
+            and not inside_strings(value, findings)
+            and parse_json(value) is not None
+            and parse_json(new) is None
+        ):
+            return self._finish_leaves(_Work(value, action, False, []))
+        return new, tuple(sorted(counts.items()))
+
     def _finish(self, work: _Work) -> Result:
-        counts: Counter[str] = Counter()
+        if work.doc is None:
+            return self._rewrite(work.value, work.leaves[0].findings, work.action)
+        counts: dict[str, int] = {}
         new_texts = [self._apply(leaf.text, leaf.findings, work.action, counts) for leaf in work.leaves]
         if not counts:
             return None, ()
-        if work.doc is None:
-            new = new_texts[0]
-            # a match that may touch JSON syntax (a number, a quote, an escape): prove the result still parses,
-            # else redo the value on its decoded leaves
-            if (
-                work.raw_json
-                and not inside_strings(work.value, work.leaves[0].findings)
-                and parse_json(work.value) is not None
-                and parse_json(new) is None
-            ):
-                return self._finish_leaves(work)
-            return new, tuple(sorted(counts.items()))
         for leaf, text in zip(work.leaves, new_texts, strict=True):
             if text != leaf.text:
                 leaf.holder[leaf.slot] = text  # a redacted number leaf becomes a string
@@ -641,16 +667,17 @@ class PiiRedactor:
             leaf_work.leaves.append(_Leaf(text, findings, holder, slot))
         return self._finish(leaf_work)
 
-    def _apply(self, text: str, findings: list[Finding], action: int, counts: Counter[str]) -> str:
+    def _apply(self, text: str, findings: list[Finding], action: int, counts: dict[str, int]) -> str:
+        """`text` with the findings (not allow-listed, overlaps resolved) replaced; `counts` per entity."""
         if not findings:
             return text
         kept = [f for f in findings if not self.allow.allows(text[f.start : f.end])] if self.allow else findings
         out, pos = [], 0
-        for f in resolve(kept, self.priority):
-            out.append(text[pos : f.start])
-            out.append(self._replacement(text[f.start : f.end], f.entity, action))
-            counts[f.entity] += 1
-            pos = f.end
+        for start, end, entity in resolve(kept, self.priority):
+            out.append(text[pos:start])
+            out.append(self._replacement(text[start:end], entity, action))
+            counts[entity] = counts.get(entity, 0) + 1
+            pos = end
         out.append(text[pos:])
         return "".join(out)
 
