@@ -260,7 +260,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from pipeline.maintenance.forget import forget_user
     from processors.base import processor_type
     from processors.redact_pii.config import RedactPiiConfig
-    from processors.redact_pii.processor import HashKeyMissing, hash_value, read_hash_key
+    from processors.redact_pii.hash_key import HashKeyMissing, lookup_tokens, read_hash_key
     from sinks.artifacts.cli import store_uris
     from sinks.artifacts.store import ArtifactStore
 
@@ -270,7 +270,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     for pid, spec in config.processors.items():
         if processor_type(pid) == "redact_pii" and isinstance(spec.config, RedactPiiConfig):
             try:
-                ids.add(hash_value(read_hash_key(spec.config), args.user_id))
+                ids.update(lookup_tokens(read_hash_key(spec.config), args.user_id))
             except HashKeyMissing as e:
                 print(f"tracelake forget: {e}", file=sys.stderr)
                 return 2
