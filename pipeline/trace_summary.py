@@ -27,9 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import feedback, schema
+from core import feedback, schema
+from core.schema import TOKEN_COLUMNS
 from pipeline.duplicate_calls import CALL_TYPES, call_rows, find_duplicates
-from pipeline.schema import TOKEN_COLUMNS
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipeline.conventions import normalize
+from core.conventions import normalize
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.trace_summary import TraceSummarizer, _splitmix64, span_id_hashes
 from tests.conftest import make_request

@@ -32,8 +32,8 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from core import metrics
 from core.source_ref import source_ref
-from pipeline import metrics
 from pipeline.bus.base import BusRefused, Delivery, RevokeHandler
 from pipeline.config.model import KafkaBusConfig
 
