@@ -25,37 +25,43 @@ def _has_files(lake: Path, table: str) -> bool:
     return any((lake / table).glob("*/*/*.parquet"))
 
 
-def _source(con: duckdb.DuckDBPyConnection, lake: Path, table: str) -> str:
-    """A FROM clause for the table's raw rows; an empty typed relation when nothing is written yet."""
-    if _has_files(lake, table):
-        path = _glob(lake, table).replace("'", "''")
-        return (
-            f"read_parquet('{path}', hive_partitioning=true, union_by_name=true,"
-            " hive_types={'dt': DATE, 'hour': INTEGER})"
-        )
-    empty = schema.empty(table)
-    empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int64()))
-    name = f"_empty_{table}"
-    con.register(name, empty)
-    return name
+def table_source(
+    con: duckdb.DuckDBPyConnection, lake: Path, table: str, files: Sequence[str | Path] | None = None
+) -> str:
+    """A FROM clause for the table's raw rows (replays included, `dt`/`hour` columns): every file of the
+    table, or only `files`; an empty typed relation when there is none."""
+    if files is None and _has_files(lake, table):
+        paths = "'" + _glob(lake, table).replace("'", "''") + "'"
+    elif files:
+        paths = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+    else:
+        empty = schema.empty(table)
+        empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int64()))
+        name = f"_empty_{table}"
+        con.register(name, empty)
+        return name
+    return (
+        f"read_parquet({paths}, hive_partitioning=true, union_by_name=true,"
+        " hive_types={'dt': DATE, 'hour': INTEGER})"
+    )
 
 
-SPANS_VIEW = """
-CREATE OR REPLACE VIEW spans AS
+# The views' queries over a FROM clause `{src}`: `table_source`, or a subquery of it. A replayed row is
+# identical to its original but for lake_source, so a row filter may go inside `{src}` (as the UI does
+# with partition and trace-id filters) and the result is what filtering the view would give.
+SPANS_SQL = """
 SELECT * FROM {src}
 QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY lake_source) = 1
 """
 
-FEEDBACK_VIEW = """
-CREATE OR REPLACE VIEW feedback AS
+FEEDBACK_SQL = """
 SELECT * FROM {src}
 QUALIFY row_number() OVER (
   PARTITION BY trace_id, span_id, name, "time", source ORDER BY lake_source) = 1
 """
 
 # Parts of one trace (late spans) are merged; a replayed part (same part_id) counts once.
-TRACES_VIEW = """
-CREATE OR REPLACE VIEW traces AS
+TRACES_SQL = """
 WITH parts AS (
   SELECT * FROM {src}
   QUALIFY row_number() OVER (PARTITION BY trace_id, part_id ORDER BY lake_source) = 1
@@ -93,6 +99,10 @@ FROM parts
 GROUP BY trace_id
 """
 
+SPANS_VIEW = "CREATE OR REPLACE VIEW spans AS" + SPANS_SQL
+FEEDBACK_VIEW = "CREATE OR REPLACE VIEW feedback AS" + FEEDBACK_SQL
+TRACES_VIEW = "CREATE OR REPLACE VIEW traces AS" + TRACES_SQL
+
 
 def connect(
     lake: str | Path, database: str = ":memory:", artifact_stores: Sequence[str] | None = None
@@ -104,8 +114,8 @@ def connect(
     lake = Path(lake)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(SPANS_VIEW.format(src=_source(con, lake, "spans")))
-    con.execute(TRACES_VIEW.format(src=_source(con, lake, "traces")))
-    con.execute(FEEDBACK_VIEW.format(src=_source(con, lake, "feedback")))
+    con.execute(SPANS_VIEW.format(src=table_source(con, lake, "spans")))
+    con.execute(TRACES_VIEW.format(src=table_source(con, lake, "traces")))
+    con.execute(FEEDBACK_VIEW.format(src=table_source(con, lake, "feedback")))
     register_artifact_function(con, list(artifact_stores or [str(lake / "_artifacts")]))
     return con

@@ -156,6 +156,11 @@ class Service:
                 from pipeline.bus.kafka import probe
 
                 self.telemetry.bus_check = probe(bus_cfg)
+        self.ui = None
+        if raw.ui.enabled and self.worker is not None:  # the UI reads the lake this process writes
+            from pipeline.ui import ui_server
+
+            self.ui = ui_server(config, feedback_route=self.http.routes["/v1/feedback"] if self.http else None)
 
     def start(self) -> None:
         if self.memory is not None:
@@ -168,6 +173,8 @@ class Service:
             self.grpc.start()
         if self.http:
             self.http.start()
+        if self.ui is not None:
+            self.ui.start()
         parts = []
         if self.grpc:
             parts.append(f"grpc={self.grpc.address}")
@@ -198,6 +205,8 @@ class Service:
             self.memory.stop()
         if self.telemetry is not None:
             self.telemetry.stop()
+        if self.ui is not None:
+            self.ui.stop()
         if self._worker_thread is not None and self.worker is not None:
             s = self.worker.stats
             log.info(

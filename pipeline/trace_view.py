@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 import duckdb
 
@@ -187,18 +187,29 @@ def _bar(a: float, b: float, w: int) -> str:
     return "".join(cells)
 
 
-def _tree(rows: list[_Span]) -> list[tuple[_Span, int, bool]]:
+class SpanNode(Protocol):
+    @property
+    def span_id(self) -> str: ...
+    @property
+    def parent(self) -> str: ...
+
+
+Node = TypeVar("Node", bound=SpanNode)
+
+
+def span_tree(rows: list[Node]) -> list[tuple[Node, int, bool]]:
     """Spans depth-first in start order: (span, depth, orphan). Orphans (parent not in the lake, or a
-    parent cycle that no root reaches) go to the top level, flagged, instead of vanishing."""
+    parent cycle that no root reaches) go to the top level, flagged, instead of vanishing. The terminal
+    view and the web UI (`pipeline.ui.trace_detail`) both lay a trace out with it."""
     ids = {r.span_id for r in rows}
-    children: dict[str, list[_Span]] = defaultdict(list)
-    tops: list[tuple[_Span, int, bool]] = []
+    children: dict[str, list[Node]] = defaultdict(list)
+    tops: list[tuple[Node, int, bool]] = []
     for r in rows:
         if r.parent and r.parent in ids and r.parent != r.span_id:
             children[r.parent].append(r)
         else:
             tops.append((r, 0, bool(r.parent)))
-    out: list[tuple[_Span, int, bool]] = []
+    out: list[tuple[Node, int, bool]] = []
     seen: set[str] = set()
     for top in [*tops, *((r, 0, True) for r in rows)]:  # the tail only matters for cycles
         stack = [top]  # iterative: deep agent loops must not hit the recursion limit
@@ -222,7 +233,7 @@ def _details(r: _Span) -> tuple[str, str]:
 
 def _span_lines(rows: list[_Span], t0: int, t1: int, width: int, color: bool) -> list[str]:
     """One row per span, columns aligned across rows so durations and bars compare at a glance."""
-    nodes = _tree(rows)
+    nodes = span_tree(rows)
     labels = [" " * (2 * d) + ("↳? " if o else "") + _clean(r.name) for r, d, o in nodes]
     details = [_details(r) for r, _, _ in nodes]
     bar_w, type_w = min(20, max(8, width // 5)), max(len(r.span_type or "") for r in rows)

@@ -1,0 +1,80 @@
+"""The lake as the UI reads it: DuckDB over only the Parquet files a page needs.
+
+The `spans` / `traces` / `feedback` views of `pipeline.query` read every file of a table and, with
+`union_by_name`, open every footer when a query binds. A page never needs all of that: the traces list
+reads the newest hours first, a trace page the hours its spans started in. So a page picks files by
+their hive directory (`dt=…/hour=…`, the hour the row's start time falls in) and runs the views' own
+de-duplicating SQL (`pipeline.query.SPANS_SQL`, …) over a source filtered before de-duplication, which
+gives exactly the view's rows (replayed rows are identical but for `lake_source`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from pipeline import query
+from pipeline.maintenance import hour_partitions, retry_vanished
+
+T = TypeVar("T")
+HOUR_NS = 3600 * 10**9
+
+
+@dataclass(frozen=True)
+class Hour:
+    start_ns: int
+    files: tuple[Path, ...]
+
+
+class LakeReader:
+    """Read-only access for the UI's pages; thread-safe (one DuckDB cursor per call)."""
+
+    def __init__(self, lake: str | Path, artifact_stores: Sequence[str] | None = None) -> None:
+        self.lake = Path(lake)
+        self.artifact_stores = list(artifact_stores or [str(self.lake / "_artifacts")])
+        self._db = duckdb.connect(":memory:")
+        self._db.execute("SET TimeZone = 'UTC'")
+        self._db.execute("SET enable_progress_bar = false")
+        # footers of files already read stay cached: the second look at a trace skips re-reading them
+        self._db.execute("SET parquet_metadata_cache = true")
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`work(cursor)` on a fresh cursor of the shared database, again if compaction removed a file."""
+
+        def attempt() -> T:
+            with self._lock:
+                cur = self._db.cursor()
+            try:
+                return work(cur)
+            finally:
+                cur.close()
+
+        return retry_vanished(attempt)
+
+    def hours(self, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Hour]:
+        """The table's hour partitions whose hour overlaps [lo_ns, hi_ns), oldest first, with their files."""
+        out = []
+        for part in hour_partitions(self.lake, table):
+            start = int(part.start.timestamp()) * 10**9
+            if (lo_ns is not None and start + HOUR_NS <= lo_ns) or (hi_ns is not None and start >= hi_ns):
+                continue
+            files = tuple(sorted(p for p in part.path.glob("*.parquet") if not p.name.startswith(".")))
+            if files:
+                out.append(Hour(start, files))
+        return out
+
+    def files(self, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Path]:
+        return [f for h in self.hours(table, lo_ns, hi_ns) for f in h.files]
+
+    def source(self, con: duckdb.DuckDBPyConnection, table: str, files: Sequence[Path] | None) -> str:
+        """A FROM clause over `files` of `table` (None: every file), before de-duplication."""
+        return query.table_source(con, self.lake, table, files)

@@ -1,0 +1,315 @@
+"""The traces list: filters from the URL, and the page of `traces` rows they select.
+
+Every filter is a query parameter, so a filtered view is a URL to share. The rows are the `traces`
+view's (one merged row per trace, sampled-out traces included), computed over as few hour partitions
+as the page needs: newest first (the default), the newest hour is read first and the window doubles
+until the page is full or the time range is covered. A trace whose first part started inside the
+window has all its parts there (late parts start later), so every row shown is complete. Sorting by
+cost, duration or tokens reads the whole time range.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+from urllib.parse import urlencode
+
+import duckdb
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline import query
+from pipeline.ui.lake import HOUR_NS, Hour, LakeReader
+
+RANGES = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+SORTS = {
+    "start": "start_time",
+    "cost": "cost_usd",
+    "duration": "duration_ms",
+    "tokens": "coalesce(input_tokens, 0) + coalesce(output_tokens, 0)",
+}
+
+
+class TraceQuery(BaseModel):
+    """The list's filters as URL parameters; empty values mean "no filter"."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+
+    range: Literal["1h", "24h", "7d", "30d", "all"] = "7d"
+    start: datetime | None = Field(default=None, alias="from")
+    end: datetime | None = Field(default=None, alias="to")
+    service: str = ""
+    model: str = ""
+    user: str = ""
+    session: str = ""
+    tenant: str = ""
+    status: Literal["", "error", "ok"] = ""
+    feedback: Literal["", "down", "up", "any"] = ""
+    kept: Literal["", "kept", "summary"] = ""
+    min_cost: float | None = Field(default=None, ge=0)
+    max_cost: float | None = Field(default=None, ge=0)
+    min_ms: float | None = Field(default=None, ge=0)
+    max_ms: float | None = Field(default=None, ge=0)
+    q: str = Field(default="", max_length=500)
+    sort: Literal["start", "cost", "duration", "tokens"] = "start"
+    order: Literal["desc", "asc"] = "desc"
+    page: int = Field(default=1, ge=1, le=10_000)
+    size: int = Field(default=50, ge=10, le=500)
+
+    @field_validator("start", "end", "min_cost", "max_cost", "min_ms", "max_ms", mode="before")
+    @classmethod
+    def _blank_is_none(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, list[str]]) -> tuple[TraceQuery, list[str]]:
+        """The query, and a message per parameter that could not be used (it is then left out)."""
+        flat = {k: v[-1] for k, v in params.items() if v}
+        try:
+            return cls.model_validate(flat), []
+        except ValidationError as e:
+            bad = {str(err["loc"][0]) for err in e.errors()}
+            errors = [f"{err['loc'][0]}: {err['msg']}" for err in e.errors()]
+            return cls.model_validate({k: v for k, v in flat.items() if k not in bad}), errors
+
+    def window(self, now_ns: int | None = None) -> tuple[int | None, int | None]:
+        """[lo, hi) in unix ns; None is unbounded. `from`/`to` win over `range`."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        lo = hi = None
+        if self.start is not None or self.end is not None:
+            lo = int(self.start.timestamp() * 1e9) if self.start else None
+            hi = int(self.end.timestamp() * 1e9) if self.end else None
+        elif self.range != "all":
+            lo = now_ns - int(RANGES[self.range].total_seconds() * 1e9)
+        return lo, hi
+
+    def params(self, **changes: object) -> dict[str, str]:
+        """The non-default parameters (after `changes`), as the URL carries them."""
+        data = self.model_dump(by_alias=True)
+        data.update({("from" if k == "start" else "to" if k == "end" else k): v for k, v in changes.items()})
+        defaults = TraceQuery().model_dump(by_alias=True)
+        out = {}
+        for k, v in data.items():
+            if v == defaults.get(k) or v is None or v == "":
+                continue
+            if isinstance(v, datetime):
+                out[k] = v.strftime("%Y-%m-%dT%H:%M")
+            else:
+                out[k] = f"{v:g}" if isinstance(v, float) else str(v)
+        return out
+
+    def url(self, **changes: object) -> str:
+        """`?…` for this query with `changes` (page=2, sort="cost", …); the first page unless one is given."""
+        if "page" not in changes:
+            changes["page"] = 1
+        params = self.params(**changes)
+        return "?" + urlencode(params) if params else "?"
+
+    def time_params(self) -> dict[str, str]:
+        """Only the time range: what the dashboards take over from the list."""
+        return {k: v for k, v in self.params().items() if k in ("range", "from", "to")}
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    trace_id: str
+    root_name: str | None
+    service_name: str | None
+    start_ns: int
+    duration_ms: float | None
+    span_count: int
+    error_count: int
+    llm_count: int
+    tool_count: int
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_read_tokens: int | None
+    cost_usd: float | None
+    unpriced_calls: int | None
+    models: list[str]
+    session_id: str | None
+    user_id: str | None
+    tenant_id: str | None
+    feedback_min: float | None
+    kept: bool | None
+    keep_reasons: list[str]
+
+
+@dataclass(frozen=True)
+class TracePage:
+    rows: list[TraceRow]
+    has_next: bool
+    hours_read: int  # hour partitions of `traces` the page was computed from
+    seconds: float
+
+
+_COLUMNS = ", ".join(
+    [
+        "trace_id",
+        "root_name",
+        "service_name",
+        "epoch_ns(start_time)",
+        "duration_ms",
+        "coalesce(span_count, 0)",
+        "coalesce(error_count, 0)",
+        "coalesce(llm_count, 0)",
+        "coalesce(tool_count, 0)",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cost_usd",
+        "unpriced_calls",
+        "coalesce(models, [])",
+        "session_id",
+        "user_id",
+        "tenant_id",
+        "feedback_min",
+        "kept",
+        "coalesce(keep_reasons, [])",
+    ]
+)
+# What the text search looks at in a span: its name, status, attributes (prompts, completions, tool
+# arguments and results in all three conventions), events (exceptions) and offloaded values' previews.
+_SPAN_TEXT = (
+    "lower(concat_ws(' ', name, status_message, CAST(attributes AS VARCHAR), CAST(events AS VARCHAR),"
+    " CAST(artifacts AS VARCHAR)))"
+)
+
+
+def _conditions(q: TraceQuery, params: dict[str, object], spans_src: str | None) -> list[str]:
+    where = []
+    for key, column in (
+        ("service", "service_name"),
+        ("user", "user_id"),
+        ("session", "session_id"),
+        ("tenant", "tenant_id"),
+    ):
+        if value := getattr(q, key):
+            params[key] = value
+            where.append(f"{column} = ${key}")
+    if q.model:
+        params["model"] = q.model
+        where.append("list_contains(models, $model)")
+    if q.status == "error":
+        where.append("error_count > 0")
+    elif q.status == "ok":
+        where.append("coalesce(error_count, 0) = 0")
+    if q.feedback == "down":
+        where.append("feedback_min <= 0")
+    elif q.feedback == "up":
+        where.append("feedback_min > 0")
+    elif q.feedback == "any":
+        where.append("feedback_min IS NOT NULL")
+    if q.kept:
+        where.append("kept" if q.kept == "kept" else "NOT coalesce(kept, false)")
+    for key, column, op in (
+        ("min_cost", "cost_usd", ">="),
+        ("max_cost", "cost_usd", "<="),
+        ("min_ms", "duration_ms", ">="),
+        ("max_ms", "duration_ms", "<="),
+    ):
+        if (value := getattr(q, key)) is not None:
+            params[key] = value
+            where.append(f"{column} {op} ${key}")
+    if q.q:
+        params["q"] = q.q.lower()
+        text = "contains(lower(coalesce(root_name, '')), $q) OR trace_id = $q"
+        if spans_src is not None:
+            text += f" OR trace_id IN (SELECT trace_id FROM {spans_src} WHERE contains({_SPAN_TEXT}, $q))"
+        where.append(f"({text})")
+    return where
+
+
+def _order(q: TraceQuery) -> str:
+    return f"{SORTS[q.sort]} {'DESC' if q.order == 'desc' else 'ASC'} NULLS LAST, trace_id"
+
+
+def _page_ids_sql(q: TraceQuery, traces_src: str, spans_src: str | None, params: dict[str, object]) -> str:
+    """The page's trace ids. Only the columns the filters and the order use are aggregated: DuckDB drops
+    the view's other aggregates (the list-valued ones cost most)."""
+    where = ["epoch_ns(start_time) >= $lo", "epoch_ns(start_time) < $hi", *_conditions(q, params, spans_src)]
+    merged = query.TRACES_SQL.format(src=traces_src)
+    return f"SELECT trace_id FROM ({merged}) AS t WHERE {' AND '.join(where)} ORDER BY {_order(q)} LIMIT $limit"
+
+
+def _rows_sql(q: TraceQuery, traces_src: str) -> str:
+    """Every column of the page's traces (`$ids`); filtering parts by id before merging is exact."""
+    merged = query.TRACES_SQL.format(src=f"(SELECT * FROM {traces_src} WHERE list_contains($ids, trace_id))")
+    return f"SELECT {_COLUMNS} FROM ({merged}) AS t ORDER BY {_order(q)}"
+
+
+def list_traces(lake: LakeReader, q: TraceQuery, now_ns: int | None = None) -> TracePage:
+    t0 = time.perf_counter()
+    lo, hi = q.window(now_ns)
+    hours = lake.hours("traces", lo, hi)
+    lo_ns = -(2**62) if lo is None else lo
+    hi_ns = 2**62 if hi is None else hi
+    newest_first = q.sort == "start" and q.order == "desc"
+    take = 1 if newest_first else len(hours)
+    while True:
+        window = hours[len(hours) - take :]
+        # complete rows only: a trace that started before the window may have parts outside it
+        start_ns = max(lo_ns, window[0].start_ns) if take < len(hours) else lo_ns
+        ids = lake.run(lambda con, w=window, s=start_ns: _page_ids(lake, con, q, w, s, hi_ns))
+        if len(ids) > q.size * q.page or take >= len(hours):
+            break
+        take = min(len(hours), take * 2)
+    ids = ids[(q.page - 1) * q.size :]
+    page_ids = ids[: q.size]
+    rows = lake.run(lambda con: _rows(lake, con, q, window, page_ids)) if page_ids else []
+    return TracePage([TraceRow(*r) for r in rows], len(ids) > q.size, take, time.perf_counter() - t0)
+
+
+def _page_ids(
+    lake: LakeReader, con: duckdb.DuckDBPyConnection, q: TraceQuery, window: list[Hour], lo_ns: int, hi_ns: int
+) -> list[str]:
+    if not window:
+        return []
+    traces_src = lake.source(con, "traces", [f for h in window for f in h.files])
+    spans_src = None
+    if q.q:
+        spans_src = lake.source(con, "spans", lake.files("spans", window[0].start_ns, window[-1].start_ns + HOUR_NS))
+    params: dict[str, object] = {"lo": lo_ns, "hi": hi_ns, "limit": q.page * q.size + 1}
+    return [r[0] for r in con.execute(_page_ids_sql(q, traces_src, spans_src, params), params).fetchall()]
+
+
+def _rows(
+    lake: LakeReader, con: duckdb.DuckDBPyConnection, q: TraceQuery, window: list[Hour], ids: list[str]
+) -> list[tuple]:
+    traces_src = lake.source(con, "traces", [f for h in window for f in h.files])
+    return con.execute(_rows_sql(q, traces_src), {"ids": ids}).fetchall()
+
+
+def facets(lake: LakeReader, q: TraceQuery, now_ns: int | None = None, limit: int = 200) -> dict[str, list[str]]:
+    """Values seen in the newest day of the range, to suggest in the filter inputs."""
+    lo, hi = q.window(now_ns)
+    hours = lake.hours("traces", lo, hi)[-24:]
+    if not hours:
+        return {}
+
+    def work(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+        src = lake.source(con, "traces", [f for h in hours for f in h.files])
+        out = {}
+        for key, expr in (
+            ("service", "service_name"),
+            ("model", "unnest(models)"),
+            ("tenant", "tenant_id"),
+            ("user", "user_id"),
+            ("session", "session_id"),
+        ):
+            rows = con.execute(
+                f"SELECT DISTINCT v FROM (SELECT {expr} AS v FROM {src}) WHERE v IS NOT NULL ORDER BY v LIMIT {limit}"
+            ).fetchall()
+            out[key] = [r[0] for r in rows]
+        return out
+
+    return lake.run(work)
