@@ -131,7 +131,9 @@ def ui(pipeline: tuple[RunningTracelake, str]) -> Iterator[str]:
     """`tracelake ui --config` on a free port, feedback to the run's OTLP/HTTP receiver; yields its URL."""
     tl, _ = pipeline
     config = tl.workdir / "ui.yaml"
-    text = tl.config.read_text().replace("receivers:\n", f"ui:\n  feedback_url: http://{tl.http}/v1/feedback\nreceivers:\n")
+    text = tl.config.read_text().replace(
+        "receivers:\n", f"ui:\n  feedback_url: http://{tl.http}/v1/feedback\nreceivers:\n"
+    )
     config.write_text(text)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "ui", "--config", str(config), "--listen", "127.0.0.1:0"],
@@ -249,7 +251,8 @@ def test_trace_page_waterfall_span_pane_and_artifacts(
     page.wait_for_url(re.compile(f"/traces/{trace_id}"))
     rows = page.locator("#waterfall a.wf-row")
     assert rows.count() == span_count
-    widths = [float(re.search(r"width: ([\d.]+)%", s).group(1)) for s in rows.evaluate_all("r => r.map(x => x.querySelector('.bar').getAttribute('style'))")]  # type: ignore[union-attr]
+    styles = rows.evaluate_all("rows => rows.map(r => r.querySelector('.bar').getAttribute('style'))")
+    widths = [float(re.findall(r"width: ([\d.]+)%", style)[0]) for style in styles]
     assert max(widths) == pytest.approx(100.0, abs=0.01) and all(w >= 0 for w in widths)
     assert page.locator("#waterfall .wf-row.type-llm").count() >= 2
     assert page.locator("#waterfall .tick").count() >= 2
@@ -273,7 +276,7 @@ def test_trace_page_waterfall_span_pane_and_artifacts(
 
 
 def test_hostile_prompt_is_shown_as_text(page: Any, ui: str, pipeline: tuple[RunningTracelake, str]) -> None:
-    tl, hostile = pipeline
+    _, hostile = pipeline
     page.goto(f"{ui}/traces/{hostile}")
     # the failed chat call is the span shown first, and it stands out
     assert page.locator("#waterfall a.wf-row.error").count() == 2
@@ -323,7 +326,8 @@ def test_sql_console_runs_read_only_queries_and_links_traces(
 ) -> None:
     tl, _ = pipeline
     page.goto(f"{ui}/sql")
-    page.fill("#sql", "SELECT trace_id, cost_usd, llm_count FROM traces ORDER BY cost_usd DESC NULLS LAST, trace_id LIMIT 5")
+    top5 = "SELECT trace_id, cost_usd, llm_count FROM traces ORDER BY cost_usd DESC NULLS LAST, trace_id LIMIT 5"
+    page.fill("#sql", top5)
     page.click("#sql-form button[type=submit]")
     page.wait_for_selector("#sql-result")
     expected = _lake_rows(tl.lake, "SELECT trace_id FROM traces ORDER BY cost_usd DESC NULLS LAST, trace_id LIMIT 5")
