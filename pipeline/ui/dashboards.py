@@ -42,10 +42,10 @@ class Dashboard:
     seconds: float
 
 
-def _bucket(lo_ns: int | None, hi_ns: int | None, oldest_ns: int | None) -> str:
+def _bucket(lo_ns: int | None, hi_ns: int | None, oldest_ns: int | None, newest_ns: int | None) -> str:
     start = lo_ns if lo_ns is not None else oldest_ns
-    end = hi_ns if hi_ns is not None else time.time_ns()
-    return "hour" if start is not None and end - start <= 2 * 24 * HOUR_NS else "day"
+    end = hi_ns if hi_ns is not None else newest_ns
+    return "hour" if start is not None and end is not None and end - start <= 2 * 24 * HOUR_NS else "day"
 
 
 ADDITIVE_UNITS = ("usd", "count", "tokens")
@@ -88,7 +88,7 @@ def _time_range(lo_ns: int | None, hi_ns: int | None, column: str) -> str:
 def build_dashboard(lake: LakeReader, lo_ns: int | None, hi_ns: int | None) -> Dashboard:
     t0 = time.perf_counter()
     hours = lake.hours("traces", lo_ns, hi_ns)
-    bucket = _bucket(lo_ns, hi_ns, hours[0].start_ns if hours else None)
+    bucket = _bucket(lo_ns, hi_ns, *((hours[0].start_ns, hours[-1].start_ns + HOUR_NS) if hours else (None, None)))
     step_s = 3600 if bucket == "hour" else 86400  # UTC hours or days
     b = f"(epoch_ns({{col}}) // {step_s * 10**9}) * {step_s}"
 

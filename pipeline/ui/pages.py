@@ -3,7 +3,7 @@
 | URL | page |
 |---|---|
 | `/traces?…filters…` | the traces list |
-| `/traces/<trace_id>?span=<span_id>&t=<start ms>` | a trace: waterfall, selected span, feedback |
+| `/traces/<trace_id>?span=<span_id>` | a trace: waterfall, selected span, feedback |
 | `/traces/<trace_id>/spans/<span_id>` | the span pane alone (the trace page swaps it in on click) |
 | `POST /traces/<trace_id>/feedback` | thumbs up / down and a comment, sent to `/v1/feedback` |
 | `/artifacts/<ref>` | an offloaded value, as text, loaded when asked for |
@@ -182,12 +182,11 @@ class UiApp:
         )
 
     def trace(self, req: Request, trace_id: str) -> Response:
-        hint = _hint(req)
-        detail = trace_detail.load_trace(self.lake, trace_id, hint)
+        detail = trace_detail.load_trace(self.lake, trace_id)
         if detail is None:
             return self.page("not_found.html", status=404, title="Trace not found", trace_id=trace_id, path=req.path)
         span_id = req.arg("span").lower() or detail.default_span()
-        span = trace_detail.load_span(self.lake, trace_id, span_id, hint or _start(detail)) if span_id else None
+        span = trace_detail.load_span(self.lake, trace_id, span_id) if span_id else None
         return self.page(
             "trace.html",
             title=f"Trace {trace_id}",
@@ -195,21 +194,19 @@ class UiApp:
             trace=detail,
             span=span,
             selected=span_id,
-            hint=_start(detail),
             sent=req.arg("feedback"),
             feedback_enabled=self.feedback is not None,
             feedback_target=self.feedback_target,
         )
 
     def span(self, req: Request, trace_id: str, span_id: str) -> Response:
-        span = trace_detail.load_span(self.lake, trace_id, span_id, _hint(req))
+        span = trace_detail.load_span(self.lake, trace_id, span_id)
         if span is None:
             return Response.text(404, f"span {span_id} of trace {trace_id} is not in the lake")
         return self.page("span_pane.html", span=span, trace_id=trace_id)
 
     def post_feedback(self, req: Request, trace_id: str) -> Response:
         back = f"/traces/{trace_id}"
-        hint = req.arg("t")
         if self.feedback is None:
             return Response.text(503, "feedback is off: this UI knows no receiver (set ui.feedback_url)")
         value = {"up": 1.0, "down": 0.0}.get(req.arg("value"))
@@ -225,8 +222,7 @@ class UiApp:
         if status != 202:
             message = f"the receiver refused the feedback ({error_message(status, body)})"
             return self.page("error.html", status=502, title="Feedback not sent", message=message, back=back)
-        params = {"feedback": "up" if value else "down", **({"t": hint} if hint else {})}
-        return Response.redirect(f"{back}?{urlencode(params)}")
+        return Response.redirect(f"{back}?feedback={'up' if value else 'down'}")
 
     def artifact(self, ref: str) -> Response:
         if not is_ref(ref):
@@ -299,17 +295,3 @@ def _time_query(q: trace_list.TraceQuery) -> str:
     """`?range=…` (or from/to) so that Traces and Dashboards keep the same time range."""
     params = q.time_params()
     return "?" + urlencode(params) if params else ""
-
-
-def _hint(req: Request) -> int | None:
-    """`t`: the trace's start in unix milliseconds, as the list's links carry it (speeds the lookup)."""
-    try:
-        return int(req.arg("t")) * 10**6 if req.arg("t") else None
-    except ValueError:
-        return None
-
-
-def _start(detail: trace_detail.TraceDetail) -> int | None:
-    if detail.summary is not None:
-        return detail.summary.start_ns
-    return min((s.start_ns for s in detail.spans), default=None)

@@ -1,10 +1,10 @@
 """One trace for the trace page: its summary, the span waterfall, one span in full, its feedback.
 
-Reads as few files as possible: the trace's summary (`traces`, one lookup by id: compacted files are
-sorted by trace id, so DuckDB reads one row group per hour), then the spans of only the hours between
-the trace's start and end (a span's hour is its own start time's), the feedback of the hours from the
-trace's start on. A trace that has no summary yet (still open in the worker) falls back to every
-spans file.
+The summary and the feedback are looked up by id in every hour of `traces` and `feedback` (both small
+tables; a part or an event may sit in any hour). The spans, the big table, are read only from the hours
+between the trace's start and end, where every one of its spans started; compacted files are sorted by
+trace id, so DuckDB reads one row group of each. A trace without a summary yet (still open in the
+worker) falls back to every spans file.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import duckdb
 
 from pipeline import query
 from pipeline.trace_view import span_tree
-from pipeline.ui.lake import HOUR_NS, Hour, LakeReader
+from pipeline.ui.lake import LakeReader
 
 
 @dataclass(frozen=True)
@@ -209,38 +209,13 @@ def _spans_files(lake: LakeReader, summary: TraceSummary | None) -> list | None:
     return lake.files("spans", summary.start_ns, summary.end_ns + 1)
 
 
-def _summary_in(
-    lake: LakeReader, con: duckdb.DuckDBPyConnection, trace_id: str, hours: list[Hour]
-) -> TraceSummary | None:
-    if not hours:
-        return None
-    src = lake.source(con, "traces", [f for h in hours for f in h.files])
+def _summary(lake: LakeReader, con: duckdb.DuckDBPyConnection, trace_id: str) -> TraceSummary | None:
+    """The merged `traces` row, from every hour: a late part (late spans, or feedback days later) sits in
+    the hour it started in, which may be any hour after the trace's."""
+    src = lake.source(con, "traces", lake.files("traces"))
     merged = query.TRACES_SQL.format(src=f"(SELECT * FROM {src} WHERE trace_id = $id)")
     rows = con.execute(f"SELECT {_SUMMARY_COLUMNS} FROM ({merged}) AS t", {"id": trace_id}).fetchall()
     return TraceSummary(*rows[0]) if rows else None
-
-
-def _summary(
-    lake: LakeReader, con: duckdb.DuckDBPyConnection, trace_id: str, hint_ns: int | None
-) -> TraceSummary | None:
-    """The merged `traces` row. Looked for around `hint_ns` (the trace's start, which the list's links
-    carry), else in the newest hour, then the newest 2, 4, 8, … hours; once found, read again over the
-    hours from an hour before its start to an hour after its end, where all of its parts are (a part
-    starts when its earliest span does)."""
-    hours = lake.hours("traces")
-    windows = [[h for h in hours if abs(h.start_ns - hint_ns) <= HOUR_NS]] if hint_ns is not None else []
-    take = 1
-    while hours:
-        windows.append(hours[-take:])
-        if take >= len(hours):
-            break
-        take *= 2
-    for window in windows:
-        found = _summary_in(lake, con, trace_id, window)
-        if found is not None:
-            around = [h for h in hours if found.start_ns - 2 * HOUR_NS < h.start_ns <= found.end_ns + HOUR_NS]
-            return _summary_in(lake, con, trace_id, around) or found
-    return None
 
 
 def _spans_source(lake: LakeReader, con: duckdb.DuckDBPyConnection, summary: TraceSummary | None, where: str) -> str:
@@ -248,11 +223,11 @@ def _spans_source(lake: LakeReader, con: duckdb.DuckDBPyConnection, summary: Tra
     return f"({query.SPANS_SQL.format(src=f'(SELECT * FROM {src} WHERE {where})')})"
 
 
-def load_trace(lake: LakeReader, trace_id: str, hint_ns: int | None = None) -> TraceDetail | None:
-    """The trace, or None when the lake knows nothing of it. `hint_ns`: about when it started, if known."""
+def load_trace(lake: LakeReader, trace_id: str) -> TraceDetail | None:
+    """The trace, or None when the lake knows nothing of it."""
 
     def work(con: duckdb.DuckDBPyConnection) -> TraceDetail | None:
-        summary = _summary(lake, con, trace_id, hint_ns)
+        summary = _summary(lake, con, trace_id)
         spans_src = _spans_source(lake, con, summary, "trace_id = $id")
         spans = [
             SpanRow(*r)
@@ -262,8 +237,8 @@ def load_trace(lake: LakeReader, trace_id: str, hint_ns: int | None = None) -> T
         ]
         if summary is None and not spans:
             return None
-        start = summary.start_ns if summary else min(s.start_ns for s in spans)
-        fb_src = lake.source(con, "feedback", lake.files("feedback", start - HOUR_NS))
+        # feedback may carry any time (an import of old scores): every hour, filtered by id
+        fb_src = lake.source(con, "feedback", lake.files("feedback"))
         merged = query.FEEDBACK_SQL.format(src=f"(SELECT * FROM {fb_src} WHERE trace_id = $id)")
         feedback = [
             FeedbackRow(*r)
@@ -280,9 +255,9 @@ def load_trace(lake: LakeReader, trace_id: str, hint_ns: int | None = None) -> T
     return detail
 
 
-def load_span(lake: LakeReader, trace_id: str, span_id: str, hint_ns: int | None = None) -> SpanDetail | None:
+def load_span(lake: LakeReader, trace_id: str, span_id: str) -> SpanDetail | None:
     def work(con: duckdb.DuckDBPyConnection) -> SpanDetail | None:
-        summary = _summary(lake, con, trace_id, hint_ns)
+        summary = _summary(lake, con, trace_id)
         src = _spans_source(lake, con, summary, "trace_id = $id AND span_id = $span")
         rows = con.execute(f"SELECT {_DETAIL_COLUMNS} FROM {src}", {"id": trace_id, "span": span_id}).fetchall()
         return _detail(rows[0]) if rows else None

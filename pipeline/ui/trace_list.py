@@ -237,6 +237,8 @@ def _page_ids_sql(q: TraceQuery, traces_src: str, spans_src: str | None, params:
     """The page's trace ids. Only the columns the filters and the order use are aggregated: DuckDB drops
     the view's other aggregates (the list-valued ones cost most)."""
     where = ["epoch_ns(start_time) >= $lo", "epoch_ns(start_time) < $hi", *_conditions(q, params, spans_src)]
+    if params.get("excluded"):
+        where.append("NOT list_contains($excluded, trace_id)")
     merged = query.TRACES_SQL.format(src=traces_src)
     return f"SELECT trace_id FROM ({merged}) AS t WHERE {' AND '.join(where)} ORDER BY {_order(q)} LIMIT $limit"
 
@@ -248,21 +250,40 @@ def _rows_sql(q: TraceQuery, traces_src: str) -> str:
 
 
 def list_traces(lake: LakeReader, q: TraceQuery, now_ns: int | None = None) -> TracePage:
+    """The page of traces `q` asks for, exactly as the `traces` view would list it.
+
+    Parts of a trace are in the hour partitions of their own start: the first part in the trace's start
+    hour, late parts (late spans, late feedback) in later hours, possibly after the range's end. So the
+    rows are merged from every hour from the window's first one on, and a candidate that also has a
+    part in an older hour (it started before the window: its row here is partial) is set aside for a
+    larger window."""
     t0 = time.perf_counter()
     lo, hi = q.window(now_ns)
-    hours = lake.hours("traces", lo, hi)
     lo_ns = -(2**62) if lo is None else lo
     hi_ns = 2**62 if hi is None else hi
+    hours = lake.hours("traces")
+    in_range = [h for h in hours if h.start_ns + HOUR_NS > lo_ns and h.start_ns < hi_ns]
+    if not in_range:
+        return TracePage([], False, 0, time.perf_counter() - t0)
     newest_first = q.sort == "start" and q.order == "desc"
-    take = 1 if newest_first else len(hours)
+    take = 1 if newest_first else len(in_range)
+    need = q.page * q.size + 1
     while True:
-        window = hours[len(hours) - take :]
-        # complete rows only: a trace that started before the window may have parts outside it
-        start_ns = max(lo_ns, window[0].start_ns) if take < len(hours) else lo_ns
-        ids = lake.run(lambda con, w=window, s=start_ns: _page_ids(lake, con, q, w, s, hi_ns))
-        if len(ids) > q.size * q.page or take >= len(hours):
+        first = in_range[len(in_range) - take].start_ns
+        window = [h for h in hours if h.start_ns >= first]
+        older = [h for h in hours if h.start_ns < first]
+        complete = take >= len(in_range)
+        start_ns = lo_ns if complete else max(lo_ns, first)
+        excluded: list[str] = []
+        while True:
+            ids = lake.run(lambda con, w=window, s=start_ns, x=excluded: _page_ids(lake, con, q, w, s, hi_ns, x))
+            partial = lake.run(lambda con, o=older, i=ids: _with_parts_in(lake, con, o, i))
+            if not partial:
+                break
+            excluded += partial
+        if len(ids) >= need or complete:
             break
-        take = min(len(hours), take * 2)
+        take = min(len(in_range), take * 2)
     ids = ids[(q.page - 1) * q.size :]
     page_ids = ids[: q.size]
     rows = lake.run(lambda con: _rows(lake, con, q, window, page_ids)) if page_ids else []
@@ -270,16 +291,31 @@ def list_traces(lake: LakeReader, q: TraceQuery, now_ns: int | None = None) -> T
 
 
 def _page_ids(
-    lake: LakeReader, con: duckdb.DuckDBPyConnection, q: TraceQuery, window: list[Hour], lo_ns: int, hi_ns: int
+    lake: LakeReader,
+    con: duckdb.DuckDBPyConnection,
+    q: TraceQuery,
+    window: list[Hour],
+    lo_ns: int,
+    hi_ns: int,
+    excluded: list[str],
 ) -> list[str]:
-    if not window:
-        return []
     traces_src = lake.source(con, "traces", [f for h in window for f in h.files])
     spans_src = None
     if q.q:
-        spans_src = lake.source(con, "spans", lake.files("spans", window[0].start_ns, window[-1].start_ns + HOUR_NS))
+        spans_src = lake.source(con, "spans", lake.files("spans", window[0].start_ns))
     params: dict[str, object] = {"lo": lo_ns, "hi": hi_ns, "limit": q.page * q.size + 1}
+    if excluded:
+        params["excluded"] = excluded
     return [r[0] for r in con.execute(_page_ids_sql(q, traces_src, spans_src, params), params).fetchall()]
+
+
+def _with_parts_in(lake: LakeReader, con: duckdb.DuckDBPyConnection, hours: list[Hour], ids: list[str]) -> list[str]:
+    """Which of `ids` have a part in `hours`."""
+    if not hours or not ids:
+        return []
+    src = lake.source(con, "traces", [f for h in hours for f in h.files])
+    rows = con.execute(f"SELECT DISTINCT trace_id FROM {src} WHERE list_contains($ids, trace_id)", {"ids": ids})
+    return [r[0] for r in rows.fetchall()]
 
 
 def _rows(

@@ -15,11 +15,10 @@
     if (!wf || !pane) return;
     const trace = wf.dataset.trace;
     const span = row.dataset.span;
-    const t = wf.dataset.t;
     $$(".wf-row.selected", wf).forEach((r) => r.classList.remove("selected"));
     row.classList.add("selected");
     pane.setAttribute("aria-busy", "true");
-    const url = `/traces/${trace}/spans/${span}` + (t ? `?t=${encodeURIComponent(t)}` : "");
+    const url = `/traces/${trace}/spans/${span}`;
     fetch(url, { credentials: "same-origin" })
       .then((r) => (r.ok ? r.text() : Promise.reject(new Error(`${r.status} ${r.statusText}`))))
       .then((html) => {
