@@ -46,26 +46,22 @@ def table_source(
     )
 
 
-# The views' queries over a FROM clause `{src}`: `table_source`, or a subquery of it. A replayed row is
-# identical to its original but for lake_source, so a row filter may go inside `{src}` (as the UI does
-# with partition and trace-id filters) and the result is what filtering the view would give.
-SPANS_SQL = """
-SELECT * FROM {src}
-QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY lake_source) = 1
-"""
+# One row per identity: a replay may have written a row twice (identical but for lake_source, so a row
+# filter may go before this clause, as the UI does with partition and trace-id filters, and the result
+# is what filtering the view gives). Compacted files hold one row per identity already.
+DEDUP = {
+    "spans": "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY lake_source) = 1",
+    "traces": "QUALIFY row_number() OVER (PARTITION BY trace_id, part_id ORDER BY lake_source) = 1",
+    "feedback": (
+        'QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, name, "time", source ORDER BY lake_source) = 1'
+    ),
+}
+# The views' queries over a FROM clause `{src}`: `table_source`, or a subquery of it.
+SPANS_SQL = "\nSELECT * FROM {src}\n" + DEDUP["spans"] + "\n"
+FEEDBACK_SQL = "\nSELECT * FROM {src}\n" + DEDUP["feedback"] + "\n"
 
-FEEDBACK_SQL = """
-SELECT * FROM {src}
-QUALIFY row_number() OVER (
-  PARTITION BY trace_id, span_id, name, "time", source ORDER BY lake_source) = 1
-"""
-
-# Parts of one trace (late spans) are merged; a replayed part (same part_id) counts once.
-TRACES_SQL = """
-WITH parts AS (
-  SELECT * FROM {src}
-  QUALIFY row_number() OVER (PARTITION BY trace_id, part_id ORDER BY lake_source) = 1
-)
+# Parts of one trace (late spans, late feedback) merged into one row; `{parts}` holds one row per part.
+TRACES_MERGE = """
 SELECT
   trace_id,
   any_value(root_name) FILTER (WHERE root_name IS NOT NULL) AS root_name,
@@ -95,9 +91,10 @@ SELECT
   count(*) AS parts,
   min(dt) AS dt,
   min(hour) AS hour
-FROM parts
+FROM {parts} AS parts
 GROUP BY trace_id
 """
+TRACES_SQL = TRACES_MERGE.replace("{parts}", "(SELECT * FROM {src}\n" + DEDUP["traces"] + ")")
 
 SPANS_VIEW = "CREATE OR REPLACE VIEW spans AS" + SPANS_SQL
 FEEDBACK_VIEW = "CREATE OR REPLACE VIEW feedback AS" + FEEDBACK_SQL

@@ -137,7 +137,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
             llm_count=0,
             input_tokens=None,
             output_tokens=None,
-            cost_usd=None,
+            cost_usd=0.05,  # a late span's cost
             models=[],
             prompt_versions=[],
             keep_reasons=[],
@@ -234,7 +234,7 @@ def test_a_late_part_never_shows_as_a_new_trace(lake: Path) -> None:
     late = [r for r in everything if r.trace_id == LATE]
     assert len(late) == 1
     row = late[0]
-    assert (row.root_name, row.span_count, row.feedback_min, row.cost_usd) == ("POST /chat", 2, 0.0, 0.2)
+    assert (row.root_name, row.span_count, row.feedback_min, row.cost_usd) == ("POST /chat", 2, 0.0, 0.25)
     replayed = next(r for r in everything if r.trace_id == REPLAYED)
     assert replayed.span_count == 2 and replayed.cost_usd == pytest.approx(0.001)
 
@@ -302,6 +302,13 @@ def test_dashboard_totals_equal_the_views(lake: Path) -> None:
     assert total("calls_model") == calls
     assert set(charts["calls_model"].series) == {"gpt-4o"}
     assert charts["thumbs_down"].series["thumbs-down share of feedback"] == [100.0]
+
+    # the last hour: LATE started five hours ago, its late part (and its $0.05) is not a trace of this hour
+    lo = NOW - HOUR_NS
+    recent = {c.id: c for c in build_dashboard(reader, lo, None).charts}
+    want = view.execute("SELECT sum(cost_usd) FROM traces WHERE epoch_ns(start_time) >= ?", [lo]).fetchall()[0][0]
+    got = sum(v for series in recent["cost_tenant"].series.values() for v in series if v is not None)
+    assert got == pytest.approx(want)
 
 
 def test_query_parameters_are_validated_and_round_trip() -> None:

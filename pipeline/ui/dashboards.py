@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import duckdb
 
 from pipeline import query
-from pipeline.ui.lake import HOUR_NS, LakeReader
+from pipeline.ui.lake import HOUR_NS, Hour, LakeReader
+from pipeline.ui.trace_id_index import common_keys
 
 MAX_SERIES = 8  # more models/tenants than this: the rest are summed as "other"
 
@@ -93,21 +94,26 @@ def build_dashboard(lake: LakeReader, lo_ns: int | None, hi_ns: int | None) -> D
     b = f"(epoch_ns({{col}}) // {step_s * 10**9}) * {step_s}"
 
     def work(con: duckdb.DuckDBPyConnection) -> list[Chart]:
-        spans_src = lake.source(con, "spans", lake.files("spans", lo_ns, hi_ns))
-        traces_src = lake.source(con, "traces", [f for h in hours for f in h.files])
-        fb_src = lake.source(con, "feedback", lake.files("feedback", lo_ns, hi_ns))
-        llm = query.SPANS_SQL.format(
-            src=f"(SELECT trace_id, span_id, lake_source, start_time, duration_ms, cost_usd, cost_status,"
-            f" coalesce(response_model, request_model, '(no model)') AS model, status_code FROM {spans_src}"
-            f" WHERE span_type = 'llm' AND {_time_range(lo_ns, hi_ns, 'start_time')})"
+        in_range = _time_range(lo_ns, hi_ns, "start_time")
+        llm = lake.rows(con, "spans", lake.hours("spans", lo_ns, hi_ns), f"span_type = 'llm' AND {in_range}")
+        con.execute(
+            "CREATE TEMP TABLE llm AS SELECT start_time, duration_ms, cost_usd, cost_status, status_code,"
+            f" coalesce(response_model, request_model, '(no model)') AS model FROM {llm}"
         )
-        traces = query.TRACES_SQL.format(src=traces_src)
-        con.execute(f"CREATE TEMP TABLE llm AS SELECT * EXCLUDE (lake_source) FROM ({llm})")
+        # traces that started in the range: their parts are in its hours and any later one
+        every = lake.hours("traces")
+        first = hours[0].start_ns if hours else 2**62
+        window = [h for h in every if h.start_ns >= first]
+        started_before = _started_before(lake, con, window, [h for h in every if h.start_ns < first])
+        merged = query.TRACES_MERGE.format(parts=lake.rows(con, "traces", window))
         con.execute(
             "CREATE TEMP TABLE t AS SELECT start_time, error_count, cost_usd, unpriced_calls, tenant_id,"
             " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, feedback_min"
-            f" FROM ({traces}) WHERE {_time_range(lo_ns, hi_ns, 'start_time')}"
+            f" FROM ({merged}) WHERE {in_range} AND NOT list_contains($before, trace_id)",
+            {"before": started_before},
         )
+        fb_hours = lake.hours("feedback", lo_ns, hi_ns)
+        fb_range = _time_range(lo_ns, hi_ns, '"time"')
         sb, tb = b.format(col="start_time"), b.format(col="start_time")
         models = [r[0] for r in con.execute("SELECT model FROM llm GROUP BY 1 ORDER BY count(*) DESC").fetchall()]
         tenants = [
@@ -156,7 +162,7 @@ def build_dashboard(lake: LakeReader, lo_ns: int | None, hi_ns: int | None) -> D
                 ).fetchall(),
                 Chart("errors", "Error rate", "percent"),
             ),
-            _thumbs_down(con, fb_src, b.format(col='"time"'), lo_ns, hi_ns),
+            _thumbs_down(con, lake.rows(con, "feedback", fb_hours, fb_range), b.format(col='"time"')),
             _pivot(
                 con.execute(
                     f"SELECT {sb}, 'unpriced calls', count(*) FROM llm"
@@ -193,14 +199,28 @@ def build_dashboard(lake: LakeReader, lo_ns: int | None, hi_ns: int | None) -> D
     return Dashboard(bucket, charts, time.perf_counter() - t0)
 
 
-def _thumbs_down(
-    con: duckdb.DuckDBPyConnection, fb_src: str, bucket: str, lo_ns: int | None, hi_ns: int | None
-) -> Chart:
+def _started_before(
+    lake: LakeReader, con: duckdb.DuckDBPyConnection, window: list[Hour], older: list[Hour]
+) -> list[str]:
+    """Trace ids with parts in `window` and in `older`: they started before the window, and merging the
+    window alone would make a partial row of them. The id index finds them without a scan."""
+    index = lake.ids["traces"]
+    both = common_keys(
+        index.keys([f for h in window for f in h.files]), index.keys([f for h in older for f in h.files])
+    )
+    if both.size == 0:
+        return []
+    parts = lake.rows(con, "traces", window, "list_contains($keys, ('0x' || trace_id[1:16])::UBIGINT)")
+    candidates = [
+        r[0] for r in con.execute(f"SELECT DISTINCT trace_id FROM {parts}", {"keys": both.tolist()}).fetchall()
+    ]
+    return lake.ids_with_parts_in(con, "traces", older, candidates)
+
+
+def _thumbs_down(con: duckdb.DuckDBPyConnection, events: str, bucket: str) -> Chart:
     """Share of feedback events at or below 0 (thumbs-down, as tail sampling's feedback policy counts them)."""
-    in_range = _time_range(lo_ns, hi_ns, '"time"')
-    fb = query.FEEDBACK_SQL.format(src=f"(SELECT * FROM {fb_src} WHERE {in_range})")
     rows = con.execute(
-        f"SELECT {bucket}, 'thumbs-down share of feedback', 100.0 * avg((value <= 0)::INT) FROM ({fb})"
-        " GROUP BY ALL ORDER BY 1"
+        f"SELECT {bucket}, 'thumbs-down share of feedback', 100.0 * avg((value <= 0)::INT)"
+        f" FROM {events} GROUP BY ALL ORDER BY 1"
     ).fetchall()
     return _pivot(rows, Chart("thumbs_down", "Thumbs-down rate", "percent"))

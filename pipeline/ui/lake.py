@@ -20,6 +20,8 @@ import duckdb
 
 from pipeline import query
 from pipeline.maintenance import hour_partitions, retry_vanished
+from pipeline.maintenance.compact import PREFIX
+from pipeline.ui.trace_id_index import TraceIdIndex
 
 T = TypeVar("T")
 HOUR_NS = 3600 * 10**9
@@ -29,6 +31,12 @@ HOUR_NS = 3600 * 10**9
 class Hour:
     start_ns: int
     files: tuple[Path, ...]
+
+    @property
+    def compacted(self) -> bool:
+        """Only the output of one compaction run: its rows are one per identity already."""
+        digests = {f.name[len(PREFIX) : len(PREFIX) + 16] if f.name.startswith(PREFIX) else None for f in self.files}
+        return len(digests) == 1 and None not in digests
 
 
 class LakeReader:
@@ -43,6 +51,13 @@ class LakeReader:
         # footers of files already read stay cached: the second look at a trace skips re-reading them
         self._db.execute("SET parquet_metadata_cache = true")
         self._lock = threading.Lock()
+        # which `traces` / `feedback` files hold a trace id
+        self.ids = {table: TraceIdIndex() for table in ("traces", "feedback")}
+
+    def warm(self) -> None:
+        """Read the id index of every `traces` and `feedback` file (a server does it once at start)."""
+        for table in self.ids:
+            self.hours_holding(table, [])
 
     def close(self) -> None:
         self._db.close()
@@ -78,3 +93,33 @@ class LakeReader:
     def source(self, con: duckdb.DuckDBPyConnection, table: str, files: Sequence[Path] | None) -> str:
         """A FROM clause over `files` of `table` (None: every file), before de-duplication."""
         return query.table_source(con, self.lake, table, files)
+
+    def rows(self, con: duckdb.DuckDBPyConnection, table: str, hours: Sequence[Hour], where: str = "true") -> str:
+        """A subquery: the rows of `table` in `hours` that pass `where`, one per identity, as the view has
+        them. Compacted hours are read as they are; the others are de-duplicated (after `where`: a
+        replayed row is identical but for lake_source, so filtering first gives the same rows, faster)."""
+        compacted = [f for h in hours if h.compacted for f in h.files]
+        loose = [f for h in hours if not h.compacted for f in h.files]
+        parts = [f"SELECT * FROM {self.source(con, table, compacted)} WHERE {where}"] if compacted else []
+        if loose or not parts:
+            parts.append(f"SELECT * FROM {self.source(con, table, loose)} WHERE {where} {query.DEDUP[table]}")
+        return "(" + " UNION ALL BY NAME ".join(parts) + ")"
+
+    def ids_with_parts_in(
+        self, con: duckdb.DuckDBPyConnection, table: str, hours: Sequence[Hour], ids: Sequence[str]
+    ) -> list[str]:
+        """Which of `ids` have rows in `hours`: the id index names the few files to look in, if any."""
+        holding = self.hours_holding(table, ids, hours) if hours and ids else []
+        if not holding:
+            return []
+        rows = self.rows(con, table, holding, "list_contains($ids, trace_id)")
+        return [r[0] for r in con.execute(f"SELECT DISTINCT trace_id FROM {rows}", {"ids": list(ids)}).fetchall()]
+
+    def hours_holding(self, table: str, trace_ids: Sequence[str], hours: Sequence[Hour] | None = None) -> list[Hour]:
+        """The hours (of `hours`, default all) with a `traces` or `feedback` file that may hold one of the ids."""
+        every = self.hours(table)
+        index = self.ids[table]
+        index.forget_missing([f for h in every for f in h.files])
+        hours = every if hours is None else hours
+        hits = index.files_with([f for h in hours for f in h.files], trace_ids)
+        return [h for h in hours if any(f in hits for f in h.files)]

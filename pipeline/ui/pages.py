@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,6 +104,8 @@ class UiApp:
     def __init__(self, settings: UiSettings, feedback: FeedbackPost | None, feedback_target: str) -> None:
         self.settings = settings
         self.lake = LakeReader(settings.lake, settings.artifact_stores)
+        # the id index of a big lake takes a few seconds to read: do it now, not in the first request
+        threading.Thread(target=self.lake.warm, name="ui-index", daemon=True).start()
         self.sql = SqlSandbox(
             settings.lake, settings.artifact_stores, max_rows=settings.sql_max_rows, timeout_s=settings.sql_timeout_s
         )

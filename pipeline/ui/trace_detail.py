@@ -203,24 +203,22 @@ _DETAIL_COLUMNS = """trace_id, span_id, parent_span_id, coalesce(name, ''), kind
   [(epoch_ns(e.time), e.name, e.attributes) FOR e IN coalesce(events, [])], links, pii_found, artifacts"""
 
 
-def _spans_files(lake: LakeReader, summary: TraceSummary | None) -> list | None:
-    if summary is None:
-        return None  # not summarised yet: every spans file
-    return lake.files("spans", summary.start_ns, summary.end_ns + 1)
-
-
 def _summary(lake: LakeReader, con: duckdb.DuckDBPyConnection, trace_id: str) -> TraceSummary | None:
-    """The merged `traces` row, from every hour: a late part (late spans, or feedback days later) sits in
-    the hour it started in, which may be any hour after the trace's."""
-    src = lake.source(con, "traces", lake.files("traces"))
-    merged = query.TRACES_SQL.format(src=f"(SELECT * FROM {src} WHERE trace_id = $id)")
+    """The merged `traces` row. Its parts may sit in any hour (a late part starts when its late spans or
+    feedback do): the id index names the hours that hold them."""
+    hours = lake.hours_holding("traces", [trace_id])
+    if not hours:
+        return None
+    merged = query.TRACES_MERGE.format(parts=lake.rows(con, "traces", hours, "trace_id = $id"))
     rows = con.execute(f"SELECT {_SUMMARY_COLUMNS} FROM ({merged}) AS t", {"id": trace_id}).fetchall()
     return TraceSummary(*rows[0]) if rows else None
 
 
-def _spans_source(lake: LakeReader, con: duckdb.DuckDBPyConnection, summary: TraceSummary | None, where: str) -> str:
-    src = lake.source(con, "spans", _spans_files(lake, summary))
-    return f"({query.SPANS_SQL.format(src=f'(SELECT * FROM {src} WHERE {where})')})"
+def _spans(lake: LakeReader, con: duckdb.DuckDBPyConnection, summary: TraceSummary | None, where: str) -> str:
+    """The trace's spans (rows passing `where`): every one started between the trace's start and end, so
+    only those hours are read (all of them while the trace has no summary yet)."""
+    hours = lake.hours("spans") if summary is None else lake.hours("spans", summary.start_ns, summary.end_ns + 1)
+    return lake.rows(con, "spans", hours, where)
 
 
 def load_trace(lake: LakeReader, trace_id: str) -> TraceDetail | None:
@@ -228,7 +226,7 @@ def load_trace(lake: LakeReader, trace_id: str) -> TraceDetail | None:
 
     def work(con: duckdb.DuckDBPyConnection) -> TraceDetail | None:
         summary = _summary(lake, con, trace_id)
-        spans_src = _spans_source(lake, con, summary, "trace_id = $id")
+        spans_src = _spans(lake, con, summary, "trace_id = $id")
         spans = [
             SpanRow(*r)
             for r in con.execute(
@@ -237,13 +235,12 @@ def load_trace(lake: LakeReader, trace_id: str) -> TraceDetail | None:
         ]
         if summary is None and not spans:
             return None
-        # feedback may carry any time (an import of old scores): every hour, filtered by id
-        fb_src = lake.source(con, "feedback", lake.files("feedback"))
-        merged = query.FEEDBACK_SQL.format(src=f"(SELECT * FROM {fb_src} WHERE trace_id = $id)")
+        # feedback may carry any time (an import of old scores): the id index names its hours
+        events = lake.rows(con, "feedback", lake.hours_holding("feedback", [trace_id]), "trace_id = $id")
         feedback = [
             FeedbackRow(*r)
             for r in con.execute(
-                f'SELECT epoch_ns("time"), name, value, comment, source, span_id FROM ({merged}) ORDER BY "time", name',
+                f'SELECT epoch_ns("time"), name, value, comment, source, span_id FROM {events} ORDER BY "time", name',
                 {"id": trace_id},
             ).fetchall()
         ]
@@ -258,7 +255,7 @@ def load_trace(lake: LakeReader, trace_id: str) -> TraceDetail | None:
 def load_span(lake: LakeReader, trace_id: str, span_id: str) -> SpanDetail | None:
     def work(con: duckdb.DuckDBPyConnection) -> SpanDetail | None:
         summary = _summary(lake, con, trace_id)
-        src = _spans_source(lake, con, summary, "trace_id = $id AND span_id = $span")
+        src = _spans(lake, con, summary, "trace_id = $id AND span_id = $span")
         rows = con.execute(f"SELECT {_DETAIL_COLUMNS} FROM {src}", {"id": trace_id, "span": span_id}).fetchall()
         return _detail(rows[0]) if rows else None
 

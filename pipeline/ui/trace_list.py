@@ -2,10 +2,11 @@
 
 Every filter is a query parameter, so a filtered view is a URL to share. The rows are the `traces`
 view's (one merged row per trace, sampled-out traces included), computed over as few hour partitions
-as the page needs: newest first (the default), the newest hour is read first and the window doubles
-until the page is full or the time range is covered. A trace whose first part started inside the
-window has all its parts there (late parts start later), so every row shown is complete. Sorting by
-cost, duration or tokens reads the whole time range.
+as the page needs. Newest first (the default), the newest hour is read first and the window grows
+fourfold until the page is full or the time range is covered. A trace's parts sit in the hours they
+started in, from the trace's own hour on; a candidate that also has a part in an hour before the
+window (found by the id index, `pipeline.ui.trace_id_index`) started earlier and waits for a larger
+window, so every row shown is complete. Sorting by cost, duration or tokens reads the whole range.
 """
 
 from __future__ import annotations
@@ -233,20 +234,14 @@ def _order(q: TraceQuery) -> str:
     return f"{SORTS[q.sort]} {'DESC' if q.order == 'desc' else 'ASC'} NULLS LAST, trace_id"
 
 
-def _page_ids_sql(q: TraceQuery, traces_src: str, spans_src: str | None, params: dict[str, object]) -> str:
+def _page_ids_sql(q: TraceQuery, parts: str, spans_src: str | None, params: dict[str, object]) -> str:
     """The page's trace ids. Only the columns the filters and the order use are aggregated: DuckDB drops
     the view's other aggregates (the list-valued ones cost most)."""
     where = ["epoch_ns(start_time) >= $lo", "epoch_ns(start_time) < $hi", *_conditions(q, params, spans_src)]
     if params.get("excluded"):
         where.append("NOT list_contains($excluded, trace_id)")
-    merged = query.TRACES_SQL.format(src=traces_src)
+    merged = query.TRACES_MERGE.format(parts=parts)
     return f"SELECT trace_id FROM ({merged}) AS t WHERE {' AND '.join(where)} ORDER BY {_order(q)} LIMIT $limit"
-
-
-def _rows_sql(q: TraceQuery, traces_src: str) -> str:
-    """Every column of the page's traces (`$ids`); filtering parts by id before merging is exact."""
-    merged = query.TRACES_SQL.format(src=f"(SELECT * FROM {traces_src} WHERE list_contains($ids, trace_id))")
-    return f"SELECT {_COLUMNS} FROM ({merged}) AS t ORDER BY {_order(q)}"
 
 
 def list_traces(lake: LakeReader, q: TraceQuery, now_ns: int | None = None) -> TracePage:
@@ -277,13 +272,13 @@ def list_traces(lake: LakeReader, q: TraceQuery, now_ns: int | None = None) -> T
         excluded: list[str] = []
         while True:
             ids = lake.run(lambda con, w=window, s=start_ns, x=excluded: _page_ids(lake, con, q, w, s, hi_ns, x))
-            partial = lake.run(lambda con, o=older, i=ids: _with_parts_in(lake, con, o, i))
+            partial = lake.run(lambda con, o=older, i=ids: lake.ids_with_parts_in(con, "traces", o, i))
             if not partial:
                 break
             excluded += partial
         if len(ids) >= need or complete:
             break
-        take = min(len(in_range), take * 2)
+        take = min(len(in_range), take * 4)
     ids = ids[(q.page - 1) * q.size :]
     page_ids = ids[: q.size]
     rows = lake.run(lambda con: _rows(lake, con, q, window, page_ids)) if page_ids else []
@@ -299,30 +294,23 @@ def _page_ids(
     hi_ns: int,
     excluded: list[str],
 ) -> list[str]:
-    traces_src = lake.source(con, "traces", [f for h in window for f in h.files])
+    parts = lake.rows(con, "traces", window)
     spans_src = None
     if q.q:
         spans_src = lake.source(con, "spans", lake.files("spans", window[0].start_ns))
     params: dict[str, object] = {"lo": lo_ns, "hi": hi_ns, "limit": q.page * q.size + 1}
     if excluded:
         params["excluded"] = excluded
-    return [r[0] for r in con.execute(_page_ids_sql(q, traces_src, spans_src, params), params).fetchall()]
-
-
-def _with_parts_in(lake: LakeReader, con: duckdb.DuckDBPyConnection, hours: list[Hour], ids: list[str]) -> list[str]:
-    """Which of `ids` have a part in `hours`."""
-    if not hours or not ids:
-        return []
-    src = lake.source(con, "traces", [f for h in hours for f in h.files])
-    rows = con.execute(f"SELECT DISTINCT trace_id FROM {src} WHERE list_contains($ids, trace_id)", {"ids": ids})
-    return [r[0] for r in rows.fetchall()]
+    return [r[0] for r in con.execute(_page_ids_sql(q, parts, spans_src, params), params).fetchall()]
 
 
 def _rows(
     lake: LakeReader, con: duckdb.DuckDBPyConnection, q: TraceQuery, window: list[Hour], ids: list[str]
 ) -> list[tuple]:
-    traces_src = lake.source(con, "traces", [f for h in window for f in h.files])
-    return con.execute(_rows_sql(q, traces_src), {"ids": ids}).fetchall()
+    """Every column of the page's traces; their parts are all in the window, found by the id index."""
+    parts = lake.rows(con, "traces", lake.hours_holding("traces", ids, window), "list_contains($ids, trace_id)")
+    merged = query.TRACES_MERGE.format(parts=parts)
+    return con.execute(f"SELECT {_COLUMNS} FROM ({merged}) AS t ORDER BY {_order(q)}", {"ids": ids}).fetchall()
 
 
 def facets(lake: LakeReader, q: TraceQuery, now_ns: int | None = None, limit: int = 200) -> dict[str, list[str]]:
