@@ -1,4 +1,4 @@
-"""DuckDB over the lake: views `spans`, `traces`, `feedback` as DESIGN.md contract 2 describes.
+"""DuckDB over the lake: views `spans`, `traces`, `feedback` as docs/design.md contract 2 describes.
 
 Views read every partition with hive partitioning (`dt`, `hour` columns) and `union_by_name`
 (old partitions written before a column existed still read). Replays may have written a row

@@ -1,4 +1,4 @@
-"""The lake's tables (DESIGN.md, contract 2) as Arrow schemas.
+"""The lake's tables (docs/design.md, contract 2) as Arrow schemas.
 
 Every component that produces or reads rows imports these; nothing else defines a column.
 """

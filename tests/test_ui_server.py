@@ -165,7 +165,10 @@ def test_a_non_loopback_address_needs_a_token(tmp_path: Path) -> None:
     check = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "validate", str(bad)], capture_output=True, text=True, timeout=60
     )
-    assert check.returncode == 2 and "ui: Value error, endpoint 0.0.0.0:8890 is not a loopback address" in check.stderr
+    assert (
+        check.returncode == 2
+        and "ui: endpoint 0.0.0.0:8890 is not a loopback address: set ui.auth_token" in check.stderr
+    )
 
 
 def test_with_a_token_every_request_must_carry_it(tmp_path: Path) -> None:

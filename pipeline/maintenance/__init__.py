@@ -1,6 +1,6 @@
 """Lake maintenance: compaction (`compact.py`), retention (`retention.py`), saved investigations (`saved_queries.py`).
 
-This module holds what the first two share: the hour partitions of a table (DESIGN.md contract 2:
+This module holds what the first two share: the hour partitions of a table (docs/design.md contract 2:
 `<lake>/<table>/dt=YYYY-MM-DD/hour=HH/`) and a per-lake lock so that two maintenance runs never
 rewrite or delete the same partition at once. Writers (`tracelake run` / workers) never take the
 lock: maintenance is built to be safe while they write.

@@ -4,7 +4,7 @@ Why: the sink rolls a file per partition every `roll_seconds` (and per Kafka par
 hour holds hundreds of small files and every query opens every footer. After compaction an hour is
 one file per `target_file_bytes`, rows sorted by trace_id then time, in row groups of
 `row_group_rows`; the Parquet min/max statistics of those row groups let DuckDB skip almost all of a
-file for `WHERE trace_id = …`. Replay duplicates are dropped physically (DESIGN.md, Delivery).
+file for `WHERE trace_id = …`. Replay duplicates are dropped physically (docs/design.md, "Delivery guarantees").
 
 Safe while workers write:
 - Only hours that ended more than `older_than` ago are touched: never the open hour, never anything
@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -111,6 +112,7 @@ class CompactionReport:
     planned: list[PartitionPlan] = field(default_factory=list)  # filled on dry runs
     skipped: int = 0  # closed partitions that were already compact
     open_partitions: int = 0  # too recent to touch
+    cutoff_s: float | None = None  # hours ending after this (now - older_than) are too recent
 
     @property
     def errors(self) -> list[PartitionResult]:
@@ -136,6 +138,12 @@ class CompactionReport:
             else (f"{len(self.compacted) - len(self.errors)} partitions compacted, {len(self.errors)} failed")
         )
         out.append(f"{done}, {self.skipped} already compact, {self.open_partitions} too recent")
+        if self.open_partitions and self.cutoff_s is not None:
+            cutoff = datetime.fromtimestamp(self.cutoff_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            out.append(
+                f"  too recent: the hour ends after {cutoff} (now minus --older-than); an hour is compacted "
+                "once it has ended, so the hour in progress waits even with --older-than 0s"
+            )
         return out
 
 
@@ -215,6 +223,8 @@ class Compactor:
         if not self.lake.is_dir():
             return report
         with maintenance_lock(self.lake, self.lock_wait_s):
+            now_s = self._clock() if now_s is None else now_s
+            report.cutoff_s = now_s - older_than_s
             plans, report.skipped, report.open_partitions = self.plan(older_than_s, now_s)
             if dry_run:
                 report.planned = plans

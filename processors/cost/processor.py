@@ -5,7 +5,7 @@ remembered — never per span: the spans get a price-row index through a diction
 key, the row is refined on columns for models whose price depends on the start time or the input
 size, and the dollars are column arithmetic (README.md: "Token arithmetic").
 
-Statuses (DESIGN.md contract 2): `priced`; `unknown_model` (no override and no genai-prices entry:
+Statuses (docs/design.md, contract 2): `priced`; `unknown_model` (no override and no genai-prices entry:
 cost null, never 0); `no_usage` (an LLM span without usable token counts: cost null). Spans that are
 not LLM calls get null cost and null status.
 """
