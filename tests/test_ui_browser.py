@@ -30,6 +30,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from pipeline import conversation
+from pipeline.conversation import Conversation
 from pipeline.demo import run_demo
 from pipeline.query import connect
 from sinks.artifacts.store import ArtifactStore
@@ -284,9 +286,83 @@ def test_hostile_prompt_is_shown_as_text(page: Any, ui: str, pipeline: tuple[Run
     assert "rate limited" in page.locator("#span-status").inner_text()
     assert pane.locator(".exception").first.inner_text().count(SCRIPT) == 1
     assert SCRIPT in pane.inner_text()
+    user = page.locator('#conversation .msg[data-role="user"]')
+    assert SCRIPT in user.inner_text() and NEEDLE in user.inner_text()  # the prompt, as text, in the chat
     assert pane.locator("script, img").count() == 0
     assert page.locator("h1").inner_text() == HOSTILE_NAME
     assert page.evaluate("window.__xss") is None and page.evaluate("window.__xss2") is None
+
+
+# -- conversations ----------------------------------------------------------------------------------
+def _expected_conversation(lake: Path, sql: str, params: list[Any]) -> tuple[str, str, Conversation]:
+    """(trace id, span id, pipeline.conversation's reading) of the span `sql` picks."""
+    rows = _lake_rows(lake, sql, params)
+    assert rows, sql
+    trace_id, span_id, attributes, events = rows[0]
+    events = [{"name": e["name"], "attributes": e["attributes"]} for e in events or []]
+    store = ArtifactStore(str(lake / "_artifacts"))
+    texts = {ref: store.get(ref).decode() for ref in conversation.artifact_refs(attributes, events)}
+    return trace_id, span_id, conversation.parse(attributes, events, texts)
+
+
+def _text(s: str) -> str:
+    return " ".join(s.split())
+
+
+@pytest.mark.parametrize(
+    "service", ["support-bot", "research-assistant", "ticket-summarizer"], ids=["genai", "openinference", "openllmetry"]
+)
+def test_llm_conversation_in_every_convention(
+    page: Any, ui: str, pipeline: tuple[RunningTracelake, str], service: str
+) -> None:
+    tl, _ = pipeline
+    trace_id, span_id, want = _expected_conversation(
+        tl.lake,
+        """SELECT trace_id, span_id, attributes, events FROM spans
+           WHERE service_name = ? AND span_type = 'llm' AND status_code <> 'ERROR'
+           ORDER BY cardinality(attributes) DESC, trace_id, span_id LIMIT 1""",
+        [service],
+    )
+    assert want.input and want.output, "the demo's LLM spans carry prompts and completions"
+    page.goto(f"{ui}/traces/{trace_id}?span={span_id}")
+    conv = page.locator("#conversation")
+    roles = conv.locator(".msg").evaluate_all("ms => ms.map(m => m.dataset.role)")
+    assert roles == [m.role for m in (*want.input, *want.output)]
+    shown = _text(conv.inner_text())
+    for m in (*want.input, *want.output):
+        assert _text(m.content)[:200] in shown
+        for call in m.tool_calls:
+            assert call.name in shown
+    _screenshot(page, f"conversation-{service}", tl.workdir) if service == "support-bot" else None
+
+
+def test_retrieved_documents_and_tool_calls(page: Any, ui: str, pipeline: tuple[RunningTracelake, str]) -> None:
+    tl, _ = pipeline
+    trace_id, span_id, want = _expected_conversation(
+        tl.lake,
+        """SELECT trace_id, span_id, attributes, events FROM spans
+           WHERE span_type = 'retrieval' ORDER BY cardinality(attributes) DESC, trace_id LIMIT 1""",
+        [],
+    )
+    assert want.documents and any(d.score is not None for d in want.documents)
+    page.goto(f"{ui}/traces/{trace_id}?span={span_id}")
+    docs = page.locator("#conversation .document")
+    assert docs.count() == len(want.documents)
+    scores = page.locator("#conversation .document .score").all_inner_texts()
+    assert scores == [f"score {d.score:.4g}" for d in want.documents if d.score is not None]
+
+    trace_id, span_id, want = _expected_conversation(
+        tl.lake,
+        """SELECT trace_id, span_id, attributes, events FROM spans
+           WHERE span_type = 'tool' ORDER BY cardinality(attributes) DESC, trace_id LIMIT 1""",
+        [],
+    )
+    assert want.tool is not None
+    page.goto(f"{ui}/traces/{trace_id}?span={span_id}")
+    tool = page.locator("#conversation .tool-execution")
+    assert want.tool.name in tool.inner_text()
+    if want.tool.arguments:
+        assert _text(want.tool.arguments)[:40] in _text(tool.inner_text()) or tool.locator("pre.json").count() > 0
 
 
 # -- feedback -------------------------------------------------------------------------------------

@@ -189,7 +189,7 @@ class UiApp:
         if detail is None:
             return self.page("not_found.html", status=404, title="Trace not found", trace_id=trace_id, path=req.path)
         span_id = req.arg("span").lower() or detail.default_span()
-        span = trace_detail.load_span(self.lake, trace_id, span_id) if span_id else None
+        span = trace_detail.load_span(self.lake, trace_id, span_id, self.artifact_text) if span_id else None
         return self.page(
             "trace.html",
             title=f"Trace {trace_id}",
@@ -203,7 +203,7 @@ class UiApp:
         )
 
     def span(self, req: Request, trace_id: str, span_id: str) -> Response:
-        span = trace_detail.load_span(self.lake, trace_id, span_id)
+        span = trace_detail.load_span(self.lake, trace_id, span_id, self.artifact_text)
         if span is None:
             return Response.text(404, f"span {span_id} of trace {trace_id} is not in the lake")
         return self.page("span_pane.html", span=span, trace_id=trace_id)
@@ -227,18 +227,28 @@ class UiApp:
             return self.page("error.html", status=502, title="Feedback not sent", message=message, back=back)
         return Response.redirect(f"{back}?feedback={'up' if value else 'down'}")
 
-    def artifact(self, ref: str) -> Response:
-        if not is_ref(ref):
-            return Response.text(400, "not an artifact reference")
+    def read_artifact(self, ref: str) -> bytes | None:
+        """An offloaded value from the first store that has it; None when none has (deleted by gc)."""
         if self._stores is None:
             self._stores = [ArtifactStore(s) for s in self.settings.artifact_stores]
         for store in self._stores:
             try:
-                data = store.get(ref)
+                return store.get(ref)
             except ArtifactNotFoundError:
                 continue
-            return Response(200, data, "text/plain; charset=utf-8", {"Content-Disposition": "inline"})
-        return Response.text(404, f"{ref} is in none of the artifact stores (deleted by gc?)")
+        return None
+
+    def artifact_text(self, ref: str) -> str | None:
+        data = self.read_artifact(ref)
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+    def artifact(self, ref: str) -> Response:
+        if not is_ref(ref):
+            return Response.text(400, "not an artifact reference")
+        data = self.read_artifact(ref)
+        if data is None:
+            return Response.text(404, f"{ref} is in none of the artifact stores (deleted by gc?)")
+        return Response(200, data, "text/plain; charset=utf-8", {"Content-Disposition": "inline"})
 
     def dashboards(self, req: Request) -> Response:
         q, errors = trace_list.TraceQuery.from_params(req.query)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import duckdb
 
-from pipeline import query
+from pipeline import conversation, query
+from pipeline.conversation import Conversation
 from pipeline.trace_view import span_tree
 from pipeline.ui.lake import LakeReader
 
@@ -142,6 +144,7 @@ class SpanDetail:
     links: list[dict[str, Any]]
     pii_found: dict[str, int]
     artifacts: list[Artifact]
+    conversation: Conversation = field(default_factory=Conversation)  # what it said, in any convention
 
     @property
     def error(self) -> bool:
@@ -252,14 +255,25 @@ def load_trace(lake: LakeReader, trace_id: str) -> TraceDetail | None:
     return detail
 
 
-def load_span(lake: LakeReader, trace_id: str, span_id: str) -> SpanDetail | None:
+def load_span(
+    lake: LakeReader, trace_id: str, span_id: str, artifact_text: Callable[[str], str | None] | None = None
+) -> SpanDetail | None:
+    """One span in full, with its conversation (`pipeline.conversation`). Offloaded messages are read
+    back with `artifact_text` (ref -> text, None when the object is gone): only this span's."""
+
     def work(con: duckdb.DuckDBPyConnection) -> SpanDetail | None:
         summary = _summary(lake, con, trace_id)
         src = _spans(lake, con, summary, "trace_id = $id AND span_id = $span")
         rows = con.execute(f"SELECT {_DETAIL_COLUMNS} FROM {src}", {"id": trace_id, "span": span_id}).fetchall()
         return _detail(rows[0]) if rows else None
 
-    return lake.run(work)
+    span = lake.run(work)
+    if span is None:
+        return None
+    events = [{"name": e.name, "attributes": e.attributes} for e in span.events]
+    refs = conversation.artifact_refs(span.attributes, events)
+    texts = {ref: artifact_text(ref) for ref in refs} if artifact_text is not None else {}
+    return replace(span, conversation=conversation.parse(span.attributes, events, texts))
 
 
 def _pairs(value: Any) -> dict[str, Any]:
