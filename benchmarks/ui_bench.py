@@ -105,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         make_lake([str(args.lake), "--spans", str(args.spans)])
     files = sum(1 for _ in args.lake.glob("*/*/*/*.parquet"))
     size = sum(p.stat().st_size for p in args.lake.glob("*/*/*/*.parquet"))
-    spans = duckdb.connect().execute(
-        f"SELECT count(*) FROM read_parquet('{args.lake}/spans/*/*/*.parquet')"
-    ).fetchall()[0][0]
+    spans = (
+        duckdb.connect()
+        .execute(f"SELECT count(*) FROM read_parquet('{args.lake}/spans/*/*/*.parquet')")
+        .fetchall()[0][0]
+    )
     print(f"lake {args.lake}: {spans:,} span rows, {files} files, {size / 2**20:,.0f} MiB")
     traces, dropped, span_id = sample(args.lake, args.traces)
 

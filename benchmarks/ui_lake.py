@@ -5,10 +5,12 @@
 The traffic is real demo traffic: `pipeline.demo.build_requests` (the OpenTelemetry SDK's encoder, three
 applications in the three attribute conventions, long prompts, chat histories, JSON tool arguments)
 goes through a real `Worker` with the `cost` processor into a small pool lake. The pool's spans and trace
-summaries are then copied with pyarrow until the lake holds `--spans` spans: every copy of a trace gets
-a new trace id and a start time spread uniformly over `--days` days ending an hour ago (span ids and
-everything else are kept, so every copied trace is a real one). `--sampled-out` of the traces keep only
-their `traces` row (kept = false), as tail sampling leaves them; 1% of traces get a feedback event.
+summaries are then copied with pyarrow: every copy of a trace gets a new trace id and a start time
+spread uniformly over `--days` days ending an hour ago (span ids and everything else are kept, so
+every copied trace is a real one). `--sampled-out` of the traces keep only
+their `traces` row (kept = false), as tail sampling leaves them, and the copying goes on until `spans`
+holds `--spans` rows. 1% of traces get a thumbs up or down 30 s after they started: a `feedback` row
+and the late summary part it makes (in its own hour, as the worker writes it).
 Rows are written by the real ParquetSink (one file per hour per ~500k spans flushed), then every hour is
 compacted by the real Compactor (sorted by trace id, 64k-row groups).
 """
@@ -80,93 +82,90 @@ def _shift(col: pa.ChunkedArray | pa.Array, delta_ns: pa.Array) -> pa.Array:
     return pc.cast(pc.cast(pc.add(ns, delta_ns), pa.timestamp("ns")), schema.TS)
 
 
+def _at(ns: np.ndarray) -> pa.Array:
+    return pc.cast(pa.array(ns, pa.int64()).cast(pa.timestamp("ns")), schema.TS)
+
+
 def generate(lake: Path, n_spans: int, days: float, pool_traces: int, sampled_out: float, seed: int = 0) -> dict:
+    """Copies of the pool until `spans` holds at least `n_spans` rows; returns what was written."""
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="tracelake-ui-pool-") as pool_dir:
-        pool_spans, pool_traces_t = build_pool(Path(pool_dir), pool_traces, seed)
-    pool_ids = pc.unique(pool_traces_t.column("trace_id"))
+        pool_spans, pool_parts = build_pool(Path(pool_dir), pool_traces, seed)
+    pool_ids = pc.unique(pool_parts.column("trace_id"))
     n_pool = len(pool_ids)
     span_trace = pc.index_in(pool_spans.column("trace_id"), pool_ids)
-    summary_trace = pc.index_in(pool_traces_t.column("trace_id"), pool_ids)
-    # each pool trace's own start, so a copy can be moved to its new start
-    pool_start = pc.cast(
-        pc.cast(pc.min_max(pool_traces_t.column("start_time"))["min"].cast(pa.timestamp("ns")), pa.int64()), pa.int64()
-    ).as_py()
-    trace_start = pc.cast(pc.cast(pool_traces_t.column("start_time"), pa.timestamp("ns")), pa.int64())
-    first_start = {}
-    for tid, st in zip(summary_trace.to_pylist(), trace_start.to_pylist(), strict=True):
-        first_start[tid] = min(st, first_start.get(tid, st))
-    own_start = np.array([first_start.get(i, pool_start) for i in range(n_pool)], dtype=np.int64)
+    part_trace = pc.index_in(pool_parts.column("trace_id"), pool_ids)
+    # each pool trace's start, so that a copy can be moved to its new start
+    own_start = np.full(n_pool, np.iinfo(np.int64).max, np.int64)
+    starts = pc.cast(pool_parts.column("start_time").cast(pa.timestamp("ns")), pa.int64()).to_numpy()
+    np.minimum.at(own_start, part_trace.to_numpy(), starts)
     end = (time.time_ns() // HOUR_NS - 1) * HOUR_NS
     begin = end - int(days * DAY_NS)
-    copies = -(-n_spans // pool_spans.num_rows)
     sink = ParquetSink(ParquetSinkConfig(path=str(lake), roll_rows=10**9, roll_bytes=2**40))
-    written = pending = traces_total = kept_total = feedback_total = 0
-    for c in range(copies):
-        take = min(pool_spans.num_rows, n_spans - written)
+    written = pending = traces = kept_traces = feedback = copy = 0
+    while written < n_spans:
         new_ids = _hex_ids(rng, n_pool)
         new_start = rng.integers(begin, end - 10 * 60 * 10**9, size=n_pool)
         delta = pa.array(new_start - own_start, pa.int64())
-        kept = rng.random(n_pool) >= sampled_out
-        spans = pool_spans.slice(0, take)
-        idx = span_trace.slice(0, take)
-        spans = spans.set_column(0, "trace_id", new_ids.take(idx))
-        d = delta.take(idx)
+        kept = pa.array(rng.random(n_pool) >= sampled_out)
+        spans = pool_spans.set_column(0, "trace_id", new_ids.take(span_trace))
         for name in ("start_time", "end_time"):
-            spans = spans.set_column(spans.schema.get_field_index(name), name, _shift(spans.column(name), d))
-        spans = spans.filter(pa.array(kept).take(idx))
-        traced = set(pc.unique(idx).to_pylist())
-        mask = pa.array([i in traced for i in range(n_pool)])
-        summaries = pool_traces_t.filter(pc.is_in(summary_trace, pa.array(sorted(traced), pa.int32())))
-        sidx = pc.index_in(summaries.column("trace_id"), pool_ids)
-        summaries = summaries.set_column(0, "trace_id", new_ids.take(sidx))
-        summaries = summaries.set_column(
-            1, "part_id", pc.binary_join_element_wise(summaries.column("part_id"), f"-{c}", "")
-        )
-        sd = delta.take(sidx)
+            i = spans.schema.get_field_index(name)
+            spans = spans.set_column(i, name, _shift(spans.column(name), delta.take(span_trace)))
+        spans = spans.filter(kept.take(span_trace))
+        parts = pool_parts.set_column(0, "trace_id", new_ids.take(part_trace))
+        parts = parts.set_column(1, "part_id", pc.binary_join_element_wise(parts.column("part_id"), f"-{copy}", ""))
         for name in ("start_time", "end_time"):
-            i = summaries.schema.get_field_index(name)
-            summaries = summaries.set_column(i, name, _shift(summaries.column(name), sd))
-        s_kept = pa.array(kept).take(sidx)
-        summaries = summaries.set_column(summaries.schema.get_field_index("kept"), "kept", s_kept)
-        reasons = pc.if_else(s_kept, summaries.column("keep_reasons"), pa.scalar([], pa.list_(pa.string())))
-        summaries = summaries.set_column(summaries.schema.get_field_index("keep_reasons"), "keep_reasons", reasons)
-        n_fb = max(1, len(traced) // 100)
-        fb_traces = rng.choice(sorted(traced), size=n_fb, replace=False)
-        fb_time = pa.array(new_start[fb_traces] + 30 * 10**9, pa.int64())
-        feedback = pa.table(
+            i = parts.schema.get_field_index(name)
+            parts = parts.set_column(i, name, _shift(parts.column(name), delta.take(part_trace)))
+        part_kept = kept.take(part_trace)
+        parts = parts.set_column(parts.schema.get_field_index("kept"), "kept", part_kept)
+        reasons = pc.if_else(part_kept, parts.column("keep_reasons"), pa.scalar([], pa.list_(pa.string())))
+        parts = parts.set_column(parts.schema.get_field_index("keep_reasons"), "keep_reasons", reasons)
+        # 1% of the traces get a thumbs up or down half a minute after they started: a feedback event, and
+        # the late part of the trace's summary that it makes (in the hour of the feedback, as the worker does)
+        rated = rng.choice(n_pool, size=max(1, n_pool // 100), replace=False)
+        values = rng.integers(0, 2, rated.size).astype(float)
+        at = _at(new_start[rated] + 30 * 10**9)
+        ids = new_ids.take(pa.array(rated))
+        events = pa.table(
             {
-                "time": pc.cast(pc.cast(fb_time, pa.timestamp("ns")), schema.TS),
-                "trace_id": new_ids.take(pa.array(fb_traces)),
-                "span_id": pa.nulls(n_fb, pa.string()),
-                "name": pa.array(["user_thumbs"] * n_fb),
-                "value": pa.array(rng.integers(0, 2, n_fb).astype(float)),
-                "comment": pa.array(["wrong answer" if i % 2 else None for i in range(n_fb)], pa.string()),
-                "source": pa.array(["api"] * n_fb),
-                "lake_source": pa.array([f"bench@{c}"] * n_fb),
+                "time": at,
+                "trace_id": ids,
+                "name": pa.array(["user_thumbs"] * rated.size),
+                "value": pa.array(values),
+                "comment": pa.array(["wrong answer" if v == 0 else None for v in values], pa.string()),
+                "source": pa.array(["api"] * rated.size),
+                "lake_source": pa.array([f"bench@{copy}"] * rated.size),
+            }
+        )
+        late = pa.table(
+            {
+                "trace_id": ids,
+                "part_id": pa.array([f"feedback-{copy}-{i}" for i in range(rated.size)]),
+                "start_time": at,
+                "span_count": pa.array(np.zeros(rated.size, np.int64)),
+                "feedback_min": pa.array(values),
+                "kept": kept.take(pa.array(rated)),
+                "lake_source": pa.array([f"bench@{copy}"] * rated.size),
             }
         )
         sink.write("spans", spans)
-        sink.write("traces", summaries)
-        sink.write("feedback", schema.conform(feedback, schema.FEEDBACK))
-        written += take
-        pending += take
-        traces_total += len(traced)
-        kept_total += int(np.count_nonzero(kept & np.array(mask)))
-        feedback_total += n_fb
+        sink.write("traces", parts)
+        sink.write("traces", schema.conform(late, schema.TRACES))
+        sink.write("feedback", schema.conform(events, schema.FEEDBACK))
+        written += spans.num_rows
+        pending += spans.num_rows
+        traces += n_pool
+        kept_traces += pc.sum(kept).as_py()
+        feedback += rated.size
+        copy += 1
         if pending >= FLUSH_SPANS:
             sink.flush_all()
             pending = 0
             print(f"  {written:,} spans written", flush=True)
     sink.flush_all()
-    return {
-        "spans": written,
-        "traces": traces_total,
-        "kept": kept_total,
-        "feedback": feedback_total,
-        "begin_ns": begin,
-        "end_ns": end,
-    }
+    return {"spans": written, "traces": traces, "kept": kept_traces, "feedback": feedback, "days": days}
 
 
 def compact(lake: Path) -> float:

@@ -39,6 +39,44 @@ class Hour:
         return len(digests) == 1 and None not in digests
 
 
+def lake_hours(lake: Path, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Hour]:
+    """The table's hour partitions whose hour overlaps [lo_ns, hi_ns), oldest first, with their files."""
+    out = []
+    for part in hour_partitions(lake, table):
+        start = int(part.start.timestamp()) * 10**9
+        if (lo_ns is not None and start + HOUR_NS <= lo_ns) or (hi_ns is not None and start >= hi_ns):
+            continue
+        files = tuple(sorted(p for p in part.path.glob("*.parquet") if not p.name.startswith(".")))
+        if files:
+            out.append(Hour(start, files))
+    return out
+
+
+def view_rows(
+    con: duckdb.DuckDBPyConnection, lake: Path, table: str, hours: Sequence[Hour], where: str = "true"
+) -> str:
+    """A subquery: the rows of `table` in `hours` that pass `where`, one per identity, as the view has
+    them. Compacted hours are read as they are; the others are de-duplicated (after `where`: a
+    replayed row is identical but for lake_source, so filtering first gives the same rows, faster)."""
+    compacted = [f for h in hours if h.compacted for f in h.files]
+    loose = [f for h in hours if not h.compacted for f in h.files]
+    parts = [f"SELECT * FROM {query.table_source(con, lake, table, compacted)} WHERE {where}"] if compacted else []
+    if loose or not parts:
+        parts.append(f"SELECT * FROM {query.table_source(con, lake, table, loose)} WHERE {where} {query.DEDUP[table]}")
+    return "(" + " UNION ALL BY NAME ".join(parts) + ")"
+
+
+def create_views(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
+    """`spans`, `traces`, `feedback` as `pipeline.query.connect` defines them (its DEDUP and TRACES_MERGE),
+    over the files there are now, without de-duplicating compacted hours again: same rows, faster."""
+    for table in ("spans", "feedback"):
+        con.execute(
+            f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {view_rows(con, lake, table, lake_hours(lake, table))}"
+        )
+    parts = view_rows(con, lake, "traces", lake_hours(lake, "traces"))
+    con.execute(f"CREATE OR REPLACE VIEW traces AS {query.TRACES_MERGE.format(parts=parts)}")
+
+
 class LakeReader:
     """Read-only access for the UI's pages; thread-safe (one DuckDB cursor per call)."""
 
@@ -76,16 +114,7 @@ class LakeReader:
         return retry_vanished(attempt)
 
     def hours(self, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Hour]:
-        """The table's hour partitions whose hour overlaps [lo_ns, hi_ns), oldest first, with their files."""
-        out = []
-        for part in hour_partitions(self.lake, table):
-            start = int(part.start.timestamp()) * 10**9
-            if (lo_ns is not None and start + HOUR_NS <= lo_ns) or (hi_ns is not None and start >= hi_ns):
-                continue
-            files = tuple(sorted(p for p in part.path.glob("*.parquet") if not p.name.startswith(".")))
-            if files:
-                out.append(Hour(start, files))
-        return out
+        return lake_hours(self.lake, table, lo_ns, hi_ns)
 
     def files(self, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Path]:
         return [f for h in self.hours(table, lo_ns, hi_ns) for f in h.files]
@@ -95,15 +124,7 @@ class LakeReader:
         return query.table_source(con, self.lake, table, files)
 
     def rows(self, con: duckdb.DuckDBPyConnection, table: str, hours: Sequence[Hour], where: str = "true") -> str:
-        """A subquery: the rows of `table` in `hours` that pass `where`, one per identity, as the view has
-        them. Compacted hours are read as they are; the others are de-duplicated (after `where`: a
-        replayed row is identical but for lake_source, so filtering first gives the same rows, faster)."""
-        compacted = [f for h in hours if h.compacted for f in h.files]
-        loose = [f for h in hours if not h.compacted for f in h.files]
-        parts = [f"SELECT * FROM {self.source(con, table, compacted)} WHERE {where}"] if compacted else []
-        if loose or not parts:
-            parts.append(f"SELECT * FROM {self.source(con, table, loose)} WHERE {where} {query.DEDUP[table]}")
-        return "(" + " UNION ALL BY NAME ".join(parts) + ")"
+        return view_rows(con, self.lake, table, hours, where)
 
     def ids_with_parts_in(
         self, con: duckdb.DuckDBPyConnection, table: str, hours: Sequence[Hour], ids: Sequence[str]

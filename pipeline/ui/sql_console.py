@@ -1,7 +1,7 @@
 """The SQL console's sandbox: one read-only DuckDB per query, that can read the lake and nothing else.
 
-Each query gets a fresh in-memory DuckDB with the `spans` / `traces` / `feedback` views and
-`artifact(ref)` (`pipeline.query.connect`), then:
+Each query gets a fresh in-memory DuckDB with the `spans` / `traces` / `feedback` views (the rows of
+`pipeline.query.connect`'s, see `pipeline.ui.lake.create_views`) and `artifact(ref)`, then:
 - `allowed_directories` = the lake (and DuckDB's private spill directory), `enable_external_access` off:
   read_parquet / read_csv / glob of any other path fail with DuckDB's permission error;
 - extensions are neither installed nor loaded automatically, and the configuration is locked, so a
@@ -29,7 +29,8 @@ import duckdb
 import pyarrow as pa
 
 from pipeline.maintenance import saved_queries
-from pipeline.query import connect
+from pipeline.ui.lake import create_views
+from sinks.artifacts.sql import register_artifact_function
 
 ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -73,7 +74,10 @@ class SqlSandbox:
         self._spill.cleanup()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        con = connect(self.lake, artifact_stores=self.artifact_stores)
+        con = duckdb.connect(":memory:")
+        con.execute("SET TimeZone = 'UTC'")
+        create_views(con, self.lake)
+        register_artifact_function(con, list(self.artifact_stores or [str(self.lake / "_artifacts")]))
         for sql, value in (
             ("SET temp_directory = $v", self._spill.name),
             ("SET allowed_directories = $v", [str(self.lake) + "/", self._spill.name + "/"]),
