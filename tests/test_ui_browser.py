@@ -44,6 +44,8 @@ SCRIPT = "<script>window.__xss = 1</script>"
 NEEDLE = "zebra-refund-4711"  # a word only the hostile trace's prompt has
 HOSTILE_NAME = '<img src=x onerror="window.__xss2 = 1">agent'
 DEMO_TRACES = 40
+EARLIER_TRACES = 12
+HOUR_NS = 3600 * 10**9
 
 PROCESSORS = (
     "{cost: {}, tail_sampling: {decision_wait: 1s, late_feedback_window: 1h, policies: ["
@@ -113,10 +115,15 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Running
         work, config_yaml(process="[cost, tail_sampling, offload_artifacts]", processors=PROCESSORS), name="run"
     )
     try:
+        for hours_ago, seed in ((20, 1), (9, 2), (3, 3)):  # earlier traffic too: several hours to page through
+            run_demo(tl.grpc, traces=EARLIER_TRACES, seed=seed, start_ns=time.time_ns() - hours_ago * HOUR_NS)
         run_demo(tl.grpc, traces=DEMO_TRACES, seed=5)
         hostile = _send_hostile_trace(tl.grpc)
         _wait_for(
-            lambda: (_lake_rows(tl.lake, "SELECT count(*) FROM traces")[0:1] or [(0,)])[0][0] >= DEMO_TRACES + 1,
+            lambda: (
+                (_lake_rows(tl.lake, "SELECT count(*) FROM traces")[0:1] or [(0,)])[0][0]
+                >= DEMO_TRACES + 3 * EARLIER_TRACES + 1
+            ),
             what="every trace's summary in the lake",
         )
         _wait_for(
@@ -200,6 +207,7 @@ def test_list_filters_search_and_shareable_urls(page: Any, ui: str, pipeline: tu
     assert starts == sorted(starts, reverse=True)
     # sampled-out traces are listed too, marked as summary-only
     assert page.locator("table#traces .summary-tag").count() >= 1
+    _screenshot(page, "traces", tl.workdir)
 
     page.fill("input[name=service]", "ticket-summarizer")
     page.click("form#filters button[type=submit]")
@@ -227,7 +235,6 @@ def test_list_filters_search_and_shareable_urls(page: Any, ui: str, pipeline: tu
     page.goto(f"{ui}/traces?status=error&sort=cost")
     errors = _lake_rows(tl.lake, "SELECT count(*) FROM traces WHERE error_count > 0")[0][0]
     assert page.locator("table#traces tbody tr.has-error").count() == min(errors, 50) > 0
-    _screenshot(page, "traces", Path(pipeline[0].workdir))
 
 
 # -- a trace ----------------------------------------------------------------------------------------
@@ -274,7 +281,6 @@ def test_trace_page_waterfall_span_pane_and_artifacts(
     shown = page.locator(".artifact-text:visible").first
     shown.wait_for()
     assert shown.inner_text() == text
-    _screenshot(page, "trace", tl.workdir)
 
 
 def test_hostile_prompt_is_shown_as_text(page: Any, ui: str, pipeline: tuple[RunningTracelake, str]) -> None:
@@ -306,7 +312,8 @@ def _expected_conversation(lake: Path, sql: str, params: list[Any]) -> tuple[str
 
 
 def _text(s: str) -> str:
-    return " ".join(s.split())
+    """Text without whitespace: JSON is shown indented, prose wrapped."""
+    return "".join(s.split())
 
 
 @pytest.mark.parametrize(
@@ -316,11 +323,11 @@ def test_llm_conversation_in_every_convention(
     page: Any, ui: str, pipeline: tuple[RunningTracelake, str], service: str
 ) -> None:
     tl, _ = pipeline
-    trace_id, span_id, want = _expected_conversation(
+    trace_id, span_id, want = _expected_conversation(  # the last call of the busiest agent loop
         tl.lake,
-        """SELECT trace_id, span_id, attributes, events FROM spans
-           WHERE service_name = ? AND span_type = 'llm' AND status_code <> 'ERROR'
-           ORDER BY cardinality(attributes) DESC, trace_id, span_id LIMIT 1""",
+        """SELECT s.trace_id, s.span_id, s.attributes, s.events FROM spans s JOIN traces t USING (trace_id)
+           WHERE s.service_name = ? AND s.span_type = 'llm' AND t.error_count = 0
+           ORDER BY t.tool_count DESC, t.llm_count DESC, s.trace_id, s.start_time DESC LIMIT 1""",
         [service],
     )
     assert want.input and want.output, "the demo's LLM spans carry prompts and completions"
@@ -333,7 +340,8 @@ def test_llm_conversation_in_every_convention(
         assert _text(m.content)[:200] in shown
         for call in m.tool_calls:
             assert call.name in shown
-    _screenshot(page, f"conversation-{service}", tl.workdir) if service == "support-bot" else None
+    if service == "support-bot":
+        _screenshot(page, "trace", tl.workdir)
 
 
 def test_retrieved_documents_and_tool_calls(page: Any, ui: str, pipeline: tuple[RunningTracelake, str]) -> None:

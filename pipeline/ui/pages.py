@@ -254,8 +254,9 @@ class UiApp:
         q, errors = trace_list.TraceQuery.from_params(req.query)
         lo, hi = q.window()
         board = dashboards.build_dashboard(self.lake, lo, hi)
+        step = 3600 if board.bucket == "hour" else 86400
         charts = [
-            {"id": c.id, "title": c.title, "unit": c.unit, "kind": c.kind, "x": c.x, "series": c.series}
+            {"id": c.id, "title": c.title, "unit": c.unit, "kind": c.kind, "x": c.x, "series": c.series, "step": step}
             for c in board.charts
         ]
         return self.page(

@@ -108,9 +108,14 @@
     const barPaths = window.uPlot.paths && window.uPlot.paths.bars ? window.uPlot.paths.bars({ size: [0.8, 64] }) : undefined;
     const opts = {
       width,
+      tzDate: (ts) => window.uPlot.tzDate(new Date(ts * 1e3), "UTC"), // the lake and every page are in UTC
       height: 220,
       scales: {
-        x: categories ? { time: false, range: (u, lo, hi) => [lo - 0.5, hi + 0.5] } : { time: timeX },
+        x: categories
+          ? { time: false, range: (u, lo, hi) => [lo - 0.5, hi + 0.5] }
+          : spec.step // a bucket's width of room on both sides: one bucket alone still has an axis
+            ? { time: timeX, range: (u, lo, hi) => [lo - spec.step / 2, hi + spec.step / 2] }
+            : { time: timeX },
         y: bars ? { range: (u, lo, hi) => [0, hi > 0 ? hi * 1.05 : 1] } : {},
       },
       axes: [
