@@ -193,8 +193,10 @@ def _reference(lake: Path, q: TraceQuery) -> list[str]:
         where.append("cost_usd >= $min_cost")
         params["min_cost"] = q.min_cost
     if q.q:
-        where.append("trace_id IN (SELECT trace_id FROM spans WHERE contains(CAST(attributes AS VARCHAR), $q))")
-        params["q"] = q.q
+        where.append(
+            "trace_id IN (SELECT trace_id FROM spans WHERE contains(lower(CAST(attributes AS VARCHAR)), $q))"
+        )
+        params["q"] = q.q.lower()
     order = f"{SORTS[q.sort]} {'DESC' if q.order == 'desc' else 'ASC'} NULLS LAST, trace_id"
     sql = f"SELECT trace_id FROM traces WHERE {' AND '.join(where)} ORDER BY {order}"
     sql += f" LIMIT {q.size} OFFSET {(q.page - 1) * q.size}"
@@ -215,6 +217,8 @@ CASES = [
     {"model": "o3-mini"},
     {"min_cost": "0.004"},
     {"q": NEEDLE},
+    {"q": NEEDLE.upper(), "sort": "cost"},
+    {"q": "help_z%"},  # LIKE's wildcards are searched for as text
 ]
 
 

@@ -36,6 +36,96 @@ class Chart:
         return not self.x
 
 
+@dataclass(frozen=True)
+class ChartSpec:
+    """A chart: `sql` gives (bucket, series, value) rows from the temp tables `llm` (LLM spans), `t`
+    (traces) and `fb` (feedback events), each with its time bucket `b`."""
+
+    id: str
+    title: str
+    unit: str
+    kind: str
+    sql: str
+    series_order: str | None = None  # "models" (by calls) or "tenants" (by cost); None: by name
+    note: str = ""
+
+
+CHARTS = [
+    ChartSpec(
+        "cost_model", "Cost by model", "usd", "bars", "SELECT b, model, sum(cost_usd) FROM llm GROUP BY ALL", "models"
+    ),
+    ChartSpec(
+        "cost_tenant", "Cost by tenant", "usd", "bars", "SELECT b, tenant, sum(cost_usd) FROM t GROUP BY ALL", "tenants"
+    ),
+    ChartSpec(
+        "calls_model",
+        "LLM calls by model",
+        "count",
+        "bars",
+        "SELECT b, model, count(*) FROM llm GROUP BY ALL",
+        "models",
+    ),
+    ChartSpec(
+        "p50_model",
+        "p50 latency by model",
+        "ms",
+        "line",
+        "SELECT b, model, quantile_cont(duration_ms, 0.5) FROM llm GROUP BY ALL",
+        "models",
+    ),
+    ChartSpec(
+        "p95_model",
+        "p95 latency by model",
+        "ms",
+        "line",
+        "SELECT b, model, quantile_cont(duration_ms, 0.95) FROM llm GROUP BY ALL",
+        "models",
+    ),
+    ChartSpec(
+        "errors",
+        "Error rate",
+        "percent",
+        "line",
+        "SELECT b, 'traces with an error', 100.0 * avg((error_count > 0)::INT) FROM t GROUP BY ALL"
+        " UNION ALL SELECT b, 'LLM calls failed', 100.0 * avg((status_code = 'ERROR')::INT) FROM llm GROUP BY ALL",
+    ),
+    ChartSpec(
+        "thumbs_down",
+        "Thumbs-down rate",
+        "percent",
+        "line",
+        # at or below 0, as tail sampling's feedback policy counts a thumbs-down
+        "SELECT b, 'thumbs-down share of feedback', 100.0 * avg((value <= 0)::INT) FROM fb GROUP BY ALL",
+    ),
+    ChartSpec(
+        "unpriced",
+        "Unpriced LLM calls",
+        "count",
+        "bars",
+        "SELECT b, 'unpriced calls', count(*) FROM llm WHERE cost_status <> 'priced' GROUP BY ALL",
+        note="calls the cost processor could not price (unknown model or no usage): cost is a lower bound",
+    ),
+    ChartSpec(
+        "tokens",
+        "Tokens",
+        "tokens",
+        "bars",
+        # GenAI counts input with its cache reads (the cost processor's rule): the rest is uncached
+        'UNPIVOT (SELECT b, sum(input_tokens) - coalesce(sum(cache_read_tokens), 0) AS "input (not cached)",'
+        ' sum(cache_read_tokens) AS "input (cache hit)", sum(output_tokens) AS output FROM t GROUP BY 1)'
+        ' ON "input (not cached)", "input (cache hit)", output INTO NAME k VALUE v',
+    ),
+    ChartSpec(
+        "cache_share",
+        "Cache hit share of input tokens",
+        "percent",
+        "line",
+        "SELECT b, 'cache hit share of input', 100.0 * sum(cache_read_tokens) / nullif(sum(input_tokens), 0)"
+        " FROM t GROUP BY ALL",
+    ),
+]
+
+
 @dataclass
 class Dashboard:
     bucket: str  # "hour" | "day"
@@ -97,8 +187,8 @@ def build_dashboard(lake: LakeReader, lo_ns: int | None, hi_ns: int | None) -> D
         in_range = _time_range(lo_ns, hi_ns, "start_time")
         llm = lake.rows(con, "spans", lake.hours("spans", lo_ns, hi_ns), f"span_type = 'llm' AND {in_range}")
         con.execute(
-            "CREATE TEMP TABLE llm AS SELECT start_time, duration_ms, cost_usd, cost_status, status_code,"
-            f" coalesce(response_model, request_model, '(no model)') AS model FROM {llm}"
+            f"CREATE TEMP TABLE llm AS SELECT {b.format(col='start_time')} AS b, duration_ms, cost_usd, cost_status,"
+            f" status_code, coalesce(response_model, request_model, '(no model)') AS model FROM {llm}"
         )
         # traces that started in the range: their parts are in its hours and any later one
         every = lake.hours("traces")
@@ -107,93 +197,31 @@ def build_dashboard(lake: LakeReader, lo_ns: int | None, hi_ns: int | None) -> D
         started_before = _started_before(lake, con, window, [h for h in every if h.start_ns < first])
         merged = query.TRACES_MERGE.format(parts=lake.rows(con, "traces", window))
         con.execute(
-            "CREATE TEMP TABLE t AS SELECT start_time, error_count, cost_usd, unpriced_calls, tenant_id,"
-            " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, feedback_min"
+            f"CREATE TEMP TABLE t AS SELECT {b.format(col='start_time')} AS b, error_count, cost_usd, unpriced_calls,"
+            " coalesce(tenant_id, '(none)') AS tenant, input_tokens, output_tokens, cache_read_tokens"
             f" FROM ({merged}) WHERE {in_range} AND NOT list_contains($before, trace_id)",
             {"before": started_before},
         )
-        fb_hours = lake.hours("feedback", lo_ns, hi_ns)
-        fb_range = _time_range(lo_ns, hi_ns, '"time"')
-        sb, tb = b.format(col="start_time"), b.format(col="start_time")
-        models = [r[0] for r in con.execute("SELECT model FROM llm GROUP BY 1 ORDER BY count(*) DESC").fetchall()]
-        tenants = [
-            r[0]
-            for r in con.execute(
-                "SELECT coalesce(tenant_id, '(none)') FROM t GROUP BY 1 ORDER BY sum(cost_usd) DESC NULLS LAST"
-            ).fetchall()
+        events = lake.rows(con, "feedback", lake.hours("feedback", lo_ns, hi_ns), _time_range(lo_ns, hi_ns, '"time"'))
+        fb_bucket = b.format(col='"time"')
+        con.execute(f"CREATE TEMP TABLE fb AS SELECT {fb_bucket} AS b, value FROM {events}")
+        order = {
+            "models": [r[0] for r in con.execute("SELECT model FROM llm GROUP BY 1 ORDER BY count(*) DESC").fetchall()],
+            "tenants": [
+                r[0]
+                for r in con.execute(
+                    "SELECT tenant FROM t GROUP BY 1 ORDER BY sum(cost_usd) DESC NULLS LAST"
+                ).fetchall()
+            ],
+        }
+        return [
+            _pivot(
+                con.execute(f"SELECT * FROM ({spec.sql}) ORDER BY 1").fetchall(),
+                Chart(spec.id, spec.title, spec.unit, spec.kind, note=spec.note),
+                order[spec.series_order] if spec.series_order else None,
+            )
+            for spec in CHARTS
         ]
-        charts = [
-            _pivot(
-                con.execute(f"SELECT {sb}, model, sum(cost_usd) FROM llm GROUP BY ALL ORDER BY 1").fetchall(),
-                Chart("cost_model", "Cost by model", "usd", "bars"),
-                models,
-            ),
-            _pivot(
-                con.execute(
-                    f"SELECT {tb}, coalesce(tenant_id, '(none)'), sum(cost_usd) FROM t GROUP BY ALL ORDER BY 1"
-                ).fetchall(),
-                Chart("cost_tenant", "Cost by tenant", "usd", "bars"),
-                tenants,
-            ),
-            _pivot(
-                con.execute(f"SELECT {sb}, model, count(*) FROM llm GROUP BY ALL ORDER BY 1").fetchall(),
-                Chart("calls_model", "LLM calls by model", "count", "bars"),
-                models,
-            ),
-            _pivot(
-                con.execute(
-                    f"SELECT {sb}, model, quantile_cont(duration_ms, 0.5) FROM llm GROUP BY ALL ORDER BY 1"
-                ).fetchall(),
-                Chart("p50_model", "p50 latency by model", "ms"),
-                models,
-            ),
-            _pivot(
-                con.execute(
-                    f"SELECT {sb}, model, quantile_cont(duration_ms, 0.95) FROM llm GROUP BY ALL ORDER BY 1"
-                ).fetchall(),
-                Chart("p95_model", "p95 latency by model", "ms"),
-                models,
-            ),
-            _pivot(
-                con.execute(
-                    f"SELECT {tb}, 'traces with an error', 100.0 * avg((error_count > 0)::INT) FROM t GROUP BY ALL"
-                    f" UNION ALL SELECT {sb}, 'LLM calls failed', 100.0 * avg((status_code = 'ERROR')::INT)"
-                    " FROM llm GROUP BY ALL ORDER BY 1"
-                ).fetchall(),
-                Chart("errors", "Error rate", "percent"),
-            ),
-            _thumbs_down(con, lake.rows(con, "feedback", fb_hours, fb_range), b.format(col='"time"')),
-            _pivot(
-                con.execute(
-                    f"SELECT {sb}, 'unpriced calls', count(*) FROM llm"
-                    " WHERE cost_status IS NOT NULL AND cost_status <> 'priced' GROUP BY ALL ORDER BY 1"
-                ).fetchall(),
-                Chart(
-                    "unpriced",
-                    "Unpriced LLM calls",
-                    "count",
-                    "bars",
-                    note="calls the cost processor could not price (unknown model or no usage): cost is a lower bound",
-                ),
-            ),
-            _pivot(
-                con.execute(
-                    f"UNPIVOT (SELECT {tb} AS b, sum(input_tokens) - coalesce(sum(cache_read_tokens), 0)"
-                    ' AS "input (not cached)", sum(cache_read_tokens) AS "input (cache hit)",'
-                    " sum(output_tokens) AS output FROM t GROUP BY 1)"
-                    ' ON "input (not cached)", "input (cache hit)", output INTO NAME k VALUE v ORDER BY b'
-                ).fetchall(),
-                Chart("tokens", "Tokens", "tokens", "bars"),
-            ),
-            _pivot(
-                con.execute(
-                    f"SELECT {tb}, 'cache hit share of input',"
-                    " 100.0 * sum(cache_read_tokens) / nullif(sum(input_tokens), 0) FROM t GROUP BY ALL ORDER BY 1"
-                ).fetchall(),
-                Chart("cache_share", "Cache hit share of input tokens", "percent"),
-            ),
-        ]
-        return charts
 
     charts = lake.run(work)
     return Dashboard(bucket, charts, time.perf_counter() - t0)
@@ -215,12 +243,3 @@ def _started_before(
         r[0] for r in con.execute(f"SELECT DISTINCT trace_id FROM {parts}", {"keys": both.tolist()}).fetchall()
     ]
     return lake.ids_with_parts_in(con, "traces", older, candidates)
-
-
-def _thumbs_down(con: duckdb.DuckDBPyConnection, events: str, bucket: str) -> Chart:
-    """Share of feedback events at or below 0 (thumbs-down, as tail sampling's feedback policy counts them)."""
-    rows = con.execute(
-        f"SELECT {bucket}, 'thumbs-down share of feedback', 100.0 * avg((value <= 0)::INT)"
-        f" FROM {events} GROUP BY ALL ORDER BY 1"
-    ).fetchall()
-    return _pivot(rows, Chart("thumbs_down", "Thumbs-down rate", "percent"))

@@ -21,34 +21,7 @@ from pipeline import conversation, query
 from pipeline.conversation import Conversation
 from pipeline.trace_view import span_tree
 from pipeline.ui.lake import LakeReader
-
-
-@dataclass(frozen=True)
-class TraceSummary:
-    root_name: str | None
-    service_name: str | None
-    start_ns: int
-    end_ns: int
-    duration_ms: float | None
-    span_count: int
-    error_count: int
-    llm_count: int
-    tool_count: int
-    input_tokens: int | None
-    output_tokens: int | None
-    cache_read_tokens: int | None
-    cache_write_tokens: int | None
-    reasoning_tokens: int | None
-    cost_usd: float | None
-    unpriced_calls: int | None
-    models: list[str]
-    session_id: str | None
-    user_id: str | None
-    tenant_id: str | None
-    prompt_versions: list[str]
-    feedback_min: float | None
-    kept: bool | None
-    keep_reasons: list[str]
+from pipeline.ui.trace_list import TRACE_COLUMNS, TraceRow
 
 
 @dataclass(frozen=True)
@@ -168,7 +141,7 @@ class FeedbackRow:
 @dataclass
 class TraceDetail:
     trace_id: str
-    summary: TraceSummary | None
+    summary: TraceRow | None
     spans: list[SpanRow]
     feedback: list[FeedbackRow]
     waterfall: list[WaterfallRow] = field(default_factory=list)
@@ -189,11 +162,6 @@ class TraceDetail:
         return self.waterfall[0].span.span_id if self.waterfall else None
 
 
-_SUMMARY_COLUMNS = """root_name, service_name, epoch_ns(start_time), epoch_ns(end_time), duration_ms,
-  coalesce(span_count, 0), coalesce(error_count, 0), coalesce(llm_count, 0), coalesce(tool_count, 0),
-  input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, unpriced_calls,
-  coalesce(models, []), session_id, user_id, tenant_id, coalesce(prompt_versions, []), feedback_min, kept,
-  coalesce(keep_reasons, [])"""
 _SPAN_COLUMNS = """span_id, coalesce(parent_span_id, ''), coalesce(name, ''), span_type, status_code, status_message,
   epoch_ns(start_time), coalesce(epoch_ns(end_time), epoch_ns(start_time)), duration_ms,
   coalesce(response_model, request_model), input_tokens, output_tokens, cost_usd, cost_status,
@@ -206,21 +174,24 @@ _DETAIL_COLUMNS = """trace_id, span_id, parent_span_id, coalesce(name, ''), kind
   [(epoch_ns(e.time), e.name, e.attributes) FOR e IN coalesce(events, [])], links, pii_found, artifacts"""
 
 
-def _summary(lake: LakeReader, con: duckdb.DuckDBPyConnection, trace_id: str) -> TraceSummary | None:
+def _summary(lake: LakeReader, con: duckdb.DuckDBPyConnection, trace_id: str) -> TraceRow | None:
     """The merged `traces` row. Its parts may sit in any hour (a late part starts when its late spans or
     feedback do): the id index names the hours that hold them."""
     hours = lake.hours_holding("traces", [trace_id])
     if not hours:
         return None
     merged = query.TRACES_MERGE.format(parts=lake.rows(con, "traces", hours, "trace_id = $id"))
-    rows = con.execute(f"SELECT {_SUMMARY_COLUMNS} FROM ({merged}) AS t", {"id": trace_id}).fetchall()
-    return TraceSummary(*rows[0]) if rows else None
+    rows = con.execute(f"SELECT {TRACE_COLUMNS} FROM ({merged}) AS t", {"id": trace_id}).fetchall()
+    return TraceRow(*rows[0]) if rows else None
 
 
-def _spans(lake: LakeReader, con: duckdb.DuckDBPyConnection, summary: TraceSummary | None, where: str) -> str:
+def _spans(lake: LakeReader, con: duckdb.DuckDBPyConnection, summary: TraceRow | None, where: str) -> str:
     """The trace's spans (rows passing `where`): every one started between the trace's start and end, so
     only those hours are read (all of them while the trace has no summary yet)."""
-    hours = lake.hours("spans") if summary is None else lake.hours("spans", summary.start_ns, summary.end_ns + 1)
+    if summary is None:
+        hours = lake.hours("spans")
+    else:
+        hours = lake.hours("spans", summary.start_ns, (summary.end_ns or summary.start_ns) + 1)
     return lake.rows(con, "spans", hours, where)
 
 

@@ -122,10 +122,13 @@ class TraceQuery(BaseModel):
 
 @dataclass(frozen=True)
 class TraceRow:
+    """A row of the `traces` view, as the list and the trace page show it (`TRACE_COLUMNS`)."""
+
     trace_id: str
     root_name: str | None
     service_name: str | None
     start_ns: int
+    end_ns: int | None
     duration_ms: float | None
     span_count: int
     error_count: int
@@ -134,12 +137,15 @@ class TraceRow:
     input_tokens: int | None
     output_tokens: int | None
     cache_read_tokens: int | None
+    cache_write_tokens: int | None
+    reasoning_tokens: int | None
     cost_usd: float | None
     unpriced_calls: int | None
     models: list[str]
     session_id: str | None
     user_id: str | None
     tenant_id: str | None
+    prompt_versions: list[str]
     feedback_min: float | None
     kept: bool | None
     keep_reasons: list[str]
@@ -153,37 +159,20 @@ class TracePage:
     seconds: float
 
 
-_COLUMNS = ", ".join(
-    [
-        "trace_id",
-        "root_name",
-        "service_name",
-        "epoch_ns(start_time)",
-        "duration_ms",
-        "coalesce(span_count, 0)",
-        "coalesce(error_count, 0)",
-        "coalesce(llm_count, 0)",
-        "coalesce(tool_count, 0)",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cost_usd",
-        "unpriced_calls",
-        "coalesce(models, [])",
-        "session_id",
-        "user_id",
-        "tenant_id",
-        "feedback_min",
-        "kept",
-        "coalesce(keep_reasons, [])",
-    ]
-)
-# What the text search looks at in a span: its name, status, attributes (prompts, completions, tool
-# arguments and results in all three conventions), events (exceptions) and offloaded values' previews.
-_SPAN_TEXT = (
-    "lower(concat_ws(' ', name, status_message, CAST(attributes AS VARCHAR), CAST(events AS VARCHAR),"
-    " CAST(artifacts AS VARCHAR)))"
-)
+TRACE_COLUMNS = """trace_id, root_name, service_name, epoch_ns(start_time), epoch_ns(end_time), duration_ms,
+  coalesce(span_count, 0), coalesce(error_count, 0), coalesce(llm_count, 0), coalesce(tool_count, 0),
+  input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, unpriced_calls,
+  coalesce(models, []), session_id, user_id, tenant_id, coalesce(prompt_versions, []), feedback_min, kept,
+  coalesce(keep_reasons, [])"""
+# What the text search looks at in a span (case-insensitive, a substring): its name, status message,
+# attribute values (prompts, completions, tool arguments and results in all three conventions), event
+# attributes (exceptions) and the previews of offloaded values. Lambdas over the values cost about half
+# of casting the maps to text.
+_SPAN_TEXT = """(ilike_escape(name, $pattern, '\\') OR ilike_escape(coalesce(status_message, ''), $pattern, '\\')
+  OR len(list_filter(map_values(attributes), lambda v: ilike_escape(v, $pattern, '\\'))) > 0
+  OR len(list_filter(coalesce(events, []), lambda e: len(list_filter(map_values(e.attributes),
+       lambda v: ilike_escape(v, $pattern, '\\'))) > 0)) > 0
+  OR len(list_filter(coalesce(artifacts, []), lambda a: ilike_escape(a.preview, $pattern, '\\'))) > 0)"""
 
 
 def _conditions(q: TraceQuery, params: dict[str, object], spans_src: str | None) -> list[str]:
@@ -223,9 +212,10 @@ def _conditions(q: TraceQuery, params: dict[str, object], spans_src: str | None)
             where.append(f"{column} {op} ${key}")
     if q.q:
         params["q"] = q.q.lower()
-        text = "contains(lower(coalesce(root_name, '')), $q) OR trace_id = $q"
+        params["pattern"] = "%" + q.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        text = "ilike_escape(coalesce(root_name, ''), $pattern, '\\') OR trace_id = $q"
         if spans_src is not None:
-            text += f" OR trace_id IN (SELECT trace_id FROM {spans_src} WHERE contains({_SPAN_TEXT}, $q))"
+            text += f" OR trace_id IN (SELECT trace_id FROM {spans_src} WHERE {_SPAN_TEXT})"
         where.append(f"({text})")
     return where
 
@@ -310,7 +300,7 @@ def _rows(
     """Every column of the page's traces; their parts are all in the window, found by the id index."""
     parts = lake.rows(con, "traces", lake.hours_holding("traces", ids, window), "list_contains($ids, trace_id)")
     merged = query.TRACES_MERGE.format(parts=parts)
-    return con.execute(f"SELECT {_COLUMNS} FROM ({merged}) AS t ORDER BY {_order(q)}", {"ids": ids}).fetchall()
+    return con.execute(f"SELECT {TRACE_COLUMNS} FROM ({merged}) AS t ORDER BY {_order(q)}", {"ids": ids}).fetchall()
 
 
 def facets(lake: LakeReader, q: TraceQuery, now_ns: int | None = None, limit: int = 200) -> dict[str, list[str]]:
