@@ -7,6 +7,7 @@ trace, spans with prompts) and compare every answer with the same question asked
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import shutil
@@ -200,7 +201,17 @@ def _reference(lake: Path, q: TraceQuery) -> list[str]:
     order = f"{SORTS[q.sort]} {'DESC' if q.order == 'desc' else 'ASC'} NULLS LAST, trace_id"
     sql = f"SELECT trace_id FROM traces WHERE {' AND '.join(where)} ORDER BY {order}"
     sql += f" LIMIT {q.size} OFFSET {(q.page - 1) * q.size}"
-    return [r[0] for r in connect(lake).execute(sql, params).fetchall()]
+    return [r[0] for r in _views(lake).execute(sql, params).fetchall()]
+
+
+@functools.cache
+def _reader(lake: Path) -> LakeReader:
+    return LakeReader(lake)
+
+
+@functools.cache
+def _views(lake: Path) -> duckdb.DuckDBPyConnection:
+    return connect(lake)
 
 
 CASES = [
@@ -224,8 +235,8 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
 def test_every_page_equals_the_traces_view(lake: Path, case: dict[str, str]) -> None:
-    reader = LakeReader(lake)
-    for page in (1, 2, 3):
+    reader = _reader(lake)
+    for page in (1, 2):
         q = TraceQuery.model_validate({**case, "size": 10, "page": page})
         got = list_traces(reader, q, now_ns=NOW)
         assert [r.trace_id for r in got.rows] == _reference(lake, q), (case, page)
@@ -360,7 +371,8 @@ def test_console_views_equal_the_query_views_before_and_after_compaction(
 
 
 def test_list_is_the_same_after_compaction(lake: Path, compacted: Path) -> None:
+    before, after = LakeReader(lake), LakeReader(compacted)
     for case in CASES:
         q = TraceQuery.model_validate({**case, "size": 10})
-        before = [r.trace_id for r in list_traces(LakeReader(lake), q, now_ns=NOW).rows]
-        assert [r.trace_id for r in list_traces(LakeReader(compacted), q, now_ns=NOW).rows] == before, case
+        want = [r.trace_id for r in list_traces(before, q, now_ns=NOW).rows]
+        assert [r.trace_id for r in list_traces(after, q, now_ns=NOW).rows] == want, case
