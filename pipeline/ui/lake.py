@@ -80,9 +80,8 @@ def create_views(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
 class LakeReader:
     """Read-only access for the UI's pages; thread-safe (one DuckDB cursor per call)."""
 
-    def __init__(self, lake: str | Path, artifact_stores: Sequence[str] | None = None) -> None:
+    def __init__(self, lake: str | Path) -> None:
         self.lake = Path(lake)
-        self.artifact_stores = list(artifact_stores or [str(self.lake / "_artifacts")])
         self._db = duckdb.connect(":memory:")
         self._db.execute("SET TimeZone = 'UTC'")
         self._db.execute("SET enable_progress_bar = false")

@@ -103,7 +103,7 @@ class UiApp:
 
     def __init__(self, settings: UiSettings, feedback: FeedbackPost | None, feedback_target: str) -> None:
         self.settings = settings
-        self.lake = LakeReader(settings.lake, settings.artifact_stores)
+        self.lake = LakeReader(settings.lake)
         # the id index of a big lake takes a few seconds to read: do it now, not in the first request
         threading.Thread(target=self.lake.warm, name="ui-index", daemon=True).start()
         self.sql = SqlSandbox(
