@@ -3,7 +3,7 @@
 Views read every partition with hive partitioning (`dt`, `hour` columns) and `union_by_name`
 (old partitions written before a column existed still read). Replays may have written a row
 twice; the views keep one row per identity. `traces` merges the parts of a trace written at
-different times into one row.
+different times into one row; `spans.duplicate_of` also takes what the trace summaries decided.
 """
 
 from __future__ import annotations
@@ -28,21 +28,22 @@ def _has_files(lake: Path, table: str) -> bool:
 def table_source(
     con: duckdb.DuckDBPyConnection, lake: Path, table: str, files: Sequence[str | Path] | None = None
 ) -> str:
-    """A FROM clause for the table's raw rows (replays included, `dt`/`hour` columns): every file of the
-    table, or only `files`; an empty typed relation when there is none."""
+    """A FROM clause for the table's raw rows (replays included, `dt`/`hour` columns): every file of the table,
+    or only `files`. Unioned by name with an empty relation of the current schema, so every column exists even
+    when only files written before it was added are there (or none at all)."""
+    empty = schema.empty(table)
+    empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int32()))
+    name = f"_empty_{table}"
+    con.register(name, empty)
     if files is None and _has_files(lake, table):
         paths = "'" + _glob(lake, table).replace("'", "''") + "'"
     elif files:
         paths = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
     else:
-        empty = schema.empty(table)
-        empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int64()))
-        name = f"_empty_{table}"
-        con.register(name, empty)
         return name
     return (
-        f"read_parquet({paths}, hive_partitioning=true, union_by_name=true,"
-        " hive_types={'dt': DATE, 'hour': INTEGER})"
+        f"(SELECT * FROM read_parquet({paths}, hive_partitioning=true, union_by_name=true,"
+        f" hive_types={{'dt': DATE, 'hour': INTEGER}}) UNION ALL BY NAME SELECT * FROM {name})"
     )
 
 
@@ -56,9 +57,25 @@ DEDUP = {
         'QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, name, "time", source ORDER BY lake_source) = 1'
     ),
 }
-# The views' queries over a FROM clause `{src}`: `table_source`, or a subquery of it.
-SPANS_SQL = "\nSELECT * FROM {src}\n" + DEDUP["spans"] + "\n"
-FEEDBACK_SQL = "\nSELECT * FROM {src}\n" + DEDUP["feedback"] + "\n"
+
+
+# duplicate_of: as written, or as the trace's summary decided it (a span written before the span it
+# duplicates arrived is listed in traces.duplicate_spans; the summary sees the whole trace). `{rows}`: spans,
+# one per identity; `{traces_src}`: summary parts of (at least) the same traces.
+SPANS_DECIDED = """
+WITH decided AS (
+  SELECT trace_id, d.span_id AS span_id, min(d.duplicate_of) AS duplicate_of
+  FROM (SELECT trace_id, unnest(duplicate_spans) AS d FROM {traces_src} WHERE len(duplicate_spans) > 0)
+  GROUP BY ALL
+)
+SELECT rows.* REPLACE (coalesce(decided.duplicate_of, rows.duplicate_of) AS duplicate_of)
+FROM {rows} AS rows LEFT JOIN decided ON rows.trace_id = decided.trace_id AND rows.span_id = decided.span_id
+"""
+SPANS_VIEW = "CREATE OR REPLACE VIEW spans AS" + SPANS_DECIDED.replace(
+    "{rows}", "(SELECT * FROM {src}\n" + DEDUP["spans"] + ")"
+)
+
+FEEDBACK_VIEW = "CREATE OR REPLACE VIEW feedback AS\nSELECT * FROM {src}\n" + DEDUP["feedback"] + "\n"
 
 # Parts of one trace (late spans, late feedback) merged into one row; `{parts}` holds one row per part.
 TRACES_MERGE = """
@@ -80,6 +97,7 @@ SELECT
   sum(reasoning_tokens)::BIGINT AS reasoning_tokens,
   sum(cost_usd) AS cost_usd,
   sum(unpriced_calls)::BIGINT AS unpriced_calls,
+  list_sort(list_distinct(flatten(list(duplicate_spans)))) AS duplicate_spans,
   list_sort(list_distinct(flatten(list(models)))) AS models,
   any_value(session_id) FILTER (WHERE session_id IS NOT NULL) AS session_id,
   any_value(user_id) FILTER (WHERE user_id IS NOT NULL) AS user_id,
@@ -94,11 +112,9 @@ SELECT
 FROM {parts} AS parts
 GROUP BY trace_id
 """
-TRACES_SQL = TRACES_MERGE.replace("{parts}", "(SELECT * FROM {src}\n" + DEDUP["traces"] + ")")
-
-SPANS_VIEW = "CREATE OR REPLACE VIEW spans AS" + SPANS_SQL
-FEEDBACK_VIEW = "CREATE OR REPLACE VIEW feedback AS" + FEEDBACK_SQL
-TRACES_VIEW = "CREATE OR REPLACE VIEW traces AS" + TRACES_SQL
+TRACES_VIEW = "CREATE OR REPLACE VIEW traces AS" + TRACES_MERGE.replace(
+    "{parts}", "(SELECT * FROM {src}\n" + DEDUP["traces"] + ")"
+)
 
 
 def connect(
@@ -111,8 +127,9 @@ def connect(
     lake = Path(lake)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(SPANS_VIEW.format(src=table_source(con, lake, "spans")))
-    con.execute(TRACES_VIEW.format(src=table_source(con, lake, "traces")))
+    traces = table_source(con, lake, "traces")
+    con.execute(SPANS_VIEW.format(src=table_source(con, lake, "spans"), traces_src=traces))
+    con.execute(TRACES_VIEW.format(src=traces))
     con.execute(FEEDBACK_VIEW.format(src=table_source(con, lake, "feedback")))
     register_artifact_function(con, list(artifact_stores or [str(lake / "_artifacts")]))
     return con

@@ -32,14 +32,17 @@ SELECT span_id, coalesce(parent_span_id, ''), coalesce(name, ''), status_code, s
        CAST(to_json(s) AS VARCHAR)
 FROM spans s WHERE trace_id = ? ORDER BY start_time, span_id
 """
-# Same rules as the `traces` summary (unpriced = an llm call the cost processor could not price).
+# Same rules as the `traces` summary (unpriced = an llm call the cost processor could not price; a span that
+# repeats another span's call, duplicate_of, is not counted again).
 _HEADER_SQL = """
 SELECT arg_min(name, start_time) FILTER (WHERE coalesce(parent_span_id, '') = ''),
        coalesce(arg_min(service_name, start_time) FILTER (WHERE coalesce(parent_span_id, '') = ''),
                 any_value(service_name)),
        min(epoch_ns(start_time)), max(coalesce(epoch_ns(end_time), epoch_ns(start_time))), count(*),
-       count(*) FILTER (WHERE status_code = 'ERROR'), sum(input_tokens), sum(output_tokens), sum(cost_usd),
-       count(*) FILTER (WHERE span_type = 'llm' AND cost_status IS NOT NULL AND cost_status <> 'priced'),
+       count(*) FILTER (WHERE status_code = 'ERROR'), sum(input_tokens) FILTER (WHERE duplicate_of IS NULL),
+       sum(output_tokens) FILTER (WHERE duplicate_of IS NULL), sum(cost_usd) FILTER (WHERE duplicate_of IS NULL),
+       count(*) FILTER (WHERE span_type = 'llm' AND cost_status IS NOT NULL AND cost_status <> 'priced'
+                        AND duplicate_of IS NULL),
        list_sort(list(DISTINCT coalesce(response_model, request_model))),
        list_sort(list(DISTINCT session_id)), list_sort(list(DISTINCT user_id)),
        list_sort(list(DISTINCT tenant_id)), list_sort(list(DISTINCT prompt_version))

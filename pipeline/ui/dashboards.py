@@ -185,10 +185,14 @@ def build_dashboard(lake: LakeReader, lo_ns: int | None, hi_ns: int | None) -> D
 
     def work(con: duckdb.DuckDBPyConnection) -> list[Chart]:
         in_range = _time_range(lo_ns, hi_ns, "start_time")
-        llm = lake.rows(con, "spans", lake.hours("spans", lo_ns, hi_ns), f"span_type = 'llm' AND {in_range}")
+        # each LLM call once: a span that repeats a call another span describes is left out, as in `traces`
+        calls = lake.rows(con, "spans", lake.hours("spans", lo_ns, hi_ns), f"span_type = 'llm' AND {in_range}")
+        decided = lake.rows(con, "traces", lake.hours("traces"), "len(duplicate_spans) > 0")
+        llm = query.SPANS_DECIDED.format(rows=calls, traces_src=decided)
         con.execute(
             f"CREATE TEMP TABLE llm AS SELECT {b.format(col='start_time')} AS b, duration_ms, cost_usd, cost_status,"
-            f" status_code, coalesce(response_model, request_model, '(no model)') AS model FROM {llm}"
+            f" status_code, coalesce(response_model, request_model, '(no model)') AS model FROM ({llm})"
+            " WHERE duplicate_of IS NULL"
         )
         # traces that started in the range: their parts are in its hours and any later one
         every = lake.hours("traces")

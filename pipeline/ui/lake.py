@@ -67,14 +67,14 @@ def view_rows(
 
 
 def create_views(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
-    """`spans`, `traces`, `feedback` as `pipeline.query.connect` defines them (its DEDUP and TRACES_MERGE),
-    over the files there are now, without de-duplicating compacted hours again: same rows, faster."""
-    for table in ("spans", "feedback"):
-        con.execute(
-            f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {view_rows(con, lake, table, lake_hours(lake, table))}"
-        )
+    """`spans`, `traces`, `feedback` as `pipeline.query.connect` defines them (its DEDUP, SPANS_DECIDED and
+    TRACES_MERGE), over the files there are now, without de-duplicating compacted hours again: same rows."""
     parts = view_rows(con, lake, "traces", lake_hours(lake, "traces"))
+    spans = view_rows(con, lake, "spans", lake_hours(lake, "spans"))
+    con.execute(f"CREATE OR REPLACE VIEW spans AS {query.SPANS_DECIDED.format(rows=spans, traces_src=parts)}")
     con.execute(f"CREATE OR REPLACE VIEW traces AS {query.TRACES_MERGE.format(parts=parts)}")
+    feedback = view_rows(con, lake, "feedback", lake_hours(lake, "feedback"))
+    con.execute(f"CREATE OR REPLACE VIEW feedback AS SELECT * FROM {feedback}")
 
 
 class LakeReader:

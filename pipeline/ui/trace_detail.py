@@ -44,6 +44,7 @@ class SpanRow:
     cost_status: str | None
     exceptions: int
     service_name: str | None
+    duplicate_of: str | None  # the span counted for the same LLM call, when this one repeats it
 
     @property
     def error(self) -> bool:
@@ -107,6 +108,7 @@ class SpanDetail:
     cost_status: str | None
     finish_reason: str | None
     tool_name: str | None
+    duplicate_of: str | None
     session_id: str | None
     user_id: str | None
     tenant_id: str | None
@@ -165,11 +167,11 @@ class TraceDetail:
 _SPAN_COLUMNS = """span_id, coalesce(parent_span_id, ''), coalesce(name, ''), span_type, status_code, status_message,
   epoch_ns(start_time), coalesce(epoch_ns(end_time), epoch_ns(start_time)), duration_ms,
   coalesce(response_model, request_model), input_tokens, output_tokens, cost_usd, cost_status,
-  len(list_filter(coalesce(events, []), lambda e: e.name = 'exception')), service_name"""
+  len(list_filter(coalesce(events, []), lambda e: e.name = 'exception')), service_name, duplicate_of"""
 _DETAIL_COLUMNS = """trace_id, span_id, parent_span_id, coalesce(name, ''), kind, status_code, status_message,
   epoch_ns(start_time), epoch_ns(end_time), duration_ms, service_name, scope_name, span_type, provider,
   request_model, response_model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-  reasoning_tokens, cost_usd, cost_status, finish_reason, tool_name, session_id, user_id, tenant_id,
+  reasoning_tokens, cost_usd, cost_status, finish_reason, tool_name, duplicate_of, session_id, user_id, tenant_id,
   prompt_version, attributes, resource_attributes,
   [(epoch_ns(e.time), e.name, e.attributes) FOR e IN coalesce(events, [])], links, pii_found, artifacts"""
 
@@ -186,13 +188,17 @@ def _summary(lake: LakeReader, con: duckdb.DuckDBPyConnection, trace_id: str) ->
 
 
 def _spans(lake: LakeReader, con: duckdb.DuckDBPyConnection, summary: TraceRow | None, where: str) -> str:
-    """The trace's spans (rows passing `where`): every one started between the trace's start and end, so
-    only those hours are read (all of them while the trace has no summary yet)."""
+    """The trace's spans (rows passing `where`), `duplicate_of` as the view has it (also from the summary's
+    `duplicate_spans`). Every span started between the trace's start and end, so only those hours are read
+    (all of them while the trace has no summary yet)."""
     if summary is None:
         hours = lake.hours("spans")
     else:
         hours = lake.hours("spans", summary.start_ns, (summary.end_ns or summary.start_ns) + 1)
-    return lake.rows(con, "spans", hours, where)
+    parts = lake.rows(
+        con, "traces", lake.hours_holding("traces", [summary.trace_id]) if summary else [], "trace_id = $id"
+    )
+    return f"({query.SPANS_DECIDED.format(rows=lake.rows(con, 'spans', hours, where), traces_src=parts)})"
 
 
 def load_trace(lake: LakeReader, trace_id: str) -> TraceDetail | None:
@@ -257,8 +263,8 @@ def _pairs(value: Any) -> dict[str, Any]:
 
 
 def _detail(r: tuple) -> SpanDetail:
-    head = list(r[:29])
-    attributes, resource, events, links, pii, artifacts = r[29:]
+    head = list(r[:30])
+    attributes, resource, events, links, pii, artifacts = r[30:]
     return SpanDetail(
         *head,
         attributes=_pairs(attributes),
