@@ -33,6 +33,7 @@ MIN = 60 * 10**9
 LATE = "1a7e" + "0" * 28  # first part 5 hours ago, a late part (feedback) 10 minutes ago
 REPLAYED = "4e9" + "0" * 29  # one part written twice (a replay)
 DROPPED = "d409" + "0" * 28  # sampled out: summary only
+TWICE = "7e1ce" + "0" * 27  # one LLM call recorded by two instrumentations, decided by the summary
 NEEDLE = "zebra-4711"
 
 
@@ -157,6 +158,21 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spans.append(_span(REPLAYED, "00000000000000b1", None, NOW - 30 * MIN))
     spans.append(_span(REPLAYED, "00000000000000b1", None, NOW - 30 * MIN, lake_source="test@2"))
     parts.append(_trace_part(DROPPED, "d", NOW - 20 * MIN, kept=False, keep_reasons=[]))
+    # the second chat span repeats the first one's call: the file says so for one, the summary for the other
+    parts.append(
+        _trace_part(
+            TWICE,
+            "t",
+            NOW - 50 * MIN,
+            duplicate_spans=[{"span_id": "00000000000000c3", "duplicate_of": "00000000000000c2"}],
+        )
+    )
+    spans.append(_span(TWICE, "00000000000000c1", None, NOW - 50 * MIN))
+    spans.append(_span(TWICE, "00000000000000c2", "00000000000000c1", NOW - 50 * MIN + 10**6))
+    spans.append(_span(TWICE, "00000000000000c3", "00000000000000c1", NOW - 50 * MIN + 10**6))
+    spans.append(
+        _span(TWICE, "00000000000000c4", "00000000000000c1", NOW - 50 * MIN + 10**6, duplicate_of="00000000000000c2")
+    )
 
     sink = ParquetSink(ParquetSinkConfig(path=str(root)))
     sink.write("traces", _table(parts, schema.TRACES))
@@ -194,9 +210,7 @@ def _reference(lake: Path, q: TraceQuery) -> list[str]:
         where.append("cost_usd >= $min_cost")
         params["min_cost"] = q.min_cost
     if q.q:
-        where.append(
-            "trace_id IN (SELECT trace_id FROM spans WHERE contains(lower(CAST(attributes AS VARCHAR)), $q))"
-        )
+        where.append("trace_id IN (SELECT trace_id FROM spans WHERE contains(lower(CAST(attributes AS VARCHAR)), $q))")
         params["q"] = q.q.lower()
     order = f"{SORTS[q.sort]} {'DESC' if q.order == 'desc' else 'ASC'} NULLS LAST, trace_id"
     sql = f"SELECT trace_id FROM traces WHERE {' AND '.join(where)} ORDER BY {order}"
@@ -282,6 +296,20 @@ def test_trace_page_finds_every_part_and_feedback(lake: Path) -> None:
     assert late is not None and [(f.name, f.value, f.comment) for f in late.feedback] == [("user_thumbs", 0.0, "late")]
 
 
+def test_duplicate_calls_are_marked_as_the_view_decides(lake: Path) -> None:
+    detail = load_trace(LakeReader(lake), TWICE)
+    assert detail is not None
+    marked = {s.span_id: s.duplicate_of for s in detail.spans}
+    assert marked == {
+        "00000000000000c1": None,
+        "00000000000000c2": None,
+        "00000000000000c3": "00000000000000c2",  # from traces.duplicate_spans
+        "00000000000000c4": "00000000000000c2",  # from the file
+    }
+    span = load_span(LakeReader(lake), TWICE, "00000000000000c3")
+    assert span is not None and span.duplicate_of == "00000000000000c2"
+
+
 def test_sampled_out_and_unknown_traces(lake: Path) -> None:
     reader = LakeReader(lake)
     dropped = load_trace(reader, DROPPED)
@@ -312,12 +340,15 @@ def test_dashboard_totals_equal_the_views(lake: Path) -> None:
     def total(chart_id: str) -> float:
         return sum(v for series in charts[chart_id].series.values() for v in series if v is not None)
 
-    llm_cost = view.execute("SELECT sum(cost_usd) FROM spans WHERE span_type = 'llm'").fetchall()[0][0]
+    calls = "FROM spans WHERE span_type = 'llm' AND duplicate_of IS NULL"  # each call once
+    llm_cost = view.execute(f"SELECT sum(cost_usd) {calls}").fetchall()[0][0]
     assert total("cost_model") == pytest.approx(llm_cost)
     trace_cost = view.execute("SELECT sum(cost_usd) FROM traces").fetchall()[0][0]
     assert total("cost_tenant") == pytest.approx(trace_cost)
-    calls = view.execute("SELECT count(*) FROM spans WHERE span_type = 'llm'").fetchall()[0][0]
-    assert total("calls_model") == calls
+    assert total("calls_model") == view.execute(f"SELECT count(*) {calls}").fetchall()[0][0]
+    assert (
+        view.execute("SELECT count(*) FROM spans WHERE span_type = 'llm'").fetchall()[0][0] == total("calls_model") + 2
+    )
     assert set(charts["calls_model"].series) == {"gpt-4o"}
     assert charts["thumbs_down"].series["thumbs-down share of feedback"] == [100.0]
 
