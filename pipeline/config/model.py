@@ -10,7 +10,7 @@ import os
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -49,7 +49,7 @@ def parse_size(value: Any) -> int:
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
 
 
-def _check_endpoint(value: str) -> str:
+def check_endpoint(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected host:port with a port 0-65535, got {value!r}")
@@ -58,7 +58,7 @@ def _check_endpoint(value: str) -> str:
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 Bytes = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
-Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
+Endpoint = Annotated[str, AfterValidator(check_endpoint)]
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
@@ -212,6 +212,36 @@ class CompactionConfig(Strict):
     threads: int | None = Field(default=None, gt=0)
 
 
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True when `host:port` only accepts connections from this machine (127.0.0.0/8, ::1, localhost)."""
+    host = split_endpoint(endpoint)[0]
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class UiConfig(Strict):
+    """`tracelake ui`, and the same UI inside `tracelake run` when `enabled`."""
+
+    enabled: bool = False  # serve the UI inside `tracelake run`; `tracelake ui` ignores this
+    endpoint: Endpoint = "127.0.0.1:8890"
+    # required when `endpoint` is not a loopback address: browsers open /?token=…, API clients send
+    # `Authorization: Bearer …`
+    auth_token: str | None = Field(default=None, min_length=16)
+    # where `POST /v1/feedback` is when the UI runs alone (default: receivers.otlp.http.endpoint);
+    # inside `tracelake run` feedback goes straight to the receiver's intake
+    feedback_url: str | None = None
+    sql_max_rows: int = Field(default=5000, gt=0)
+    sql_timeout: Seconds = 30.0
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> UiConfig:
+        if not is_loopback(self.endpoint) and not self.auth_token:
+            raise ValueError(f"endpoint {self.endpoint} is not a loopback address: set ui.auth_token")
+        return self
+
+
 class RawConfig(Strict):
     """The document as written; processor and sink blocks are validated against their own types."""
 
@@ -227,3 +257,4 @@ class RawConfig(Strict):
     memory_limiter: MemoryLimiterConfig | None = None
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     compaction: CompactionConfig = Field(default_factory=CompactionConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
