@@ -285,12 +285,43 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from pipeline.ui import UiSetupError, ui_server
+
+    config = _config_from(args)
+    try:
+        server = ui_server(config, lake=Path(args.lake) if args.lake else None, endpoint=args.listen)
+    except (UiSetupError, OSError) as e:
+        print(f"tracelake ui: {e}", file=sys.stderr)
+        return 2 if isinstance(e, UiSetupError) else 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    print(f"tracelake ui: open {server.url} (lake {args.lake or config.lake_path}; Ctrl-C stops)", flush=True)
+    stop.wait()
+    server.stop()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
     sent = run_demo(args.endpoint, traces=args.traces, protocol=args.protocol, seed=args.seed)
     print(f"sent {sent.traces} traces ({sent.spans} spans) to {args.endpoint} over OTLP/{args.protocol}")
     return 0
+
+
+def _endpoint(value: str) -> str:
+    from pipeline.config.model import check_endpoint
+
+    try:
+        return check_endpoint(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -381,6 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--user-id", required=True, help="the raw id; hashed the way the config's redact_pii hashes it")
     fg.add_argument("--dry-run", action="store_true", help="print what would be removed")
     fg.set_defaults(func=cmd_forget)
+
+    ui = sub.add_parser("ui", help="look at traces, conversations, costs and SQL in a browser")
+    lake_args(ui)
+    ui.add_argument(
+        "--listen", metavar="HOST:PORT", type=_endpoint, help="default: ui.endpoint of --config, else 127.0.0.1:8890"
+    )
+    ui.set_defaults(func=cmd_ui)
 
     from sinks.artifacts.cli import add_commands
 

@@ -120,6 +120,11 @@ class Service:
         if raw.telemetry.endpoint is not None:
             host, port = split_endpoint(raw.telemetry.endpoint)
             self.telemetry = self._telemetry(host, port)
+        self.ui = None
+        if raw.ui.enabled and self.workers is not None:  # the lake this process writes, in a browser
+            from pipeline.ui import ui_server
+
+            self.ui = ui_server(config, feedback_route=self.http.routes["/v1/feedback"] if self.http else None)
 
     def _telemetry(self, host: str, port: int) -> TelemetryServer:
         """Every component's metrics and readiness, wired once; telemetry knows no component."""
@@ -155,6 +160,8 @@ class Service:
             self.grpc.start()
         if self.http:
             self.http.start()
+        if self.ui is not None:
+            self.ui.start()
         parts = []
         if self.grpc:
             parts.append(f"grpc={self.grpc.address}")
@@ -185,6 +192,8 @@ class Service:
             self.memory.stop()
         if self.telemetry is not None:
             self.telemetry.stop()
+        if self.ui is not None:
+            self.ui.stop()
         self.failed = not ok
         if self.workers is not None:
             totals = {s.name: s.value for s in self.workers.metrics() if not s.labels}

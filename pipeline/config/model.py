@@ -8,19 +8,19 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from core.config import Bytes, Seconds, Strict
 
 
-def _check_endpoint(value: str) -> str:
+def check_endpoint(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected host:port with a port 0-65535, got {value!r}")
     return value
 
 
-Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
+Endpoint = Annotated[str, AfterValidator(check_endpoint)]
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
@@ -165,6 +165,36 @@ class CompactionConfig(Strict):
     threads: int | None = Field(default=None, gt=0)
 
 
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True when `host:port` only accepts connections from this machine (127.0.0.0/8, ::1, localhost)."""
+    host = split_endpoint(endpoint)[0]
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class UiConfig(Strict):
+    """`tracelake ui`, and the same UI inside `tracelake run` when `enabled`."""
+
+    enabled: bool = False  # serve the UI inside `tracelake run`; `tracelake ui` ignores this
+    endpoint: Endpoint = "127.0.0.1:8890"
+    # required when `endpoint` is not a loopback address: browsers open /?token=…, API clients send
+    # `Authorization: Bearer …`
+    auth_token: str | None = Field(default=None, min_length=16)
+    # where `POST /v1/feedback` is when the UI runs alone (default: receivers.otlp.http.endpoint);
+    # inside `tracelake run` feedback goes straight to the receiver's intake
+    feedback_url: str | None = None
+    sql_max_rows: int = Field(default=5000, gt=0)
+    sql_timeout: Seconds = 30.0
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> UiConfig:
+        if not is_loopback(self.endpoint) and not self.auth_token:
+            raise ValueError(f"endpoint {self.endpoint} is not a loopback address: set ui.auth_token")
+        return self
+
+
 class RawConfig(Strict):
     """The document as written; processor and sink blocks are validated against their own types."""
 
@@ -180,3 +210,4 @@ class RawConfig(Strict):
     memory_limiter: MemoryLimiterConfig | None = None
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     compaction: CompactionConfig = Field(default_factory=CompactionConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
