@@ -27,18 +27,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import schema
+from core import schema
+from core.conventions import Normalizer
+from core.processor import ProcessorContext
 from pipeline.bus.embedded import EmbeddedBus
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import Normalizer
 from pipeline.demo import build_requests
 from pipeline.maintenance.compact import Compactor
 from pipeline.query import connect
 from pipeline.trace_summary import TraceSummarizer
 from pipeline.worker import Worker
-from processors.base import ProcessorContext
 from processors.cost import CostConfig
 from processors.cost import factory as cost_factory
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
 HOUR_NS = 3600 * 10**9

@@ -10,13 +10,15 @@ import shutil
 import sys
 from datetime import UTC
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import duckdb
-
+from core.config import parse_duration
 from pipeline.config import Config, ConfigError, default_config, load
-from pipeline.config.model import parse_duration, resolve_processes
+from pipeline.config.model import resolve_processes
 from pipeline.logs import setup_logging
+
+if TYPE_CHECKING:  # imported where used: `tracelake run` and its worker processes never need DuckDB
+    import duckdb
 
 log = logging.getLogger("tracelake")
 
@@ -123,6 +125,8 @@ def _table_width(args: argparse.Namespace) -> int | None:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
     from pipeline.maintenance import saved_queries
     from pipeline.query_output import print_relation
 
@@ -177,7 +181,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_prices(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from processors.base import processor_type
+    from core.processor import processor_type
     from processors.cost.config import CostConfig
     from processors.cost.prices import describe
 
@@ -253,9 +257,9 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
+    from core.processor import processor_type
     from pipeline.maintenance import MaintenanceBusy
     from pipeline.maintenance.forget import forget_user
-    from processors.base import processor_type
     from processors.redact_pii.config import RedactPiiConfig
     from processors.redact_pii.hash_key import HashKeyMissing, lookup_tokens, read_hash_key
     from sinks.artifacts.cli import store_uris

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline import schema
+from core import schema
 
 
 def _glob(lake: Path, table: str) -> str:

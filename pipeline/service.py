@@ -15,13 +15,13 @@ import threading
 
 import pyarrow as pa
 
-from pipeline import feedback
 from pipeline.build import build_chain, build_normalizer
 from pipeline.bus.base import Publisher
 from pipeline.bus.embedded import EmbeddedBus
 from pipeline.config import Config
 from pipeline.config.model import EmbeddedBusConfig, KafkaBusConfig, resolve_processes, split_endpoint
 from pipeline.memory_limiter import MemoryLimiter
+from pipeline.receiver.feedback import http_route as feedback_route
 from pipeline.receiver.grpc_server import GrpcReceiver
 from pipeline.receiver.http_server import HttpReceiver
 from pipeline.receiver.intake import IngestChain, Intake
@@ -114,7 +114,7 @@ class Service:
             if otlp.http is not None:
                 host, port = split_endpoint(otlp.http.endpoint)
                 self.http = HttpReceiver(self.intake, host, port, otlp.max_request_bytes)
-                self.http.routes["/v1/feedback"] = feedback.http_route(self.intake)
+                self.http.routes["/v1/feedback"] = feedback_route(self.intake)
         self._stop = threading.Event()
         self.telemetry: TelemetryServer | None = None
         if raw.telemetry.endpoint is not None:

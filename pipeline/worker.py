@@ -22,16 +22,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf.message import DecodeError
 
-from core import source_ref
-from pipeline import feedback, metrics, schema
+from core import feedback, metrics, schema, source_ref
+from core.conventions import Normalizer
+from core.processor import Processor
+from core.sink import SinkWriteError
 from pipeline.bus.base import Delivery, Source
-from pipeline.conventions import Normalizer
 from pipeline.otlp.attributes import RawAttributesRequest
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.otlp.wire import NotCanonical, decode_bodies
 from pipeline.trace_summary import TraceSummarizer
-from processors.base import Processor
-from sinks.parquet.sink import ParquetSink, SinkWriteError
+from sinks.parquet.sink import ParquetSink
 
 log = logging.getLogger("tracelake.worker")
 

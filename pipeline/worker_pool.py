@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
-from pipeline import metrics
+from core import metrics
 from pipeline.bus.embedded import EmbeddedBus
 from pipeline.bus.pipe import PartitionFeed
 from pipeline.config import Config

@@ -13,14 +13,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import feedback, schema
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import normalize
+from core import feedback, schema
+from core.conventions import normalize
 from pipeline.maintenance import MaintenanceBusy, hour_partitions, maintenance_lock, retry_vanished
 from pipeline.maintenance.compact import Compactor
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
 from pipeline.trace_summary import TraceSummarizer
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 from tests.conftest import RunningTracelake, config_yaml, make_request
 

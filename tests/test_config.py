@@ -126,7 +126,7 @@ def test_durations_and_sizes() -> None:
     )
     assert cfg.raw.receivers.otlp.max_request_bytes == 4 * 2**20
     assert cfg.raw.worker.trace_idle == 1.5 and cfg.raw.worker.max_batch_delay == 2.0
-    assert cfg.sinks["parquet"].roll_seconds == 120.0 and cfg.sinks["parquet"].roll_bytes == 10_000_000
+    assert cfg.sinks["parquet"].config.roll_seconds == 120.0 and cfg.sinks["parquet"].config.roll_bytes == 10_000_000
 
 
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline.conventions import normalize
+from core.conventions import normalize
 from pipeline.demo import DemoResult, build_requests, run_demo
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect

@@ -11,12 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import schema
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import normalize
+from core import schema
+from core.conventions import normalize
+from core.sink import SinkWriteError
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
-from sinks.parquet.sink import ParquetSink, SinkWriteError
+from sinks.parquet.config import ParquetSinkConfig
+from sinks.parquet.sink import ParquetSink
 from tests.conftest import make_request
 
 HOUR = 3600 * 10**9

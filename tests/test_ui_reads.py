@@ -18,14 +18,14 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from pipeline import schema
-from pipeline.config.model import ParquetSinkConfig
+from core import schema
 from pipeline.maintenance.compact import Compactor
 from pipeline.query import connect
 from pipeline.ui.dashboards import build_dashboard
 from pipeline.ui.lake import HOUR_NS, LakeReader, create_views
 from pipeline.ui.trace_detail import load_span, load_trace
 from pipeline.ui.trace_list import SORTS, TraceQuery, list_traces
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
 NOW = (1_790_000_000 * 10**9 // HOUR_NS) * HOUR_NS + 40 * 60 * 10**9  # 40 minutes into an hour

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from core import metrics
 from core.source_ref import source_ref
-from pipeline import metrics
 from pipeline.bus.base import BusRefused, Delivery
 from pipeline.otlp.split import split_by_share
 

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import duckdb
 
-from pipeline import schema
+from core import schema
 
 T = TypeVar("T")
 

@@ -49,7 +49,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import schema
+from core import schema
 from pipeline.maintenance import TABLES, HourPartition, fsync_dir, hour_partitions, maintenance_lock
 from sinks.parquet.sink import pid_alive
 

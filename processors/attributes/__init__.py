@@ -5,9 +5,9 @@ Modelled on the OpenTelemetry Collector's attributes processor; see README.md be
 
 from __future__ import annotations
 
+from core.processor import ProcessorContext, ProcessorFactory
 from processors.attributes.config import AttributeAction, AttributesConfig
 from processors.attributes.processor import AttributesProcessor
-from processors.base import ProcessorContext, ProcessorFactory
 
 
 def _create(config: AttributesConfig, context: ProcessorContext) -> AttributesProcessor:

@@ -21,10 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.feedback import is_synthetic
-from pipeline.schema import STR_MAP
+from core.feedback import is_synthetic
+from core.processor import ProcessorContext
+from core.schema import STR_MAP
 from processors.attributes.config import AttributeAction, AttributesConfig
-from processors.base import ProcessorContext
 from processors.keyglob import glob_to_re2, is_glob
 
 log = logging.getLogger("tracelake.processor.attributes")

@@ -20,15 +20,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from core.conventions import Normalizer, normalize
+from core.feedback import FEEDBACK_SCOPE
+from core.processor import ProcessorContext, Registry
+from core.schema import STR_MAP
 from pipeline.config import ConfigError, parse
-from pipeline.conventions import Normalizer, normalize
-from pipeline.feedback import FEEDBACK_SCOPE
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.receiver.intake import IngestChain
-from pipeline.schema import STR_MAP
 from processors.attributes import AttributesConfig, AttributesProcessor, factory
 from processors.attributes.processor import Maps
-from processors.base import ProcessorContext, Registry
 from processors.keyglob import glob_to_re2
 from tests.conftest import kv as _kv
 

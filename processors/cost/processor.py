@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.conventions import alias_keys
-from processors.base import ProcessorContext
+from core.conventions import alias_keys
+from core.processor import ProcessorContext
 from processors.cost.config import CostConfig, Dialect
 from processors.cost.prices import PriceRow, PriceTable, ResolvedPrice
 

@@ -5,7 +5,7 @@ Modelled on the OpenTelemetry Collector's filter processor; see README.md beside
 
 from __future__ import annotations
 
-from processors.base import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorContext, ProcessorFactory
 from processors.filter.config import FilterConfig, SpanCondition, SpanFilter
 from processors.filter.processor import FilterProcessor
 

@@ -15,8 +15,8 @@ import logging
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.feedback import is_synthetic
-from processors.base import ProcessorContext
+from core.feedback import is_synthetic
+from core.processor import ProcessorContext
 from processors.filter.config import AttributeMatch, FilterConfig, SpanCondition, exact_string
 
 log = logging.getLogger("tracelake.processor.filter")

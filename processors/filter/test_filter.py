@@ -12,14 +12,14 @@ import pytest
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from core.conventions import Normalizer, normalize
+from core.feedback import FEEDBACK_SCOPE
+from core.processor import ProcessorContext, Registry
+from core.schema import STR_MAP
 from pipeline.config import ConfigError, parse
-from pipeline.conventions import Normalizer, normalize
-from pipeline.feedback import FEEDBACK_SCOPE
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.receiver.intake import IngestChain
-from pipeline.schema import STR_MAP
 from processors.attributes import factory as attributes_factory
-from processors.base import ProcessorContext, Registry
 from processors.filter import FilterConfig, FilterProcessor, factory
 from processors.filter.config import SpanCondition
 from tests.conftest import kv as _kv

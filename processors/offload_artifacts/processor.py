@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schema import ARTIFACT
-from processors.base import ProcessorContext
+from core.processor import ProcessorContext
+from core.schema import ARTIFACT
 from processors.offload_artifacts.config import OffloadArtifactsConfig, glob_to_regex
 from sinks.artifacts.refs import REF_PREFIX, make_ref
 from sinks.artifacts.store import ArtifactStore

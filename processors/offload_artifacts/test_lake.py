@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config.model import ParquetSinkConfig
+from core.processor import Registry
 from pipeline.query import connect
-from processors.base import Registry
 from processors.offload_artifacts import ArtifactOffloader, OffloadArtifactsConfig, factory
 from processors.offload_artifacts.testing import attrs, plain, spans_batch
 from sinks.artifacts.cli import add_commands
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
 MIN = 4096

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from core.processor import ProcessorContext, Registry
 from pipeline.config.loader import parse
-from processors.base import ProcessorContext, Registry
 from processors.offload_artifacts import (
     ArtifactOffloader,
     ArtifactStoreError,

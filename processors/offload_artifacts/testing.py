@@ -6,7 +6,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.conventions import normalize
+from core.conventions import normalize
 from pipeline.otlp.decode import SourcedRequest, decode
 
 

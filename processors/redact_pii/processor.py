@@ -33,8 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schema import SPANS
-from processors.base import ProcessorContext
+from core.processor import ProcessorContext
+from core.schema import SPANS
 from processors.redact_pii import engine as engine_mod
 from processors.redact_pii.allow_deny import AllowList, DenyList
 from processors.redact_pii.config import DEFAULT_HASH_KEYS, RedactPiiConfig
@@ -64,7 +64,7 @@ __all__ = ["HashKeyMissing", "PiiRedactor"]
 
 log = logging.getLogger("tracelake.processor.redact_pii")
 
-# typed columns the normalizer copies out of the attribute maps (pipeline.conventions): kept in step with
+# typed columns the normalizer copies out of the attribute maps (core.conventions): kept in step with
 # the redacted maps by _fix_derived
 DERIVED_COLUMNS = (
     "service_name",

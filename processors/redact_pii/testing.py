@@ -6,7 +6,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.conventions import CorrelationKeys, normalize
+from core.conventions import CorrelationKeys, normalize
 from pipeline.otlp.decode import SourcedRequest, decode
 
 TEST_HASH_KEY = "redact-pii-tests-0123456789abcdef"

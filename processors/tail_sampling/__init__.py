@@ -6,7 +6,7 @@ See README.md beside this file for the config keys, the policies and the contrac
 
 from __future__ import annotations
 
-from processors.base import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorContext, ProcessorFactory
 from processors.tail_sampling.config import TailSamplingConfig
 from processors.tail_sampling.processor import TailSampler
 

@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 from pydantic import AfterValidator, Field, ValidationError, ValidatorFunctionWrapHandler, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from pipeline.config.model import Seconds, Strict
-from processors.base import ProcessorConfig
+from core.config import Seconds, Strict
+from core.processor import ProcessorConfig
 
 STATUS_CODES = ("OK", "ERROR", "UNSET")
 

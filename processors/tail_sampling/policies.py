@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.feedback import FEEDBACK_SCOPE
+from core.feedback import FEEDBACK_SCOPE
 from processors.tail_sampling import config as cfg
 
 NUMERIC = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"

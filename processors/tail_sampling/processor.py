@@ -22,9 +22,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core import source_ref
-from pipeline import schema
-from processors.base import ProcessorContext
+from core import schema, source_ref
+from core.processor import ProcessorContext
 from processors.tail_sampling.config import TailSamplingConfig
 from processors.tail_sampling.policies import FALSE, NULL_STR, TRUE, Feature, Feedback, Policy, Rows, build, merge
 

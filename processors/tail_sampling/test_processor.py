@@ -7,10 +7,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from pipeline import schema
+from core import schema
+from core.feedback import FEEDBACK_SCOPE
+from core.processor import ProcessorContext, Registry
 from pipeline.config import parse
-from pipeline.feedback import FEEDBACK_SCOPE
-from processors.base import ProcessorContext, Registry
 from processors.tail_sampling import TailSampler, factory
 from processors.tail_sampling.testing import Clock, batch, concat, decisions, feedback, sampler, span, tid
 

@@ -7,10 +7,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.conventions import normalize
-from pipeline.feedback import FeedbackEvent, to_request
+from core.conventions import normalize
+from core.feedback import FeedbackEvent, to_request
+from core.processor import ProcessorContext
 from pipeline.otlp.decode import SourcedRequest, decode
-from processors.base import ProcessorContext
 from processors.tail_sampling.config import TailSamplingConfig
 from processors.tail_sampling.processor import TailSampler
 from tests.conftest import make_request

@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.config import parse_duration
+from core.processor import processor_type
 from pipeline.config import Config, ConfigError, default_config, load
-from pipeline.config.model import parse_duration
-from processors.base import processor_type
 from sinks.artifacts.gc import DEFAULT_GRACE_S, GcRefused, collect
 from sinks.artifacts.store import ArtifactCorruptError, ArtifactNotFoundError, ArtifactStore
 
@@ -84,7 +84,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     uris = [args.store] if args.store else store_uris(config)
-    lakes = [sink.path for sink in config.sinks.values()] or [config.lake_path]
+    paths = (getattr(spec.config, "path", None) for spec in config.sinks.values())
+    lakes = [p for p in paths if isinstance(p, str)] or [config.lake_path]
     grace = parse_duration(args.grace) if args.grace is not None else gc_grace(config)
     status = 0
     for uri in uris:

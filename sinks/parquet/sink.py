@@ -29,8 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipeline import metrics, schema
-from pipeline.config.model import ParquetSinkConfig
+from core import metrics, schema
+from core.sink import SinkWriteError
+from sinks.parquet.config import ParquetSinkConfig
 
 log = logging.getLogger("tracelake.sink.parquet")
 
@@ -40,10 +41,6 @@ IDENTITY_COLUMNS = {
     "traces": ("trace_id", "part_id"),
     "feedback": ("trace_id", "time", "name", "lake_source"),
 }
-
-
-class SinkWriteError(Exception):
-    pass
 
 
 @dataclass

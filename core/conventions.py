@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schema import TOKEN_COLUMNS
+from core.schema import TOKEN_COLUMNS
 
 SPAN_TYPE_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
     (

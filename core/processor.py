@@ -8,13 +8,13 @@ third-party processors do; an entry point names a `ProcessorFactory`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.conventions import Normalizer
+from core.conventions import Normalizer
+from core.registry import FactoryRegistry, component_type
 
 ENTRY_POINT_GROUP = "tracelake.processors"
 
@@ -63,33 +63,7 @@ class ProcessorFactory:
     stateful: bool = False
 
 
-class Registry:
-    """Processor types by name, filled from the entry-point group on first use."""
-
-    _loaded: ClassVar[dict[str, ProcessorFactory] | None] = None
-
-    @classmethod
-    def factories(cls) -> dict[str, ProcessorFactory]:
-        if cls._loaded is None:
-            found: dict[str, ProcessorFactory] = {}
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
-                factory = ep.load()
-                if not isinstance(factory, ProcessorFactory):
-                    raise TypeError(f"entry point {ep.name} = {ep.value} is not a ProcessorFactory")
-                found[ep.name] = factory
-            cls._loaded = found
-        return cls._loaded
-
-    @classmethod
-    def get(cls, type_name: str) -> ProcessorFactory | None:
-        return cls.factories().get(type_name)
-
-    @classmethod
-    def register(cls, factory: ProcessorFactory) -> None:
-        """For tests and embedding; packages should use the entry-point group."""
-        cls.factories()[factory.type] = factory
+Registry: FactoryRegistry[ProcessorFactory] = FactoryRegistry(ENTRY_POINT_GROUP, ProcessorFactory)
 
 
-def processor_type(processor_id: str) -> str:
-    """`type/name` ids allow two instances of one type, as in the Collector."""
-    return processor_id.split("/", 1)[0]
+processor_type = component_type
