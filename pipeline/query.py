@@ -15,22 +15,21 @@ import duckdb
 import pyarrow as pa
 
 from pipeline import schema
-
-
-def _glob(lake: Path, table: str) -> str:
-    return str(lake / table / "*" / "*" / "*.parquet")
-
-
-def _has_files(lake: Path, table: str) -> bool:
-    return any((lake / table).glob("*/*/*.parquet"))
+from pipeline.maintenance.replaced import table_files
 
 
 def _source(con: duckdb.DuckDBPyConnection, lake: Path, table: str) -> str:
-    """A FROM clause for the table's raw rows; an empty typed relation when nothing is written yet."""
-    if _has_files(lake, table):
-        path = _glob(lake, table).replace("'", "''")
+    """A FROM clause for the table's raw rows; an empty typed relation when nothing is written yet.
+
+    The files are listed now, once: the connection reads the lake as it is when it is opened (open a
+    new one to see newer files). Files that compaction replaced are left out of the listing, and the
+    listed ones stay on disk for `compaction.grace`, so a query never fails for a file compaction
+    removed and never reads a row twice (pipeline/maintenance/replaced.py)."""
+    files = table_files(lake, table)
+    if files:
+        paths = ", ".join("'" + str(p).replace("'", "''") + "'" for p in files)
         return (
-            f"read_parquet('{path}', hive_partitioning=true, union_by_name=true,"
+            f"read_parquet([{paths}], hive_partitioning=true, union_by_name=true,"
             " hive_types={'dt': DATE, 'hour': INTEGER})"
         )
     empty = schema.empty(table)

@@ -20,6 +20,7 @@ from pipeline.bus.embedded import EmbeddedBus
 from pipeline.config import Config
 from pipeline.config.model import EmbeddedBusConfig, KafkaBusConfig, split_endpoint
 from pipeline.conventions import CorrelationKeys, Normalizer
+from pipeline.maintenance.background import BackgroundCompactor
 from pipeline.memory_limiter import MemoryLimiter
 from pipeline.receiver.grpc_server import GrpcReceiver
 from pipeline.receiver.http_server import HttpReceiver
@@ -144,6 +145,12 @@ class Service:
                 host, port = split_endpoint(otlp.http.endpoint)
                 self.http = HttpReceiver(self.intake, host, port, otlp.max_request_bytes)
                 self.http.routes["/v1/feedback"] = feedback.http_route(self.intake)
+        # the lakes this process writes keep themselves compact (one compaction per lake at a time)
+        self.compactors = (
+            [BackgroundCompactor(s.root, raw.compaction, s.config.compression_level) for s in self.sinks]
+            if raw.compaction.background
+            else []
+        )
         self._worker_thread: threading.Thread | None = None
         if self.worker is not None:
             self._worker_thread = threading.Thread(target=self.worker.run, name="worker", daemon=True)
@@ -164,6 +171,8 @@ class Service:
             self.telemetry.start()
         if self._worker_thread is not None:
             self._worker_thread.start()
+        for compactor in self.compactors:
+            compactor.start()
         if self.grpc:
             self.grpc.start()
         if self.http:
@@ -192,6 +201,8 @@ class Service:
             self.publisher.close()
         if self.source is not None:
             self.source.close()
+        for compactor in self.compactors:
+            compactor.stop()
         if self._worker_thread is not None and self.worker is not None:
             self._worker_thread.join()
         if self.memory is not None:

@@ -162,10 +162,13 @@ class MemoryLimiterConfig(Strict):
 
 class ParquetSinkConfig(Strict):
     path: str = "./lake"
-    # A partition's open file is written when it reaches any of these.
+    # A partition's buffer is written as one file when it reaches any of these. Rows are queryable
+    # once written: roll_seconds bounds how long a row waits under steady load, flush_idle writes a
+    # buffer that got nothing new for that long (a burst is queryable right after it ends).
     roll_rows: int = Field(500_000, gt=0)
     roll_bytes: Bytes = 64 * 2**20
-    roll_seconds: Seconds = 60.0
+    roll_seconds: Seconds = 3.0
+    flush_idle: Seconds = 1.0
     compression_level: int = Field(3, ge=1, le=22)
 
 
@@ -187,13 +190,21 @@ class RetentionConfig(Strict):
 
 
 class CompactionConfig(Strict):
-    """`tracelake compact`: closed hours become few large files sorted by trace id."""
+    """Compaction of the lake's small files: in the background of `tracelake run` / `worker`, and
+    `tracelake compact`. See pipeline/maintenance/compact.py."""
 
-    older_than: Seconds = 3600.0
+    # the running server merges small files (every hour, tiered) and closed hours (fully), one
+    # process per lake at a time; false leaves it to `tracelake compact` (cron)
+    background: bool = True
+    interval: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 30.0
+    # an hour that ended this long ago gets its final full merge (`tracelake compact`: which hours)
+    older_than: Seconds = 600.0
+    # replaced files stay readable this long (queries that listed them keep working), then go
+    grace: Seconds = 300.0
     target_file_bytes: Bytes = 128 * 2**20
     row_group_rows: int = Field(default=64 * 1024, gt=0)
     memory_limit: str | None = None  # DuckDB's setting, e.g. "2GB"
-    threads: int | None = Field(default=None, gt=0)
+    threads: int | None = Field(default=None, gt=0)  # DuckDB threads; the background compactor uses 1 unless set
 
 
 class RawConfig(Strict):
