@@ -533,6 +533,18 @@ def ms(values: list[float]) -> str:
 
 
 # -- main -----------------------------------------------------------------------------------------------
+def without_worker_ner(config: Path, out: Path) -> Path:
+    """A copy of the config whose worker-stage redact_pii instances detect patterns only."""
+    import yaml
+
+    doc = yaml.safe_load(config.read_text())
+    for pid in doc["pipelines"]["traces"].get("process", []):
+        if pid.split("/")[0] == "redact_pii":
+            doc["processors"][pid] = {**(doc["processors"].get(pid) or {}), "ner": "off"}
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
 def iter_rates(text: str) -> Iterator[float]:
     for part in text.split(","):
         if part.strip():
@@ -552,9 +564,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-live", action="store_true")
     ap.add_argument("--skip-sim", action="store_true")
     ap.add_argument("--keep", help="write the lakes here and keep them")
+    ap.add_argument(
+        "--worker-ner-off",
+        action="store_true",
+        help='the config with `ner: "off"` for every redact_pii in the worker (patterns only), to load it past NER',
+    )
     args = ap.parse_args(argv)
 
+    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="freshness-"))
+    base.mkdir(parents=True, exist_ok=True)
     config_path = Path(args.config).resolve()
+    if args.worker_ner_off:
+        config_path = without_worker_ner(config_path, base / "config-ner-off.yaml")
     os.environ.setdefault("TRACELAKE_HASH_KEY", "0" * 64)  # only for loading the config below
     config = load_config(config_path)
     sink_cfg = config.sinks["parquet"]
@@ -565,8 +586,6 @@ def main(argv: list[str] | None = None) -> int:
         f"roll_seconds {sink_cfg.roll_seconds:g}s; worker trace_idle {config.raw.worker.trace_idle:g}s; "
         f"compaction interval {comp.interval:g}s older_than {comp.older_than:g}s grace {comp.grace:g}s"
     )
-    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="freshness-"))
-    base.mkdir(parents=True, exist_ok=True)
     try:
         if not args.skip_live:
             for rate in iter_rates(args.loads):

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import pyarrow as pa
 
@@ -32,6 +33,10 @@ from processors.base import Processor, ProcessorContext
 from sinks.parquet.sink import ParquetSink
 
 log = logging.getLogger("tracelake")
+
+# A span waiting this long in the bus misses the freshness target (README: Freshness): say so, once a minute.
+BEHIND_WARNING_S = 5.0
+BEHIND_WARNING_EVERY_S = 60.0
 
 
 def use_server_memory_pool() -> str:
@@ -155,6 +160,7 @@ class Service:
         if self.worker is not None:
             self._worker_thread = threading.Thread(target=self.worker.run, name="worker", daemon=True)
         self._stop = threading.Event()
+        self._behind_warned_at = -BEHIND_WARNING_EVERY_S
         self.telemetry: TelemetryServer | None = None
         if raw.telemetry.endpoint is not None:
             host, port = split_endpoint(raw.telemetry.endpoint)
@@ -223,6 +229,22 @@ class Service:
     def failed(self) -> bool:
         return self.worker is not None and self.worker.error is not None
 
+    def warn_if_behind(self, now: float | None = None) -> bool:
+        """Log (at most once a minute) when spans wait in the embedded bus longer than the freshness target."""
+        wait = getattr(self.source, "oldest_wait", None)  # the embedded bus; Kafka has its consumer lag metric
+        now = time.monotonic() if now is None else now
+        if wait is None or wait < BEHIND_WARNING_S or now - self._behind_warned_at < BEHIND_WARNING_EVERY_S:
+            return False
+        self._behind_warned_at = now
+        held = getattr(self.source, "held_spans", 0)
+        log.warning(
+            "the worker is %.0f s behind: %d spans wait in the bus and reach queries that late; the processors "
+            "take longer than the traffic leaves them (README: Freshness)",
+            wait,
+            held,
+        )
+        return True
+
     def serve(self) -> int:
         """Run until SIGINT/SIGTERM, then stop cleanly. Returns the exit code."""
         self.start()
@@ -233,5 +255,6 @@ class Service:
                 # the worker died: stop rather than accept into a void
                 log.critical("worker stopped unexpectedly; shutting down")
                 break
+            self.warn_if_behind()
         self.stop()
         return 1 if self.failed else 0

@@ -21,7 +21,7 @@ class EmbeddedBus:
     def __init__(self, capacity_spans: int, retry_after: float = 1.0) -> None:
         self.capacity_spans = capacity_spans
         self.retry_after = retry_after
-        self._queue: deque[tuple[bytes, int, int]] = deque()
+        self._queue: deque[tuple[bytes, int, int, float]] = deque()  # (value, spans, seq, published at)
         self._held = 0
         self._seq = 0
         self._closed = False
@@ -34,6 +34,12 @@ class EmbeddedBus:
     def held_spans(self) -> int:
         return self._held
 
+    @property
+    def oldest_wait(self) -> float:
+        """Seconds the oldest message has waited for the worker: how late queries see what arrives now."""
+        with self._cond:
+            return time.monotonic() - self._queue[0][3] if self._queue else 0.0
+
     def publish(self, request: ExportTraceServiceRequest, raw: bytes | None, spans: int) -> None:
         value = raw if raw is not None else request.SerializeToString()
         with self._cond:
@@ -43,7 +49,7 @@ class EmbeddedBus:
             if self._held and self._held + spans > self.capacity_spans:
                 raise BusRefused(f"embedded bus full ({self._held} of {self.capacity_spans} spans)", self.retry_after)
             self._seq += 1
-            self._queue.append((value, spans, self._seq))
+            self._queue.append((value, spans, self._seq, time.monotonic()))
             self._held += spans
             self._cond.notify()
 
@@ -54,7 +60,7 @@ class EmbeddedBus:
         with self._cond:
             while True:
                 while self._queue and (not out or taken + self._queue[0][1] <= max_spans):
-                    value, spans, seq = self._queue.popleft()
+                    value, spans, seq, _published = self._queue.popleft()
                     self._held -= spans
                     taken += spans
                     out.append(Delivery(value, spans, f"embedded:{self.run_id}@{seq}"))

@@ -167,7 +167,7 @@ class ParquetSinkConfig(Strict):
     # buffer that got nothing new for that long (a burst is queryable right after it ends).
     roll_rows: int = Field(500_000, gt=0)
     roll_bytes: Bytes = 64 * 2**20
-    roll_seconds: Seconds = 3.0
+    roll_seconds: Seconds = 2.0
     flush_idle: Seconds = 1.0
     compression_level: int = Field(3, ge=1, le=22)
 

@@ -42,6 +42,7 @@ Safe while workers write:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -330,7 +331,8 @@ class Compactor:
         self._interrupted.set()
         con = self._con
         if con is not None:
-            con.interrupt()
+            with contextlib.suppress(duckdb.Error):  # closed by the run in the meantime
+                con.interrupt()
 
     def _connect(self, spill_dir: str) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:")
