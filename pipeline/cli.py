@@ -66,12 +66,20 @@ def _lake_from(args: argparse.Namespace) -> Path:
 
 
 def _open_lake(args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
-    """The lake's views plus `artifact(ref)` over the config's artifact stores."""
+    """The lake's views plus `artifact(ref)` over the config's artifact stores; exit 2 when there is no lake."""
     from pipeline.query import connect
     from sinks.artifacts.cli import store_uris
 
     config = _config_from(args)
     lake = Path(args.lake) if getattr(args, "lake", None) else Path(config.lake_path)
+    if not lake.is_dir():
+        where = "--lake" if getattr(args, "lake", None) else f"sinks.parquet.path of {config.source}"
+        print(
+            f"tracelake {args.command}: no lake at {lake} ({where}): the directory does not exist; "
+            "nothing has been written there yet, or the path is wrong",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     stores = store_uris(config) if not getattr(args, "lake", None) else [str(lake / "_artifacts")]
     return connect(lake, artifact_stores=stores)
 
@@ -126,8 +134,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table_width(args: argparse.Namespace) -> int | None:
+    """--width, else the terminal's; None (no limit) when the output goes to a file or a pipe."""
+    if args.width:
+        return int(args.width)
+    return shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else None
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from pipeline.maintenance import saved_queries
+    from pipeline.query_output import print_relation
 
     if args.list_saved:
         for saved in saved_queries.list_saved():
@@ -149,7 +165,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             rel = con.sql(args.sql)
         if rel is None:  # a statement without a result (e.g. SET)
             return 0
-        _print_relation(rel, args.format, args.max_rows)
+        print_relation(rel, args.format, args.max_rows, _table_width(args), args.wide)
     except saved_queries.SavedQueryError as e:
         print(f"tracelake query: {e}", file=sys.stderr)
         return 2
@@ -159,39 +175,21 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_relation(rel: duckdb.DuckDBPyRelation, fmt: str, max_rows: int | None) -> None:
-    """Table, CSV or JSON lines, all rendered by DuckDB: timestamps stay UTC ISO text, no Python tz objects."""
-    if max_rows is not None:
-        rel = rel.limit(max_rows)
-    if fmt == "table":
-        print(str(rel), end="")
-        return
-    rel = rel.set_alias("result")
-    if fmt == "json":
-        for (line,) in rel.query("result", "SELECT CAST(to_json(result) AS VARCHAR) FROM result").fetchall():
-            print(line)
-        return
-    import csv
-
-    # every value as DuckDB renders it (timestamps stay UTC ISO text, nested values readable)
-    cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in rel.columns)
-    reader = rel.query("result", f"SELECT {cols} FROM result").to_arrow_reader(8192)
-    out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(rel.columns)
-    for batch in reader:
-        out.writerows(zip(*(col.to_pylist() for col in batch.columns), strict=True))
-
-
 def cmd_trace(args: argparse.Namespace) -> int:
-    from pipeline.trace_view import render_trace
+    from pipeline.trace_view import FULL, SCREEN, load_trace, render_text, trace_document
 
     con = _open_lake(args)
-    width = args.width or shutil.get_terminal_size((80, 24)).columns
-    text = render_trace(con, args.trace_id, width=width, color=sys.stdout.isatty() and not args.no_color)
-    if text is None:
+    trace = load_trace(con, args.trace_id)
+    if trace is None:
         print(f"trace {args.trace_id} not found in the lake", file=sys.stderr)
         return 1
-    print(text)
+    if args.json:
+        json.dump(trace_document(trace), sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return 0
+    width = args.width or shutil.get_terminal_size((80, 24)).columns
+    color = sys.stdout.isatty() and not args.no_color
+    print(render_text(trace, width, color, FULL if args.full else SCREEN))
     return 0
 
 
@@ -347,18 +345,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("query", help="SQL over the lake (views: spans, traces, feedback; artifact(ref))")
     lake_args(q)
-    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    q.add_argument("--max-rows", type=int, default=None, help="show at most this many rows")
+    q.add_argument(
+        "--format",
+        choices=["table", "csv", "json", "ndjson"],
+        default="table",
+        help="table (default), csv, json (one array), ndjson (one object per line)",
+    )
+    q.add_argument("--max-rows", type=int, default=None, help="at most this many rows (table default: 100)")
+    q.add_argument("--wide", action="store_true", help="table: every column and every value in full")
+    q.add_argument("--width", type=int, default=None, help="table width (default: the terminal's; none in a pipe)")
     q.add_argument("--saved", metavar="NAME", help="run a saved query from conf/queries/ (or a path to a .sql file)")
     q.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a saved query's parameter")
     q.add_argument("--list-saved", action="store_true", help="list the saved queries and their parameters")
     q.add_argument("sql", nargs="?")
     q.set_defaults(func=cmd_query)
 
-    t = sub.add_parser("trace", help="show one trace as a span tree with timings, models, tokens, cost")
+    t = sub.add_parser(
+        "trace", help="show one trace: span tree with timings, models, tokens, cost; messages, tool calls, documents"
+    )
     lake_args(t)
     t.add_argument("--width", type=int, default=None, help="columns (default: the terminal's, else 80)")
     t.add_argument("--no-color", action="store_true", help="plain text even on a terminal")
+    t.add_argument("--full", action="store_true", help="every message, document and line in full (default: a screen)")
+    t.add_argument(
+        "--json",
+        action="store_true",
+        help="the whole trace as one JSON document: summary, spans (all columns, conversation), feedback",
+    )
     t.add_argument("trace_id")
     t.set_defaults(func=cmd_trace)
 
@@ -395,8 +408,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="send realistic LLM traces with the OpenTelemetry SDK")
     d.add_argument("--endpoint", default="127.0.0.1:4317", help="HOST:PORT of an OTLP receiver")
-    d.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
-    d.add_argument("--traces", type=int, default=50)
+    d.add_argument(
+        "--protocol",
+        choices=["grpc", "http"],
+        default="grpc",
+        help="OTLP/gRPC (default; --endpoint :4317) or OTLP/HTTP protobuf (--endpoint :4318)",
+    )
+    d.add_argument(
+        "--traces",
+        type=int,
+        default=50,
+        help="how many traces to send (default 50): RAG chats, agents with tools, workflows in the three dialects",
+    )
     d.add_argument("--seed", type=int, default=None, help="make the generated traffic repeatable")
     d.set_defaults(func=cmd_demo)
     return p
@@ -411,7 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.log_level or "info", args.log_json)
-    code = int(args.func(args) or 0)
+    try:
+        code = int(args.func(args) or 0)
+    except BrokenPipeError:  # `tracelake trace --json ID | head`: the reader left; stop quietly (Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     if argv is None and args.func in (cmd_run, cmd_receiver, cmd_worker):
         _exit_now(code)
     return code

@@ -679,7 +679,7 @@ class _Generator:
         if u["cache_read"]:
             attrs["gen_ai.usage.cache_read.input_tokens"] = u["cache_read"]
         if u["cache_write"]:
-            attrs["gen_ai.usage.cache_creation.input_tokens"] = u["cache_write"]
+            attrs["gen_ai.usage.cache_write.input_tokens"] = u["cache_write"]
         if u["reasoning"]:
             attrs["gen_ai.usage.reasoning.output_tokens"] = u["reasoning"]
         span.set_attributes(attrs)

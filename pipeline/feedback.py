@@ -194,7 +194,7 @@ def http_route(intake: Intake) -> Route:
         if content_type != "application/json":
             raise UnsupportedMedia(f"unsupported Content-Type {content_type or '(none)'!r}; use application/json")
         events = parse_json(body)
-        intake.accept(to_request(events), None, "http")
+        intake.accept(to_request(events), None, "http", feedback=True)
         return 202, json.dumps({"accepted": len(events)}).encode(), "application/json"
 
     return handle

@@ -1,9 +1,9 @@
-"""DuckDB over the lake: views `spans`, `traces`, `feedback` as DESIGN.md contract 2 describes.
+"""DuckDB over the lake: views `spans`, `traces`, `feedback` as docs/design.md contract 2 describes.
 
 Views read every partition with hive partitioning (`dt`, `hour` columns) and `union_by_name`
 (old partitions written before a column existed still read). Replays may have written a row
 twice; the views keep one row per identity. `traces` merges the parts of a trace written at
-different times into one row.
+different times into one row; `spans.duplicate_of` also takes what the trace summaries decided.
 """
 
 from __future__ import annotations
@@ -19,30 +19,42 @@ from pipeline.maintenance.replaced import table_files
 
 
 def _source(con: duckdb.DuckDBPyConnection, lake: Path, table: str) -> str:
-    """A FROM clause for the table's raw rows; an empty typed relation when nothing is written yet.
+    """A FROM clause for the table's raw rows. Unioned by name with an empty relation of the current schema,
+    so every column exists even when only files written before it was added are there (or none at all).
 
     The files are listed now, once: the connection reads the lake as it is when it is opened (open a
     new one to see newer files). Files that compaction replaced are left out of the listing, and the
     listed ones stay on disk for `compaction.grace`, so a query never fails for a file compaction
     removed and never reads a row twice (pipeline/maintenance/replaced.py)."""
-    files = table_files(lake, table)
-    if files:
-        paths = ", ".join("'" + str(p).replace("'", "''") + "'" for p in files)
-        return (
-            f"read_parquet([{paths}], hive_partitioning=true, union_by_name=true,"
-            " hive_types={'dt': DATE, 'hour': INTEGER})"
-        )
     empty = schema.empty(table)
-    empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int64()))
+    empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int32()))
     name = f"_empty_{table}"
     con.register(name, empty)
-    return name
+    files = table_files(lake, table)
+    if not files:
+        return name
+    paths = ", ".join("'" + str(p).replace("'", "''") + "'" for p in files)
+    return (
+        f"(SELECT * FROM read_parquet([{paths}], hive_partitioning=true, union_by_name=true,"
+        f" hive_types={{'dt': DATE, 'hour': INTEGER}}) UNION ALL BY NAME SELECT * FROM {name})"
+    )
 
 
+# duplicate_of: as written, or as the trace's summary decided it (a span written before the span it
+# duplicates arrived is listed in traces.duplicate_spans; the summary sees the whole trace).
 SPANS_VIEW = """
 CREATE OR REPLACE VIEW spans AS
-SELECT * FROM {src}
-QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY lake_source) = 1
+WITH rows AS (
+  SELECT * FROM {src}
+  QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY lake_source) = 1
+),
+decided AS (
+  SELECT trace_id, d.span_id AS span_id, min(d.duplicate_of) AS duplicate_of
+  FROM (SELECT trace_id, unnest(duplicate_spans) AS d FROM {traces_src} WHERE len(duplicate_spans) > 0)
+  GROUP BY ALL
+)
+SELECT rows.* REPLACE (coalesce(decided.duplicate_of, rows.duplicate_of) AS duplicate_of)
+FROM rows LEFT JOIN decided ON rows.trace_id = decided.trace_id AND rows.span_id = decided.span_id
 """
 
 FEEDBACK_VIEW = """
@@ -77,6 +89,7 @@ SELECT
   sum(reasoning_tokens)::BIGINT AS reasoning_tokens,
   sum(cost_usd) AS cost_usd,
   sum(unpriced_calls)::BIGINT AS unpriced_calls,
+  list_sort(list_distinct(flatten(list(duplicate_spans)))) AS duplicate_spans,
   list_sort(list_distinct(flatten(list(models)))) AS models,
   any_value(session_id) FILTER (WHERE session_id IS NOT NULL) AS session_id,
   any_value(user_id) FILTER (WHERE user_id IS NOT NULL) AS user_id,
@@ -103,8 +116,9 @@ def connect(
     lake = Path(lake)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(SPANS_VIEW.format(src=_source(con, lake, "spans")))
-    con.execute(TRACES_VIEW.format(src=_source(con, lake, "traces")))
+    traces = _source(con, lake, "traces")
+    con.execute(SPANS_VIEW.format(src=_source(con, lake, "spans"), traces_src=traces))
+    con.execute(TRACES_VIEW.format(src=traces))
     con.execute(FEEDBACK_VIEW.format(src=_source(con, lake, "feedback")))
     register_artifact_function(con, list(artifact_stores or [str(lake / "_artifacts")]))
     return con

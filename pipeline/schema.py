@@ -1,4 +1,4 @@
-"""The lake's tables (DESIGN.md, contract 2) as Arrow schemas.
+"""The lake's tables (docs/design.md, contract 2) as Arrow schemas.
 
 Every component that produces or reads rows imports these; nothing else defines a column.
 """
@@ -13,7 +13,10 @@ STR_MAP = pa.map_(pa.string(), pa.string())
 EVENT = pa.struct([("time", TS), ("name", pa.string()), ("attributes", STR_MAP)])
 LINK = pa.struct([("trace_id", pa.string()), ("span_id", pa.string()), ("attributes", STR_MAP)])
 ARTIFACT = pa.struct([("key", pa.string()), ("ref", pa.string()), ("bytes", pa.int64()), ("preview", pa.string())])
+# A span that repeats an LLM call another span of the trace describes (pipeline/duplicate_calls.py).
+DUPLICATE = pa.struct([("span_id", pa.string()), ("duplicate_of", pa.string())])
 
+TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 SPAN_TYPES = ("llm", "embedding", "retrieval", "rerank", "tool", "agent", "chain", "guardrail", "other")
 COST_STATUSES = ("priced", "unknown_model", "no_usage")
 
@@ -44,6 +47,8 @@ SPANS = pa.schema(
         ("cost_status", pa.string()),
         ("finish_reason", pa.string()),
         ("tool_name", pa.string()),
+        # span id of the span counted for the same LLM call, when this span repeats it (two instrumentations)
+        ("duplicate_of", pa.string()),
         ("session_id", pa.string()),
         ("user_id", pa.string()),
         ("tenant_id", pa.string()),
@@ -80,6 +85,8 @@ TRACES = pa.schema(
         ("reasoning_tokens", pa.int64()),
         ("cost_usd", pa.float64()),
         ("unpriced_calls", pa.int64()),
+        # the trace's spans that repeat a call another span describes: left out of the counts above
+        ("duplicate_spans", pa.list_(DUPLICATE)),
         ("models", pa.list_(pa.string())),
         ("session_id", pa.string()),
         ("user_id", pa.string()),

@@ -218,9 +218,10 @@ class Service:
         if self._worker_thread is not None and self.worker is not None:
             s = self.worker.stats
             log.info(
-                "stopped: %d spans in, %d out, %d traces summarised, %d files written",
+                "stopped: %d spans in, %d out, %d feedback events, %d traces summarised, %d files written",
                 s.spans_in,
                 s.spans_out,
+                s.feedback_events,
                 s.traces_summarised,
                 sum(k.files_written for k in self.sinks),
             )

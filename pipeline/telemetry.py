@@ -58,22 +58,24 @@ class ServiceCollector:
     def collect(self) -> Iterable[Metric]:
         svc = self.service
         if svc.intake is not None:
-            req = CounterMetricFamily(
-                "tracelake_receiver_requests",
-                "OTLP export requests by transport and outcome",
-                labels=["transport", "outcome"],
-            )
-            spans = CounterMetricFamily(
-                "tracelake_receiver_spans",
-                "spans by transport and outcome (accepted, refused_*, rejected_*)",
-                labels=["transport", "outcome"],
-            )
-            for (transport, outcome), n in sorted(svc.intake.stats.requests.items()):
-                req.add_metric([transport, outcome], n)
-            for (transport, outcome), n in sorted(svc.intake.stats.spans.items()):
-                spans.add_metric([transport, outcome], n)
-            yield req
-            yield spans
+            stats = svc.intake.stats
+            for name, doc, counts in (
+                ("tracelake_receiver_requests", "OTLP export requests by transport and outcome", stats.requests),
+                (
+                    "tracelake_receiver_spans",
+                    "spans by transport and outcome (accepted, refused_*, rejected_*)",
+                    stats.spans,
+                ),
+                (
+                    "tracelake_receiver_feedback_events",
+                    "feedback events received on /v1/feedback by transport and outcome (not counted as spans)",
+                    stats.feedback,
+                ),
+            ):
+                family = CounterMetricFamily(name, doc, labels=["transport", "outcome"])
+                for (transport, outcome), n in sorted(counts.items()):
+                    family.add_metric([transport, outcome], n)
+                yield family
         held = getattr(svc.source, "held_spans", None)
         if held is not None:
             yield GaugeMetricFamily("tracelake_bus_held_spans", "spans in the embedded bus", value=held)
@@ -96,7 +98,7 @@ class ServiceCollector:
         if w is not None:
             ws = w.stats
             for name, value, doc in (
-                ("tracelake_worker_spans_in", ws.spans_in, "spans decoded from the bus"),
+                ("tracelake_worker_spans_in", ws.spans_in, "spans decoded from the bus (feedback events not counted)"),
                 ("tracelake_worker_spans_out", ws.spans_out, "spans written to the spans table"),
                 ("tracelake_worker_spans_held_back", ws.spans_held_back, "spans sampled out into the holdback area"),
                 ("tracelake_worker_traces_summarised", ws.traces_summarised, "trace summary rows written"),
@@ -132,11 +134,12 @@ class ServiceCollector:
             size = CounterMetricFamily("tracelake_sink_bytes", "Parquet bytes written", labels=["sink"])
             buffered = GaugeMetricFamily("tracelake_sink_buffered_rows", "rows waiting for a file", labels=["sink"])
             failing = GaugeMetricFamily("tracelake_sink_failing", "1 while writes fail", labels=["sink"])
-            for i, sink in enumerate(svc.sinks):
-                files.add_metric([str(i)], sink.files_written)
-                size.add_metric([str(i)], sink.bytes_written)
-                buffered.add_metric([str(i)], sink.buffered_rows)
-                failing.add_metric([str(i)], int(sink.failing))
+            # the sinks were built in the order of pipelines.traces.sinks: label each with its id there
+            for sid, sink in zip(svc.config.pipeline.sinks, svc.sinks, strict=True):
+                files.add_metric([sid], sink.files_written)
+                size.add_metric([sid], sink.bytes_written)
+                buffered.add_metric([sid], sink.buffered_rows)
+                failing.add_metric([sid], int(sink.failing))
             yield files
             yield size
             yield buffered

@@ -6,6 +6,13 @@ again. Python work is a dict entry per trace (when it was last seen) and the par
 trace, never per span. Spans that arrive after a trace was summarised start a new part; the
 `traces` view merges parts, and `part_id` (a digest of the part's span ids: a wrapping sum of
 their mixed 64-bit values, so it can be summed per batch and merged) lets it drop a replayed part.
+
+LLM-call spans (`llm`, `embedding`) are held as rows until their trace is due, because a call recorded
+by two instrumentations must be counted once (pipeline/duplicate_calls.py) and its two spans may come
+in different batches (the inner span ends, and is exported, first). `observe` marks `duplicate_of` on
+the spans of the batch it is given, from what it holds of their traces; `due` decides again over every
+call of the trace, counts calls, tokens and cost of the counted spans only, and lists the duplicates
+in `duplicate_spans` (the `spans` view takes them from there for spans written before their pair came).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import feedback, schema
+from pipeline.duplicate_calls import CALL_TYPES, call_rows, find_duplicates
+from pipeline.schema import TOKEN_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -31,14 +40,6 @@ class SummaryBatch:
     source: str | None
     offsets: tuple[int, int] | None
 
-
-TOKEN_COLUMNS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
 
 # What a trace collects as sets, held as (trace_id, member, value) rows.
 MODEL, PROMPT_VERSION, SOURCE, KEEP_REASON = range(4)
@@ -75,6 +76,7 @@ class _Pending:
     seen: float
     rows: pa.Table  # one row per trace and batch, columns named after _MERGE's inputs
     members: pa.Table  # trace_id, member, value
+    calls: pa.Table  # the LLM-call spans: duplicate_calls.CALL_COLUMNS, cost_usd, cost_status
 
 
 _FB_NUMBER = r"^\s*-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
@@ -104,10 +106,11 @@ class TraceSummarizer:
     def open_traces(self) -> int:
         return len(self._last_seen)
 
-    def observe(self, spans: pa.Table, source: str | None = None, offsets: tuple[int, int] | None = None) -> None:
-        """Fold a batch of spans (all from `source`, within `offsets`) into the open traces."""
+    def observe(self, spans: pa.Table, source: str | None = None, offsets: tuple[int, int] | None = None) -> pa.Table:
+        """Fold a batch of spans (all from `source`, within `offsets`) into the open traces; returns the
+        batch with `duplicate_of` set where a span repeats a call this batch or an earlier one holds."""
         if spans.num_rows == 0:
-            return
+            return spans
         now = self._clock()
         n = spans.num_rows
         # synthetic feedback spans (POST /v1/feedback) carry feedback only: they are not spans of the trace
@@ -121,9 +124,9 @@ class TraceSummarizer:
             kept = pc.if_else(real, pa.scalar(True), pa.scalar(None, pa.bool_()))
         is_error = pc.and_(pc.equal(spans.column("status_code"), "ERROR"), real)
         span_type = pc.if_else(real, spans.column("span_type"), pa.scalar(None, pa.string()))
-        is_llm = pc.fill_null(pc.equal(span_type, "llm"), False)
-        cost_status = spans.column("cost_status")
-        unpriced = pc.and_kleene(is_llm, pc.and_kleene(pc.is_valid(cost_status), pc.not_equal(cost_status, "priced")))
+        calls = call_rows(spans, real, ("cost_usd", "cost_status"))
+        # calls are counted when their trace is due (see the module docstring); the rest is summed now
+        not_call = pc.invert(pc.and_(pc.fill_null(pc.is_in(span_type, CALL_TYPES), False), real))
         trace_ids = spans.column("trace_id").combine_chunks()
         is_root = pc.and_(pc.is_null(spans.column("parent_span_id")), real)
         no_int = pa.scalar(None, pa.int64())
@@ -134,11 +137,11 @@ class TraceSummarizer:
                 "end": pc.if_else(real, spans.column("end_time").cast(pa.int64()), no_int),
                 "span_count": pc.cast(real, pa.int64()),
                 "error_count": pc.cast(is_error, pa.int64()),
-                "llm_count": pc.cast(is_llm, pa.int64()),
+                "llm_count": pa.array(np.zeros(n, np.int64)),
                 "tool_count": pc.cast(pc.fill_null(pc.equal(span_type, "tool"), False), pa.int64()),
-                "unpriced_calls": pc.cast(pc.fill_null(unpriced, False), pa.int64()),
-                "cost_usd": spans.column("cost_usd"),
-                **{c: spans.column(c) for c in TOKEN_COLUMNS},
+                "unpriced_calls": pa.array(np.zeros(n, np.int64)),
+                "cost_usd": pc.if_else(not_call, spans.column("cost_usd"), pa.scalar(None, pa.float64())),
+                **{c: pc.if_else(not_call, spans.column(c), pa.scalar(None, pa.int64())) for c in TOKEN_COLUMNS},
                 "kept": pc.cast(kept, pa.int64()),
                 "feedback_min": fb,
                 "session_id": spans.column("session_id"),
@@ -174,8 +177,27 @@ class TraceSummarizer:
             )
         distinct = pa.concat_tables(sets).group_by(["trace_id", "member", "value"], use_threads=False).aggregate([])
         members = distinct.select(["trace_id", "member", "value"])
-        self._pending.append(_Pending(now, agg, members))
+        marked = self._mark_duplicates(spans, calls)
+        self._pending.append(_Pending(now, agg, members, calls))
         self._last_seen.update(dict.fromkeys(agg.column("trace_id").to_pylist(), now))
+        return marked
+
+    def _mark_duplicates(self, spans: pa.Table, calls: pa.Table) -> pa.Table:
+        """`spans` with duplicate_of set from the calls of this batch and those held for the same traces."""
+        if calls.num_rows == 0:
+            return spans
+        held = [p.calls for p in self._pending if p.calls.num_rows]
+        if held:
+            earlier = pa.concat_tables(held)
+            earlier = earlier.filter(pc.is_in(earlier.column("trace_id"), pc.unique(calls.column("trace_id"))))
+            calls = pa.concat_tables([earlier, calls])
+        marks = find_duplicates(calls)
+        if marks.num_rows == 0:
+            return spans
+        at = pc.index_in(_span_keys(spans), value_set=_span_keys(marks))
+        found = marks.column("duplicate_of").take(at)
+        i = spans.schema.get_field_index("duplicate_of")
+        return spans.set_column(i, spans.schema.field(i), pc.coalesce(found, spans.column(i)))
 
     def low_watermarks(self) -> dict[str, int]:
         """Per source, the oldest offset that contributed to a trace not yet summarised."""
@@ -197,6 +219,7 @@ class TraceSummarizer:
             return []
         rows = pa.concat_tables([p.rows for p in old])
         members = pa.concat_tables([p.members for p in old])
+        calls = pa.concat_tables([p.calls for p in old])
         candidates = pc.unique(rows.column("trace_id")).to_pylist()
         if force and sources is not None:
             last = rows.group_by("trace_id", use_threads=False).aggregate([("source", "last")])
@@ -212,13 +235,20 @@ class TraceSummarizer:
         due_set = pa.array(due_ids, pa.string())
         is_due = pc.is_in(rows.column("trace_id"), due_set)
         member_due = pc.is_in(members.column("trace_id"), due_set)
+        call_due = pc.is_in(calls.column("trace_id"), due_set)
         carry = rows.filter(pc.invert(is_due))
         if carry.num_rows:
             carry_members = members.filter(pc.invert(member_due))
-            self._pending.appendleft(_Pending(max(p.seen for p in old), carry, carry_members))
+            carry_calls = calls.filter(pc.invert(call_due))
+            self._pending.appendleft(_Pending(max(p.seen for p in old), carry, carry_members, carry_calls))
         if not due_ids:
             return []
-        merged = _merge(rows.filter(is_due), members.filter(member_due))
+        rows = rows.filter(is_due)
+        calls = calls.filter(call_due)
+        duplicates = find_duplicates(calls)
+        counted = calls.filter(pc.invert(pc.is_in(_span_keys(calls), value_set=_span_keys(duplicates))))
+        rows = pa.concat_tables([rows, schema.conform(_per_trace(_call_totals(counted)), rows.schema)])
+        merged = _merge(rows, members.filter(member_due), duplicates)
         out = []
         source_col = merged.column("source")
         for source in pc.unique(source_col).to_pylist():
@@ -252,6 +282,7 @@ class TraceSummarizer:
                 **dict.fromkeys(("session_id", "user_id", "tenant_id", "lake_source"), nulls),
                 "kept": pa.array([1] * n, pa.int64()),
                 "models": pa.array([[]] * n, pa.list_(pa.string())),
+                "duplicate_spans": pa.array([[]] * n, pa.list_(schema.DUPLICATE)),
                 "prompt_versions": pa.array([[]] * n, pa.list_(pa.string())),
                 "keep_reasons": pa.array([[r] for r in why], pa.list_(pa.string())),
             }
@@ -306,8 +337,33 @@ def _per_trace(rows: pa.Table) -> pa.Table:
     return merged.rename_columns([c.rsplit("_", 1)[0] if c != "trace_id" else c for c in merged.column_names])
 
 
-def _merge(rows: pa.Table, members: pa.Table) -> pa.Table:
-    """One row per trace from its rows of every batch and its set members."""
+def _span_keys(table: pa.Table) -> pa.Array:
+    """trace_id:span_id per row, to find rows of one table in another."""
+    keys = pc.binary_join_element_wise(table.column("trace_id"), table.column("span_id"), ":")
+    return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+
+
+def _call_totals(calls: pa.Table) -> pa.Table:
+    """What the counted LLM-call spans add to their traces, one row per span, in _MERGE's columns."""
+    span_type, status = calls.column("span_type"), calls.column("cost_status")
+    is_llm = pc.fill_null(pc.equal(span_type, "llm"), False)
+    unpriced = pc.and_(is_llm, pc.fill_null(pc.not_equal(status, "priced"), False))
+    zeros = pa.array(np.zeros(calls.num_rows, np.int64))
+    return pa.table(
+        {
+            "trace_id": calls.column("trace_id"),
+            **dict.fromkeys(("span_count", "error_count", "tool_count"), zeros),
+            "llm_count": pc.cast(is_llm, pa.int64()),
+            "unpriced_calls": pc.cast(unpriced, pa.int64()),
+            "cost_usd": calls.column("cost_usd"),
+            **{c: calls.column(c) for c in TOKEN_COLUMNS},
+            "part_hash": pa.array(np.zeros(calls.num_rows, np.uint64)),
+        }
+    )
+
+
+def _merge(rows: pa.Table, members: pa.Table, duplicates: pa.Table) -> pa.Table:
+    """One row per trace from its rows of every batch, its set members and its duplicate call spans."""
     rows = rows.set_column(
         rows.schema.get_field_index("root_row"),
         "root_row",
@@ -328,6 +384,7 @@ def _merge(rows: pa.Table, members: pa.Table) -> pa.Table:
     first_source = sources.group_by("trace_id", use_threads=False).aggregate([("value", "min")])
     where = pc.index_in(trace_ids, value_set=first_source.column("trace_id"))
     merged = merged.append_column("lake_source", first_source.column("value_min").take(where))
+    merged = merged.append_column("duplicate_spans", _duplicate_lists(trace_ids, duplicates))
     count = np.asarray(merged.column("span_count")).astype(np.uint64)
     part = _splitmix64(np.asarray(merged.column("part_hash")) ^ _splitmix64(count))
     return merged.append_column("part_id", _hex64(part))
@@ -341,6 +398,22 @@ def _sorted_sets(trace_ids: pa.Array, members: pa.Table) -> pa.Array:
     grouped = pairs.group_by("trace_id", use_threads=False).aggregate([("value", "list")])
     lists = grouped.column("value_list").take(pc.index_in(trace_ids, value_set=grouped.column("trace_id")))
     return pc.fill_null(lists, pa.scalar([], pa.list_(pa.string())))
+
+
+def _duplicate_lists(trace_ids: pa.Array | pa.ChunkedArray, duplicates: pa.Table) -> pa.Array:
+    """Per trace (in `trace_ids` order) its duplicate call spans, sorted by span id; [] when it has none."""
+    if duplicates.num_rows == 0:
+        return pa.array([[]] * len(trace_ids), pa.list_(schema.DUPLICATE))
+    pairs = duplicates.sort_by([("trace_id", "ascending"), ("span_id", "ascending")]).combine_chunks()
+    owner = pairs.column("trace_id").chunk(0)
+    starts = np.flatnonzero(np.concatenate([[True], np.asarray(pc.not_equal(owner[1:], owner[:-1]))]))
+    entries = pa.StructArray.from_arrays(
+        [pairs.column("span_id").chunk(0), pairs.column("duplicate_of").chunk(0)], fields=list(schema.DUPLICATE)
+    )
+    offsets = pa.array(np.append(starts, len(owner)).astype(np.int32))
+    lists = pa.ListArray.from_arrays(offsets, entries, type=pa.list_(schema.DUPLICATE))
+    at = pc.index_in(trace_ids, value_set=owner.take(pa.array(starts)))
+    return pc.fill_null(lists.take(at), pa.scalar([], pa.list_(schema.DUPLICATE)))
 
 
 def _traces_rows(merged: pa.Table) -> pa.Table:

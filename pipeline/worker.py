@@ -145,7 +145,8 @@ class Worker:
             batch = self._decode_each(deliveries)
         batch = self.normalizer(batch)
         self.stats.batches += 1
-        self.stats.spans_in += batch.num_rows
+        # feedback events travel as synthetic spans; they are counted as feedback, never as spans
+        self.stats.spans_in += batch.num_rows - (pc.sum(feedback.is_synthetic(batch)).as_py() or 0)
         self._emit(self._run_chain(batch, 0), partition, offsets)
 
     def _decode_each(self, deliveries: list[Delivery]) -> pa.Table:
@@ -176,7 +177,7 @@ class Worker:
         spans a tail sampler kept into `spans`, spans it dropped into the holdback area."""
         if spans.num_rows == 0:
             return
-        self.summarizer.observe(spans, source, offsets)
+        spans = self.summarizer.observe(spans, source, offsets)  # marks spans that repeat an LLM call
         events = feedback.extract(spans)
         synthetic = feedback.is_synthetic(spans)
         real = spans.filter(pc.invert(synthetic)) if pc.any(synthetic).as_py() else spans  # a filter copies
@@ -219,6 +220,7 @@ class Worker:
         with their partition and offsets recovered from lake_source."""
         if spans.num_rows == 0:
             return
+        self.processor_out[self.processors[position][0]] += spans.num_rows  # the holder's output, released late
         spans = self._run_chain(spans, position + 1)
         if spans.num_rows == 0:
             return

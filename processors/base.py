@@ -1,4 +1,4 @@
-"""The processor interface (DESIGN.md, contract 3) and the registry behind `processors:` in YAML.
+"""The processor interface (docs/design.md, contract 3) and the registry behind `processors:` in YAML.
 
 A processor is built once from its validated config block and then only sees Arrow tables.
 Built-ins register through the `tracelake.processors` entry-point group exactly like

@@ -169,6 +169,15 @@ def test_older_than_protects_recent_hours(tmp_path: Path) -> None:
     dry = Compactor(tmp_path).run(older_than_s=3600, dry_run=True)
     assert len(dry.planned) == 3 and snapshot(tmp_path) == state
     assert "would compact spans/dt=" in "\n".join(dry.lines())
+    # --older-than 0s: the hour in progress is still too recent, and the report says why
+    now = (OPEN + 1800 * 10**9) / 1e9  # half past the current hour
+    lines = Compactor(tmp_path, clock=lambda: now).run(older_than_s=0, dry_run=True).lines()
+    assert lines[-2].endswith(", 3 too recent"), lines
+    cutoff = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+    assert lines[-1] == (
+        f"  too recent: the hour ends after {cutoff} (now minus --older-than); an hour is compacted "
+        "once it has ended, so the hour in progress waits even with --older-than 0s"
+    )
 
 
 def test_large_partitions_split_into_target_sized_files_with_disjoint_trace_ranges(tmp_path: Path) -> None:

@@ -23,7 +23,10 @@ def _errors(doc: object, env: dict[str, str] | None = None) -> list[str]:
     ("doc", "expected"),
     [
         ({"recievers": {}}, "recievers: unknown key"),
-        ({"receivers": {"otlp": {"grpc": {"endpoint": "localhost"}}}}, "receivers.otlp.grpc.endpoint: Value error"),
+        (
+            {"receivers": {"otlp": {"grpc": {"endpoint": "localhost"}}}},
+            "receivers.otlp.grpc.endpoint: expected host:port",
+        ),
         ({"receivers": {"otlp": {"grpc": {"endpoint": "h:99999"}}}}, "receivers.otlp.grpc.endpoint"),
         ({"receivers": {"otlp": {"max_request_bytes": "lots"}}}, "receivers.otlp.max_request_bytes"),
         ({"bus": {"type": "rabbitmq"}}, "bus: Input tag 'rabbitmq' found using 'type' does not match"),
@@ -60,6 +63,31 @@ def test_every_error_is_reported_not_just_the_first() -> None:
         {"processors": {"a": {}, "b": {}}, "pipelines": {"traces": {"process": ["a", "c"]}}, "sinks": {"x": {}}}
     )
     assert len(errors) >= 4, errors
+
+
+def test_validate_reports_schema_errors_and_undefined_processors_in_one_run(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "receivers: {otlp: {grpc: {endpoint: 'localhost:99999'}}}\n"
+        "worker: {trace_idle: forever, max_batch_spans: -1}\n"
+        "processors: {cost: {}, tail_sampling: {decision_wait: soon, policies: []}}\n"
+        "sinks: {parquet: {roll_bytes: lots}}\n"
+        "pipelines: {traces: {process: [cost, nonexistent, cost], sinks: [parquet, s3]}}\n"
+    )
+    out = _cli("validate", str(bad))
+    assert out.returncode == 2
+    lines = [line.removeprefix(f"{bad}: ") for line in out.stderr.strip().splitlines()]
+    assert lines == [
+        "receivers.otlp.grpc.endpoint: expected host:port with a port 0-65535, got 'localhost:99999'",
+        "worker.trace_idle: expected a duration like 5s, 500ms, 10m, 24h, got 'forever'",
+        "worker.max_batch_spans: Input should be greater than 0 (got -1)",
+        "processors.tail_sampling.decision_wait: expected a duration like 5s, 500ms, 10m, 24h, got 'soon'",
+        "processors.tail_sampling.policies: List should have at least 1 item after validation, not 0",
+        "sinks.parquet.roll_bytes: expected a size like 16MiB, 64MB or a number of bytes, got 'lots'",
+        "pipelines.traces.process.1: processor 'nonexistent' is not defined under processors",
+        "pipelines.traces.process.2: processor 'cost' appears twice",
+        "pipelines.traces.sinks.1: sink 's3' is not defined under sinks",
+    ]
 
 
 def test_env_substitution() -> None:

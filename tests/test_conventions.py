@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline.conventions import CorrelationKeys, MapLookup, normalize
+from pipeline.conventions import COLUMN_ALIASES, CorrelationKeys, MapLookup, normalize
 from pipeline.otlp.decode import SourcedRequest, decode
 from tests.conftest import make_request
 
@@ -112,6 +114,84 @@ def test_openllmetry_legacy() -> None:
     )
     assert (r["provider"], r["input_tokens"], r["output_tokens"], r["cache_read_tokens"]) == ("cohere", 11, 22, 3)
     assert (r["reasoning_tokens"], r["finish_reason"]) == (4, "COMPLETE")
+
+
+def test_cache_writes_under_the_current_name_win_over_the_deprecated_ones() -> None:
+    """semantic-conventions-genai #440 renamed cache_creation to cache_write; the anthropic SDK and the official
+    anthropic instrumentation send the new name, OpenLLMetry still the old one."""
+    assert _row({"gen_ai.usage.cache_write.input_tokens": 1000})["cache_write_tokens"] == 1000
+    assert _row({"gen_ai.usage.cache_creation.input_tokens": 900})["cache_write_tokens"] == 900
+    assert _row({"gen_ai.usage.cache_creation_input_tokens": 800})["cache_write_tokens"] == 800
+    both = {"gen_ai.usage.cache_creation.input_tokens": 900, "gen_ai.usage.cache_write.input_tokens": 1000}
+    assert _row(both)["cache_write_tokens"] == 1000
+
+
+def test_alias_table_lists_current_names_before_deprecated_ones() -> None:
+    for column, aliases in COLUMN_ALIASES.items():
+        flags = [a.deprecated for a in aliases]
+        assert flags == sorted(flags), column  # no current name after a deprecated one
+        assert all(a.source for a in aliases), column
+        assert len({a.key for a in aliases}) == len(aliases), column
+
+
+def test_readme_mapping_table_names_every_alias() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start, end = readme.index("### How the three dialects map to columns"), readme.index("### One call counted once")
+    table = readme[start:end]
+    missing = [a.key for aliases in COLUMN_ALIASES.values() for a in aliases if f"`{a.key}`" not in table]
+    assert missing == []
+
+
+def test_openinference_openai_models_from_invocation_parameters() -> None:
+    """openinference-instrumentation-openai: llm.model_name is the response's snapshot; the requested model is
+    only in the invocation parameters' JSON."""
+    r = _row(
+        {
+            "openinference.span.kind": "LLM",
+            "llm.system": "openai",
+            "llm.invocation_parameters": '{"temperature": 0.2, "model": "gpt-4o-mini", "stream": true}',
+            "llm.model_name": "gpt-4o-mini-2024-07-18",
+        }
+    )
+    assert (r["request_model"], r["response_model"]) == ("gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+    escaped = _row({"llm.invocation_parameters": '{"model": "ft:gpt-4o-mini:acme:\\"q\\"", "n": 1}'})
+    assert escaped["request_model"] == 'ft:gpt-4o-mini:acme:"q"'  # not for the fast path: parsed as JSON
+    failed = _row({"llm.invocation_parameters": '{"model": "gpt-4o-mini"}', "openinference.span.kind": "LLM"})
+    assert (failed["request_model"], failed["response_model"]) == ("gpt-4o-mini", None)
+    embedding = _row(
+        {
+            "openinference.span.kind": "EMBEDDING",
+            "embedding.invocation_parameters": '{"model": "text-embedding-3-small", "encoding_format": "base64"}',
+            "embedding.model_name": "text-embedding-3-small-v2",
+        }
+    )
+    assert (embedding["request_model"], embedding["response_model"]) == (
+        "text-embedding-3-small",
+        "text-embedding-3-small-v2",
+    )
+    named_only = _row({"openinference.span.kind": "EMBEDDING", "embedding.model_name": "text-embedding-3-small"})
+    assert (named_only["request_model"], named_only["response_model"]) == ("text-embedding-3-small", None)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        '{"max_tokens": 256}',  # OpenInference's anthropic instrumentor: no model in the parameters
+        "not json",
+        '["model", "gpt-4o"]',
+        '{"model": {"name": "gpt-4o"}}',
+        '{"extra_body": {"model": "gpt-4o"}}',
+    ],
+)
+def test_invocation_parameters_without_a_usable_model(params: str) -> None:
+    r = _row({"llm.invocation_parameters": params, "llm.model_name": "claude-sonnet-4-5"})
+    assert (r["request_model"], r["response_model"]) == ("claude-sonnet-4-5", None)
+
+
+def test_anthropic_sdk_stop_reason_is_the_finish_reason() -> None:
+    assert _row({"anthropic.message.stop_reason": "end_turn"})["finish_reason"] == "end_turn"
+    both = {"gen_ai.response.finish_reasons": '["stop"]', "anthropic.message.stop_reason": "end_turn"}
+    assert _row(both)["finish_reason"] == "stop"
 
 
 def test_finish_reasons_array_and_tool_names() -> None:

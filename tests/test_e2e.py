@@ -143,22 +143,28 @@ def test_query_cli_formats_and_errors(tmp_path: Path) -> None:
         tl.stop()
     lake = str(tl.lake)
     sql = "select span_type, count(*) as n from spans group by 1 order by 1"
+    rows = [{"span_type": "llm", "n": 3}, {"span_type": "other", "n": 1}, {"span_type": "tool", "n": 1}]
     out = _cli("query", "--lake", lake, "--format", "json", sql)
     assert out.returncode == 0, out.stderr
-    assert [json.loads(line) for line in out.stdout.splitlines()] == [
-        {"span_type": "llm", "n": 3},
-        {"span_type": "other", "n": 1},
-        {"span_type": "tool", "n": 1},
-    ]
+    assert json.loads(out.stdout) == rows  # one JSON array
+    out = _cli("query", "--lake", lake, "--format", "json", "select 1 as x where false")
+    assert json.loads(out.stdout) == []
+    out = _cli("query", "--lake", lake, "--format", "ndjson", sql)
+    assert [json.loads(line) for line in out.stdout.splitlines()] == rows
     out = _cli("query", "--config", str(tl.config), "--format", "csv", sql)
     assert out.stdout.splitlines() == ["span_type,n", "llm,3", "other,1", "tool,1"]
     out = _cli("query", "--lake", lake, sql)
     assert out.returncode == 0 and "llm" in out.stdout and "│" in out.stdout
     out = _cli("query", "--lake", lake, "select nope from spans")
     assert out.returncode == 1 and "query error" in out.stderr and "nope" in out.stderr
-    # an empty lake still has its views
+    # an empty lake still has its views; a lake that does not exist is an error, not "0 rows"
+    (tmp_path / "empty").mkdir()
     out = _cli("query", "--lake", str(tmp_path / "empty"), "--format", "csv", "select count(*) from traces")
     assert out.returncode == 0 and out.stdout.splitlines()[1] == "0"
+    for command in (["query", "select count(*) from traces"], ["trace", "ab" * 16]):
+        out = _cli(command[0], "--lake", str(tmp_path / "nowhere"), *command[1:])
+        assert out.returncode == 2 and f"no lake at {tmp_path / 'nowhere'}" in out.stderr, out.stderr
+        assert out.stdout == ""
 
 
 def test_sigterm_during_load_loses_nothing_accepted(tmp_path: Path) -> None:

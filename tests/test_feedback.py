@@ -111,9 +111,15 @@ def test_malformed_feedback_is_400_with_the_reason(service: Service, body: objec
     assert status == 400 and needle in reply["message"], reply
 
 
-def test_feedback_wants_json(service: Service) -> None:
-    status, _ = _post(service, b"trace_id=1", "application/x-www-form-urlencoded")
-    assert status == 415
+def test_feedback_wants_json_and_answers_in_json(service: Service) -> None:
+    for ctype in ("application/x-www-form-urlencoded", "application/x-protobuf", ""):
+        status, reply = _post(service, b"trace_id=1", ctype)
+        # a JSON endpoint answers in JSON whatever was sent
+        assert status == 415 and "use application/json" in reply["message"], (ctype, reply)
+    assert service.intake is not None
+    assert sum(service.intake.stats.requests.values()) == 0  # feedback is not counted as OTLP requests
+    _post(service, b"{nope")
+    assert service.intake.stats.feedback[("http", "invalid")] == 1 and not service.intake.stats.requests
 
 
 def test_span_with_feedback_value_is_a_feedback_event(service: Service) -> None:

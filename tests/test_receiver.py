@@ -163,12 +163,6 @@ def test_otlp_json_with_hex_ids_and_enum_names_and_ints(service: Service) -> Non
     [
         (b"\xff\xff\xff not protobuf", "application/x-protobuf", 400, "cannot decode"),
         (b"{not json", "application/json", 400, "invalid JSON"),
-        (
-            json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}).encode(),
-            "application/json",
-            400,
-            "not hex",
-        ),
         (json.dumps({"resourceSpans": "nope"}).encode(), "application/json", 400, "expected an array"),
         (b"hello", "text/plain", 415, "unsupported Content-Type"),
     ],
@@ -233,6 +227,34 @@ def test_partial_success_rejects_spans_without_valid_ids(service: Service) -> No
     status, _, _ = _http_post(service, json.dumps({"resourceSpans": []}).encode(), "application/json")
     assert status == 200
     assert _lake_count(service) == 1
+
+
+def test_json_span_with_a_non_hex_id_is_rejected_alone(service: Service) -> None:
+    """Like a wrong-length id: that span is rejected (partial success, counted), the others are kept."""
+
+    def span(trace_id: str, span_id: str, **extra: object) -> dict[str, object]:
+        return {"traceId": trace_id, "spanId": span_id, "name": "s", "startTimeUnixNano": "1", **extra}
+
+    spans = [
+        span(TRACE, "1111111111111111"),
+        span("not-a-hex-trace-id-zzzzzzzzzzzzzz", "2222222222222222"),
+        span(TRACE, "3333333333333333", parentSpanId="xyz"),
+        span(TRACE, "4444444444444444", links=[{"traceId": TRACE, "spanId": "q" * 16}]),
+        span(TRACE, "5555555555555555"),
+    ]
+    doc = {"resourceSpans": [{"scopeSpans": [{"scope": {"name": "s"}, "spans": spans}]}]}
+    status, _, body = _http_post(service, json.dumps(doc).encode(), "application/json")
+    assert status == 200, body
+    partial = json.loads(body)["partialSuccess"]
+    assert partial["rejectedSpans"] == "3"  # protobuf JSON writes int64 as a string
+    message = partial["errorMessage"]
+    assert message.startswith("rejected 3 of 5 spans: ")
+    assert "resourceSpans[0].scopeSpans[0].spans[1].traceId: 'not-a-hex-trace-id-zzzzzzzzzzzzzz' is not hex" in message
+    assert "spans[2].parentSpanId: 'xyz' is not hex" in message and "spans[3].links[0].spanId" in message
+    assert service.intake is not None
+    assert service.intake.stats.spans[("http", "rejected_invalid_id")] == 3
+    assert service.intake.stats.spans[("http", "accepted")] == 2
+    assert _lake_count(service) == 2
 
 
 def test_full_bus_refuses_with_retryable_statuses(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import json
 import re
+import time
 from pathlib import Path
 
 import grpc
@@ -44,22 +46,66 @@ def _send(tl: RunningTracelake, n: int, seed: int) -> None:
         )
 
 
+SAMPLED = """\
+receivers: {otlp: {grpc: {endpoint: 127.0.0.1:0}, http: {endpoint: 127.0.0.1:0}}}
+processors:
+  tail_sampling:
+    decision_wait: 200ms
+    policies: [{name: all, type: probabilistic, probabilistic: {sampling_percentage: 100}}]
+  attributes: {actions: [{key: env, action: insert, value: test}]}
+sinks: {parquet/main: {path: "{lake}", roll_seconds: 1s}}
+worker: {trace_idle: 1s, max_batch_delay: 50ms}
+telemetry: {endpoint: 127.0.0.1:0}
+pipelines: {traces: {process: [tail_sampling, attributes], sinks: [parquet/main]}}
+"""
+
+
+def _post_feedback(tl: RunningTracelake, doc: dict[str, object]) -> int:
+    host, port = tl.http.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("POST", "/v1/feedback", body=json.dumps(doc), headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp.status
+
+
 def test_metrics_health_and_readiness(tmp_path: Path) -> None:
-    tl = RunningTracelake(tmp_path, config_yaml())
+    tl = RunningTracelake(tmp_path, SAMPLED)
     try:
         assert _get(tl.telemetry, "/healthz") == (200, "ok\n")
         assert _get(tl.telemetry, "/readyz") == (200, "ready\n")
         _send(tl, 30, 1)
         _send(tl, 12, 2)
-        status, text = _get(tl.telemetry, "/metrics")
+        assert _post_feedback(tl, {"trace_id": f"{1:08x}{1:024x}", "name": "thumbs", "value": 0}) == 202
+        deadline = time.monotonic() + 20
+        while True:  # tail sampling releases its spans once the traces are decided
+            status, text = _get(tl.telemetry, "/metrics")
+            out = _metric(text, "tracelake_processor_spans_out_total", processor="tail_sampling")
+            if out >= 43 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert status == 200
+        # what a processor that holds spans releases later counts as its output: the next one takes it in
+        assert out == _metric(text, "tracelake_processor_spans_in_total", processor="attributes") == 43
+        # feedback is not spans: it has its own counter
         assert _metric(text, "tracelake_receiver_spans_total", transport="grpc", outcome="accepted") == 42
+        assert not [
+            x
+            for x in text.splitlines()
+            if x.startswith("tracelake_receiver_") and 'transport="http"' in x and "feedback" not in x
+        ]
         assert _metric(text, "tracelake_receiver_requests_total", transport="grpc", outcome="accepted") == 2
+        assert _metric(text, "tracelake_receiver_feedback_events_total", transport="http", outcome="accepted") == 1
+        assert _metric(text, "tracelake_worker_spans_in_total") == 42
+        # sinks are labelled with their id in the config
+        assert _metric(text, "tracelake_sink_failing", sink="parquet/main") == 0
         assert _metric(text, "process_resident_memory_bytes") > 10 * 2**20
         assert "tracelake_sink_write_seconds_bucket" in text
         assert _get(tl.telemetry, "/nope")[0] == 404
     finally:
         assert tl.stop() == 0, tl.log
+    assert "stopped: 42 spans in, 42 out, 1 feedback events," in tl.log, tl.log
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])

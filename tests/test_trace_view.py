@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,9 @@ import pytest
 from pipeline import schema
 from pipeline.config.model import ParquetSinkConfig
 from pipeline.query import connect
-from pipeline.trace_view import render_trace
+from pipeline.trace_view import load_trace, render_trace, trace_document
+from sinks.artifacts.refs import make_ref
+from sinks.artifacts.store import ArtifactStore
 from sinks.parquet.sink import ParquetSink
 
 T0 = 1_763_800_000 * 10**9  # 2025-11-22 08:26:40 UTC
@@ -20,6 +25,30 @@ MS = 10**6
 KEPT = "0af7651916cd43dd8448eb211c80319c"
 DROPPED = "5b8efff798038103d269b633813fc60c"
 BLOCKS = "█▏▎▍▌▋▊▉▕▐"
+FEEDBACK_ONLY = "c0ffee00c0ffee00c0ffee00c0ffee00"
+SYSTEM = "You are the refund assistant of Acme. " * 200  # ~7.6 KB: offloaded to the artifact store
+SYSTEM_REF = make_ref(__import__("hashlib").sha256(SYSTEM.encode()).hexdigest())
+GONE_REF = make_ref("e" * 64)  # an offloaded value whose object gc already deleted
+HISTORY = [{"role": "user", "parts": [{"type": "text", "content": f"earlier question {i}"}]} for i in range(1, 6)] + [
+    {"role": "user", "parts": [{"type": "text", "content": "Where is my refund for order A-1?"}]}
+]
+CHAT_ATTRS = [
+    ("gen_ai.operation.name", "chat"),
+    ("gen_ai.system_instructions", SYSTEM_REF),
+    ("gen_ai.input.messages", json.dumps(HISTORY)),
+    (
+        "gen_ai.output.messages",
+        json.dumps(
+            [
+                {
+                    "role": "assistant",
+                    "finish_reason": "tool_calls",
+                    "parts": [{"type": "tool_call", "id": "call_7", "name": "refund", "arguments": {"order": "A-1"}}],
+                }
+            ]
+        ),
+    ),
+]
 ROOT, RETRIEVE, PLAN, CHAT, TOOL, GUARD, ORPHAN = (f"{i:016x}" for i in range(1, 8))
 
 
@@ -59,7 +88,21 @@ SPANS = [
         prompt_version="v3",
         status_code="OK",
     ),
-    _span(RETRIEVE, ROOT, "retrieve docs", 10, 310, span_type="retrieval"),
+    _span(
+        RETRIEVE,
+        ROOT,
+        "retrieve docs",
+        10,
+        310,
+        span_type="retrieval",
+        attributes=[
+            ("openinference.span.kind", "RETRIEVER"),
+            ("input.value", "refund policy"),
+            ("retrieval.documents.0.document.id", "kb-17"),
+            ("retrieval.documents.0.document.score", "0.92"),
+            ("retrieval.documents.0.document.content", "Refunds are paid within 14 days. " * 20),
+        ],
+    ),
     _span(PLAN, ROOT, "plan the refund workflow with a very long descriptive span name", 320, 900, span_type="chain"),
     _span(
         CHAT,
@@ -75,6 +118,10 @@ SPANS = [
         output_tokens=350,
         cost_usd=0.0123,
         cost_status="priced",
+        attributes=CHAT_ATTRS,
+        artifacts=[
+            {"key": "gen_ai.system_instructions", "ref": SYSTEM_REF, "bytes": len(SYSTEM), "preview": SYSTEM[:40]}
+        ],
     ),
     _span(
         TOOL,
@@ -85,6 +132,14 @@ SPANS = [
         span_type="tool",
         status_code="ERROR",
         status_message="refund service returned 502",
+        attributes=[
+            ("gen_ai.operation.name", "execute_tool"),
+            ("gen_ai.tool.name", "refund"),
+            ("gen_ai.tool.call.id", "call_7"),
+            ("gen_ai.tool.call.arguments", '{"order": "A-1"}'),
+            ("gen_ai.tool.call.result", GONE_REF),
+        ],
+        artifacts=[{"key": "gen_ai.tool.call.result", "ref": GONE_REF, "bytes": 5000, "preview": "502 Bad Gateway …"}],
         events=[
             {
                 "time": T0 + 1490 * MS,
@@ -154,11 +209,21 @@ def build_lake(tmp_path: Path) -> duckdb.DuckDBPyConnection:
                     "comment": "refund never arrived",
                     "source": "api",
                 },
+                {
+                    "time": T0 + 6000 * MS,
+                    "trace_id": FEEDBACK_ONLY,
+                    "span_id": ROOT,
+                    "name": "thumbs",
+                    "value": 1.0,
+                    "comment": "spans still on their way",
+                    "source": "langfuse",
+                },
             ],
         ),
     )
     sink.flush_all()
     assert len(list((tmp_path / "spans").rglob("*.parquet"))) == 2
+    assert ArtifactStore(str(tmp_path / "_artifacts")).put(SYSTEM.encode()) == SYSTEM_REF
     return connect(tmp_path)
 
 
@@ -177,7 +242,8 @@ def test_tree_order_indentation_and_width(con: duckdb.DuckDBPyConnection) -> Non
     assert text is not None
     print(text)
     lines = text.splitlines()
-    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    # only a line holding a whole reference that does not fit is longer: a reference is never cut
+    assert {line.strip() for line in lines if len(line) > 80} == {GONE_REF, SYSTEM_REF}
     assert lines[0] == f"trace {KEPT}"
     names = ("agent.run", "retrieve docs", "plan the", "chat", "tool refund")
     order = [_span_line(lines, n)[0] for n in names]
@@ -220,7 +286,7 @@ def test_header_model_tokens_cost(con: duckdb.DuckDBPyConnection) -> None:
 def test_duplicate_span_rows_show_once(con: duckdb.DuckDBPyConnection) -> None:
     text = render_trace(con, KEPT)
     assert text is not None
-    assert sum(" chat " in line for line in text.splitlines()) == 1
+    assert sum(" chat " in line and any(c in line for c in BLOCKS) for line in text.splitlines()) == 1
     assert "spans: 7" in text
 
 
@@ -242,6 +308,101 @@ def test_orphan_shown_at_top_level(con: duckdb.DuckDBPyConnection) -> None:
     text = render_trace(con, KEPT)
     assert text is not None
     assert _span_line(text.splitlines(), "late callback")[1].startswith("  ↳? late callback")
+
+
+def _section(text: str, span_id: str) -> list[str]:
+    """The lines under a span's `── name · span <id>` title, up to the next blank line."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("── ") and line.endswith(f"span {span_id}"))
+    end = next((i for i in range(start, len(lines)) if not lines[i]), len(lines))
+    return lines[start + 1 : end]
+
+
+def test_conversation_on_a_screen(con: duckdb.DuckDBPyConnection) -> None:
+    text = render_trace(con, KEPT)
+    assert text is not None
+    print(text)
+    chat = _section(text, CHAT)
+    # the offloaded system prompt is read back from the store, cut to a screen
+    assert chat[0].startswith("  system: You are the refund assistant of Acme.")
+    assert any("more lines (--full shows everything)" in line for line in chat)
+    assert "  … 3 earlier messages (--full shows everything)" in chat
+    assert "  user: earlier question 1" not in chat and "  user: earlier question 4" in chat
+    assert "  user: Where is my refund for order A-1?" in chat
+    assert '  assistant (tool_calls) → refund [call_7]: {"order": "A-1"}' in chat
+    assert f"  offloaded gen_ai.system_instructions ({len(SYSTEM) / 1024:.1f} KiB):" in chat
+    assert f"    {SYSTEM_REF}" in chat  # the whole reference, never cut
+    tool = _section(text, TOOL)
+    assert tool[:4] == ["  tool refund [call_7]", '    arguments: {"order": "A-1"}', "    result:", f"      {GONE_REF}"]
+    assert "missing from the artifact store; preview: 502 Bad Gateway …" in "\n".join(tool)
+    docs = _section(text, RETRIEVE)
+    assert docs[:3] == ["  query: refund policy", "  documents (1):", "    1. kb-17 · score 0.92"]
+    assert len(docs) == 3 + 2 + 1 and docs[-1].endswith("more lines (--full shows everything)")
+
+
+def test_full_shows_everything(con: duckdb.DuckDBPyConnection) -> None:
+    text = render_trace(con, KEPT, width=100, full=True)
+    assert text is not None
+    assert "--full" not in text
+    chat = "\n".join(_section(text, CHAT))
+    assert " ".join(chat.split()).count("You are the refund assistant of Acme.") == 200
+    assert all(f"user: earlier question {i}" in chat for i in range(1, 6))
+    assert " ".join("\n".join(_section(text, RETRIEVE)).split()).count("Refunds are paid within 14 days.") == 20
+
+
+def test_json_document(con: duckdb.DuckDBPyConnection) -> None:
+    trace = load_trace(con, KEPT)
+    assert trace is not None
+    doc = json.loads(json.dumps(trace_document(trace)))
+    assert doc["trace_id"] == KEPT and doc["summary"]["kept"] is True and doc["summary"]["span_count"] == 7
+    assert [s["span_id"] for s in doc["spans"]] == [ROOT, RETRIEVE, PLAN, CHAT, TOOL, GUARD, ORPHAN]
+    chat = next(s for s in doc["spans"] if s["span_id"] == CHAT)
+    assert chat["start_time"] == "2025-11-22T08:26:40.33Z" and chat["request_model"] == "gpt-4o"
+    assert chat["attributes"]["gen_ai.system_instructions"] == SYSTEM_REF  # as stored
+    assert chat["conversation"]["input"][0] == {
+        "role": "system",
+        "content": SYSTEM,  # read back, whole
+        "tool_calls": [],
+        "tool_call_id": None,
+        "name": None,
+        "finish_reason": None,
+    }
+    assert len(chat["conversation"]["input"]) == 7
+    assert chat["conversation"]["output"][0]["tool_calls"] == [
+        {"name": "refund", "arguments": '{"order": "A-1"}', "id": "call_7"}
+    ]
+    tool = next(s for s in doc["spans"] if s["span_id"] == TOOL)
+    assert tool["conversation"]["missing_artifacts"] == [GONE_REF]
+    assert tool["events"][0]["time"] == "2025-11-22T08:26:41.49Z"
+    assert next(s for s in doc["spans"] if s["span_id"] == ROOT)["conversation"] is None
+    assert [(f["name"], f["value"], f["comment"]) for f in doc["feedback"]] == [("thumbs", 0.0, "refund never arrived")]
+
+
+def test_cli_trace_json_and_full(tmp_path: Path) -> None:
+    build_lake(tmp_path)
+
+    def trace(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "pipeline.cli", "trace", "--lake", str(tmp_path), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+
+    out = trace("--json", KEPT)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["spans"][3]["conversation"]["input"][0]["content"] == SYSTEM
+    out = trace("--full", "--width", "120", KEPT)
+    assert out.returncode == 0 and "earlier question 1" in out.stdout and "--full" not in out.stdout
+    out = trace(FEEDBACK_ONLY)
+    assert out.returncode == 0 and "thumbs=1 — spans still on their way" in out.stdout
+    assert trace("f" * 32).returncode == 1
+
+
+def test_trace_with_only_feedback_shows_it(con: duckdb.DuckDBPyConnection) -> None:
+    text = render_trace(con, FEEDBACK_ONLY)
+    assert text is not None
+    print(text)
+    lines = text.splitlines()
+    assert lines[0] == f"trace {FEEDBACK_ONLY}"
+    assert "no spans of this trace in the lake" in lines[1]
+    assert lines[-2:] == ["feedback (1):", f"  thumbs=1 — spans still on their way [span {ROOT}]"]
 
 
 def test_feedback_at_the_bottom(con: duckdb.DuckDBPyConnection) -> None:
@@ -267,7 +428,7 @@ def test_sampled_out_trace_shows_its_summary(con: duckdb.DuckDBPyConnection) -> 
 def test_narrow_width_and_color(con: duckdb.DuckDBPyConnection) -> None:
     text = render_trace(con, KEPT, width=50)
     assert text is not None
-    assert all(len(line) <= 50 for line in text.splitlines())
+    assert all(len(line) <= 50 or line.strip() in (GONE_REF, SYSTEM_REF) for line in text.splitlines())
     assert "\x1b[" not in text
     colored = render_trace(con, KEPT, color=True)
     assert colored is not None and "\x1b[31m✗ " in colored

@@ -4,7 +4,8 @@
 -- and `model_context_window_exceeded`, Gemini / Vertex `MAX_TOKENS` (compared case-insensitively).
 -- finish_reason holds every choice's reason, comma-separated; a call matches when any choice
 -- does. input_tokens near the model's context window means the prompt overflowed; output_tokens
--- equal to the request's max_tokens means the answer was truncated.
+-- equal to the request's max_tokens means the answer was truncated. A call recorded by two
+-- instrumentations is listed once (spans with duplicate_of set are left out).
 --
 -- param: since INTERVAL = 7 days -- how far back from now
 -- param: reasons VARCHAR = length,max_tokens,model_context_window_exceeded -- comma-separated stop reasons to match
@@ -28,6 +29,7 @@ FROM spans
 WHERE dt >= CAST(now() - $since AS DATE)
   AND start_time >= CAST(now() - $since AS TIMESTAMPTZ_NS)
   AND span_type = 'llm'
+  AND duplicate_of IS NULL
   AND list_has_any(
     list_transform(string_split(lower(finish_reason), ','), lambda r: trim(r)),
     list_transform(string_split(lower($reasons), ','), lambda r: trim(r)))

@@ -4,7 +4,8 @@
 -- model. With tail sampling on, `spans` holds kept traces only, so these sums cover kept traffic;
 -- for exact totals use cost_by_tenant / top_cost_traces, which read `traces`. The model is the
 -- requested one (falling back to the response model). unpriced counts calls the cost processor
--- could not price (cost_status unknown_model / no_usage, or not run at all).
+-- could not price (cost_status unknown_model / no_usage, or not run at all). A call recorded by two
+-- instrumentations counts once: spans with duplicate_of set repeat another span's call.
 --
 -- param: since INTERVAL = 7 days -- how far back from now
 -- param: tenant VARCHAR = null -- only this tenant (null: every tenant)
@@ -26,6 +27,7 @@ FROM spans
 WHERE dt >= CAST(now() - $since AS DATE)
   AND start_time >= CAST(now() - $since AS TIMESTAMPTZ_NS)
   AND span_type IN ('llm', 'embedding')
+  AND duplicate_of IS NULL
   AND ($tenant IS NULL OR tenant_id = $tenant)
 GROUP BY ALL
 ORDER BY cost_usd DESC NULLS LAST, calls DESC, provider, model

@@ -4,6 +4,7 @@
 -- that call no model (tools, retrieval, chains). With tail sampling on, `spans` holds kept traces
 -- only, and samplers keep slow and failing traces more often than the rest: percentiles are then
 -- biased upwards. Groups with fewer than min_count spans are left out (their p99 means little).
+-- A call recorded by two instrumentations counts once (spans with duplicate_of set are left out).
 --
 -- param: since INTERVAL = 24 hours -- how far back from now
 -- param: span_type VARCHAR = null -- only this span type: llm, embedding, retrieval, rerank, tool, agent, chain, guardrail, other
@@ -22,6 +23,7 @@ FROM spans
 WHERE dt >= CAST(now() - $since AS DATE)
   AND start_time >= CAST(now() - $since AS TIMESTAMPTZ_NS)
   AND ($span_type IS NULL OR span_type = $span_type)
+  AND duplicate_of IS NULL
 GROUP BY ALL
 HAVING count(*) >= $min_count
 ORDER BY span_type, p95_ms DESC, model;

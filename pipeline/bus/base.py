@@ -1,6 +1,6 @@
 """What receivers hand to a bus and what workers take from it.
 
-A bus carries serialized `ExportTraceServiceRequest`s (DESIGN.md, contract 1). How a request
+A bus carries serialized `ExportTraceServiceRequest`s (docs/design.md, contract 1). How a request
 is cut into messages is the bus's business: the embedded bus keeps a request whole, the Kafka
 bus cuts it into one message per trace. Receivers see a `Publisher`, workers a `Source`; the
 embedded bus is both, in one process.

@@ -1,6 +1,6 @@
 """The Kafka bus (confluent-kafka): receivers publish one message per trace, workers consume in a group.
 
-Message format (DESIGN.md contract 1), interoperable with the OpenTelemetry Collector's Kafka
+Message format (docs/design.md, contract 1), interoperable with the OpenTelemetry Collector's Kafka
 exporter and receiver with `encoding: otlp_proto` and `partition_traces_by_id: true`:
 
 - value: a serialized ExportTraceServiceRequest holding exactly one trace's spans, with their

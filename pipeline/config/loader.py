@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from pipeline.config.model import ParquetSinkConfig, PipelineConfig, RawConfig
 from processors.base import ProcessorConfig, ProcessorFactory, Registry, processor_type
@@ -96,12 +96,36 @@ def _pydantic_issues(err: ValidationError, prefix: str) -> list[ConfigIssue]:
         # pydantic names union branches/validators in the location; keep only real keys
         path = ".".join([prefix, *loc] if prefix else loc)
         msg = e["msg"]
+        for noise in _PYDANTIC_PREFIXES:  # "Value error, expected a duration…": the validator's own words
+            msg = msg.removeprefix(noise)
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):
+        elif (
+            "input" in e
+            and e["type"] not in ("missing",)
+            and not isinstance(e["input"], dict | list)
+            and repr(e["input"]) not in msg  # validators often name the value already
+        ):
             msg = f"{msg} (got {e['input']!r})"
         out.append(ConfigIssue(path, msg))
     return out
+
+
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def _pipelines(document: dict[str, Any], raw: RawConfig | None) -> dict[str, PipelineConfig] | None:
+    """The pipelines block, also when another section of the file is wrong (None if it is wrong itself:
+    its errors are already reported), so that references to undefined processors are found in the same run."""
+    if raw is not None:
+        return raw.pipelines
+    try:
+        return _PIPELINES.validate_python(document.get("pipelines", {"traces": {}}))
+    except ValidationError:
+        return None
+
+
+_PIPELINES: TypeAdapter[dict[str, PipelineConfig]] = TypeAdapter(dict[str, PipelineConfig])
 
 
 def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Config:
@@ -147,10 +171,36 @@ def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Conf
         except ValidationError as err:
             issues.extend(_pydantic_issues(err, f"sinks.{sid}"))
 
+    pipelines = _pipelines(document, raw)
+    if pipelines is not None:
+        _check_references(pipelines, proc_blocks, sink_blocks, processors, issues)
     if raw is None:
-        raise ConfigError(source, issues)
-    pipeline = raw.pipelines.get("traces")
-    for name in raw.pipelines:
+        raise ConfigError(source, _once(issues))
+    pipeline = raw.pipelines.get("traces") or PipelineConfig()
+    ml = raw.memory_limiter
+    if ml is not None and ml.spike_limit >= ml.limit:
+        issues.append(ConfigIssue("memory_limiter.spike_limit", "must be smaller than limit"))
+    if issues:
+        raise ConfigError(source, _once(issues))
+    return Config(source=source, raw=raw, processors=processors, sinks=sinks, pipeline=pipeline)
+
+
+def _once(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    return list(dict.fromkeys(issues))
+
+
+def _check_references(
+    pipelines: dict[str, PipelineConfig],
+    proc_blocks: Any,
+    sink_blocks: Any,
+    processors: dict[str, ProcessorSpec],
+    issues: list[ConfigIssue],
+) -> None:
+    """The pipeline names processors and sinks defined in the file, each once, each where it can run."""
+    defined_processors = set(proc_blocks) if isinstance(proc_blocks, dict) else set()
+    defined_sinks = set(sink_blocks) if isinstance(sink_blocks, dict) else set()
+    pipeline = pipelines.get("traces")
+    for name in pipelines:
         if name != "traces":
             issues.append(ConfigIssue(f"pipelines.{name}", "only the 'traces' pipeline is supported"))
     if pipeline is None:
@@ -160,7 +210,7 @@ def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Conf
         seen: set[str] = set()
         for i, pid in enumerate(getattr(pipeline, stage)):
             where = f"pipelines.traces.{stage}.{i}"
-            if pid not in raw.processors:
+            if pid not in defined_processors:
                 issues.append(ConfigIssue(where, f"processor {pid!r} is not defined under processors"))
             if pid in seen:
                 issues.append(ConfigIssue(where, f"processor {pid!r} appears twice"))
@@ -177,14 +227,8 @@ def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Conf
     if not pipeline.sinks:
         issues.append(ConfigIssue("pipelines.traces.sinks", "at least one sink is required"))
     for i, sid in enumerate(pipeline.sinks):
-        if sid not in raw.sinks:
+        if sid not in defined_sinks:
             issues.append(ConfigIssue(f"pipelines.traces.sinks.{i}", f"sink {sid!r} is not defined under sinks"))
-    ml = raw.memory_limiter
-    if ml is not None and ml.spike_limit >= ml.limit:
-        issues.append(ConfigIssue("memory_limiter.spike_limit", "must be smaller than limit"))
-    if issues:
-        raise ConfigError(source, issues)
-    return Config(source=source, raw=raw, processors=processors, sinks=sinks, pipeline=pipeline)
 
 
 def load(path: str | Path, env: dict[str, str] | None = None) -> Config:

@@ -1,4 +1,4 @@
-"""Typed configuration: the YAML of DESIGN.md contract 3, validated once at the edge.
+"""Typed configuration: the YAML of docs/design.md contract 3, validated once at the edge.
 
 Unknown keys are errors everywhere (`extra="forbid"`). Durations accept `500ms`, `5s`, `10m`,
 `24h`, `7d` or a number of seconds; sizes accept `16MiB`, `64MB`, `1GiB` or a number of bytes.

@@ -1,7 +1,7 @@
 """Lake maintenance: compaction (`compact.py`, `background.py`, `replaced.py`), retention (`retention.py`),
 forgetting a user (`forget.py`), saved investigations (`saved_queries.py`).
 
-This module holds what they share: the hour partitions of a table (DESIGN.md contract 2:
+This module holds what they share: the hour partitions of a table (docs/design.md contract 2:
 `<lake>/<table>/dt=YYYY-MM-DD/hour=HH/`) and a per-lake lock so that two maintenance runs (in any
 process: the background compactor of each server writing the lake, `tracelake compact`, retention,
 forget) never rewrite or delete the same partition at once. Writers (`tracelake run` / workers)

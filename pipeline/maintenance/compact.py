@@ -4,7 +4,8 @@ Why: the sink writes a file per partition whenever a buffer goes idle or old (se
 data is queryable at once) and per Kafka partition, so a busy hour would hold thousands of small
 files and every query would open every footer. Compaction keeps an hour at a few files, rows sorted
 by trace_id then time in row groups of `row_group_rows`, so that the Parquet min/max statistics let
-DuckDB skip almost all of a file for `WHERE trace_id = …`. Replay duplicates are dropped physically.
+DuckDB skip almost all of a file for `WHERE trace_id = …`. Replay duplicates are dropped physically (docs/design.md,
+"Delivery guarantees").
 
 Two kinds of merge, so that no byte is rewritten often:
 - **Recent hours** (the open hour, and hours that ended less than `older_than` ago; only when
@@ -54,6 +55,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -136,7 +138,7 @@ class CompactionReport:
     planned: list[PartitionPlan] = field(default_factory=list)  # filled on dry runs
     skipped: int = 0  # partitions with nothing to merge
     open_partitions: int = 0  # hours not closed for `older_than` yet, left alone (run without `recent`)
-    older_than_s: float = 0.0
+    cutoff_s: float | None = None  # hours ending after this (now - older_than) are too recent
     files_deleted: int = 0  # inputs of earlier runs whose grace period ended
 
     @property
@@ -165,21 +167,14 @@ class CompactionReport:
             if self.planned
             else (f"{len(self.compacted) - len(self.errors)} partitions compacted, {len(self.errors)} failed")
         )
-        line = f"{done}, {self.skipped} already compact"
-        if self.open_partitions:
-            line += (
-                f", {self.open_partitions} left alone: their hour has not ended "
-                f"{_duration(self.older_than_s)} ago (--older-than) or is still open"
+        out.append(f"{done}, {self.skipped} already compact, {self.open_partitions} too recent")
+        if self.open_partitions and self.cutoff_s is not None:
+            cutoff = datetime.fromtimestamp(self.cutoff_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            out.append(
+                f"  too recent: the hour ends after {cutoff} (now minus --older-than); an hour is compacted "
+                "once it has ended, so the hour in progress waits even with --older-than 0s"
             )
-        out.append(line)
         return out
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def _sql_str(value: str) -> str:
@@ -299,10 +294,12 @@ class Compactor:
     ) -> CompactionReport:
         """Under the lake's maintenance lock: delete what earlier runs replaced (past the grace period),
         then merge what `plan` finds."""
-        report = CompactionReport(older_than_s=older_than_s)
+        report = CompactionReport()
         if not self.lake.is_dir() or self._interrupted.is_set():
             return report
         with maintenance_lock(self.lake, self.lock_wait_s):
+            now_s = self._clock() if now_s is None else now_s
+            report.cutoff_s = now_s - older_than_s
             if not dry_run:
                 report.files_deleted = self.expire_replaced()
             plans, report.skipped, report.open_partitions = self.plan(older_than_s, now_s, recent)

@@ -37,7 +37,8 @@ class UnsupportedMedia(Exception):
     """415: the route does not speak this content type."""
 
 
-# Extra routes (e.g. /v1/feedback) plug in here: path -> handler(body, content_type) -> (status, body, ctype)
+# Extra routes (e.g. /v1/feedback) plug in here: path -> handler(body, content_type) -> (status, body, ctype).
+# They are JSON endpoints: their errors (400, 413, 415, 429, 503) are answered as JSON too.
 Route = Callable[[bytes, str], tuple[int, bytes, str]]
 
 
@@ -152,8 +153,9 @@ class _OtlpHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        reply_type = JSON if ctype == JSON else PROTOBUF
         route = self.owner.routes.get(path)
+        # OTLP answers in the request's encoding; the extra routes are JSON endpoints and always answer in JSON
+        reply_type = JSON if ctype == JSON or route is not None else PROTOBUF
         if path != "/v1/traces" and route is None:
             self._error(404, f"no such endpoint {path}; OTLP traces go to /v1/traces", reply_type)
             return
@@ -169,7 +171,7 @@ class _OtlpHandler(BaseHTTPRequestHandler):
         except UnsupportedMedia as e:
             self._error(415, str(e), reply_type)
         except InvalidRequest as e:
-            self.owner.intake.invalid("http")
+            self.owner.intake.invalid("http", feedback=route is not None)
             self._error(400, str(e), reply_type)
         except BusRefused as e:
             retry = str(max(1, math.ceil(e.retry_after)))
@@ -182,16 +184,17 @@ class _OtlpHandler(BaseHTTPRequestHandler):
 
     def _export(self, body: bytes, ctype: str) -> None:
         intake = self.owner.intake
+        rejected: list[str] = []
         if ctype == PROTOBUF:
             request = intake.parse(body)
             raw: bytes | None = body
         elif ctype == JSON:
-            request = parse_json(body)
-            raw = None
+            parsed = parse_json(body)
+            request, rejected, raw = parsed.request, parsed.rejected, None
         else:
             self._error(415, f"unsupported Content-Type {ctype or '(none)'!r}; use {PROTOBUF} or {JSON}", PROTOBUF)
             return
-        result = intake.accept(request, raw, "http")
+        result = intake.accept(request, raw, "http", rejected_earlier=rejected)
         resp = ExportTraceServiceResponse()
         if result.rejected:
             resp.partial_success.rejected_spans = result.rejected

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -76,6 +77,7 @@ class IntakeStats:
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.spans: Counter[tuple[str, str]] = Counter()
+        self.feedback: Counter[tuple[str, str]] = Counter()  # POST /v1/feedback events (not spans)
 
     @property
     def refused_requests(self) -> int:
@@ -102,21 +104,39 @@ class Intake:
             raise InvalidRequest(f"cannot decode ExportTraceServiceRequest protobuf: {e}") from None
         return req
 
-    def _count(self, transport: str, outcome: str, spans: int) -> None:
+    def _count(self, transport: str, outcome: str, spans: int, feedback: bool = False) -> None:
         with self._lock:
+            if feedback:
+                self.stats.feedback[(transport, outcome)] += spans
+                return
             self.stats.requests[(transport, outcome)] += 1
             if spans:
                 self.stats.spans[(transport, outcome)] += spans
 
-    def accept(self, request: ExportTraceServiceRequest, raw: bytes | None, transport: str = "grpc") -> IntakeResult:
-        """Validate, then publish. Raises BusRefused (retryable) or InvalidRequest."""
+    def accept(
+        self,
+        request: ExportTraceServiceRequest,
+        raw: bytes | None,
+        transport: str = "grpc",
+        rejected_earlier: Sequence[str] = (),
+        feedback: bool = False,
+    ) -> IntakeResult:
+        """Validate, then publish. Raises BusRefused (retryable) or InvalidRequest.
+
+        `rejected_earlier`: one reason per span the transport already left out of `request` (ids in
+        OTLP/JSON that are not hex); they are rejected like spans with wrong-length ids. `feedback`:
+        the request holds feedback events as synthetic spans (pipeline/feedback.py): they are counted
+        as feedback, not as OTLP requests or spans."""
         total, rejected, reasons = _drop_invalid_spans(request)
+        total += len(rejected_earlier)
+        rejected += len(rejected_earlier)
+        reasons.update(rejected_earlier)
         if self.memory is not None and self.memory.over_limit:
-            self._count(transport, "refused_memory_limit", total)
+            self._count(transport, "refused_memory_limit", total, feedback)
             raise BusRefused(self.memory.reason, self.memory.retry_after, exhausted=True)
         if rejected:
             raw = None  # the request changed; let the bus re-encode it
-            self._count(transport, "rejected_invalid_id", rejected)
+            self._count(transport, "rejected_invalid_id", rejected, feedback)
         accepted = total - rejected
         if accepted and self.ingest is not None:
             request = self.ingest.apply(request, raw)
@@ -127,17 +147,21 @@ class Intake:
             try:
                 self.bus.publish(request, raw, accepted)
             except BusRefused as e:
-                self._count(transport, "refused_bus_full" if e.exhausted else "refused_bus_unavailable", accepted)
+                outcome = "refused_bus_full" if e.exhausted else "refused_bus_unavailable"
+                self._count(transport, outcome, accepted, feedback)
                 raise
-        self._count(transport, "accepted", accepted)
+        self._count(transport, "accepted", accepted, feedback)
         message = ""
         if rejected:
-            message = f"rejected {rejected} of {total} spans: " + "; ".join(sorted(reasons))
+            shown = sorted(reasons)[:5]  # a request of 10k bad spans must not answer with 10k reasons
+            more = f"; and {len(reasons) - len(shown)} more" if len(reasons) > len(shown) else ""
+            message = f"rejected {rejected} of {total} spans: " + "; ".join(shown) + more
             log.warning("%s", message)
         return IntakeResult(accepted, rejected, message)
 
-    def invalid(self, transport: str = "grpc") -> None:
-        self._count(transport, "invalid", 0)
+    def invalid(self, transport: str = "grpc", feedback: bool = False) -> None:
+        """An undecodable request (a feedback body counts as one invalid event)."""
+        self._count(transport, "invalid", 1 if feedback else 0, feedback)
 
 
 class MemoryGate(Protocol):

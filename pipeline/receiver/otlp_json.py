@@ -1,13 +1,16 @@
 """The OTLP/JSON mapping: protobuf JSON with hex (not base64) trace and span ids.
 
 Per the OTLP specification, ids are hex strings, enums may be integers or names, 64-bit ints
-may be strings or numbers, and unknown fields are ignored.
+may be strings or numbers, and unknown fields are ignored. A span whose ids are not hex is
+rejected alone (an OTLP partial success, like a span whose ids have the wrong length); the rest
+of the request is kept.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import json_format
@@ -46,33 +49,50 @@ def _items(obj: dict[str, Any], *names: str) -> list[Any]:
     return []
 
 
-def parse_json(body: bytes) -> ExportTraceServiceRequest:
+@dataclass
+class ParsedJson:
+    request: ExportTraceServiceRequest
+    rejected: list[str] = field(default_factory=list)  # one reason per span left out (ids not hex)
+
+
+def parse_json(body: bytes) -> ParsedJson:
+    """The request, less the spans whose ids are not hex (named in `rejected`); InvalidRequest when
+    the body as a whole is not OTLP/JSON."""
     try:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InvalidRequest(f"invalid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise InvalidRequest("expected a JSON object with resourceSpans")
+    rejected: list[str] = []
     for i, rs in enumerate(_items(doc, "resourceSpans", "resource_spans")):
         if not isinstance(rs, dict):
             raise InvalidRequest(f"resourceSpans[{i}]: expected an object")
         for j, ss in enumerate(_items(rs, "scopeSpans", "scope_spans")):
             if not isinstance(ss, dict):
                 raise InvalidRequest(f"resourceSpans[{i}].scopeSpans[{j}]: expected an object")
+            kept = []
             for k, sp in enumerate(_items(ss, "spans")):
                 where = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}]"
                 if not isinstance(sp, dict):
                     raise InvalidRequest(f"{where}: expected an object")
-                _fix_ids(sp, where)
-                for m, link in enumerate(_items(sp, "links")):
-                    if isinstance(link, dict):
-                        _fix_ids(link, f"{where}.links[{m}]")
+                try:
+                    _fix_ids(sp, where)
+                    for m, link in enumerate(_items(sp, "links")):
+                        if isinstance(link, dict):
+                            _fix_ids(link, f"{where}.links[{m}]")
+                except InvalidRequest as e:
+                    rejected.append(str(e))
+                    continue
+                kept.append(sp)
+            if "spans" in ss:
+                ss["spans"] = kept
     req = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(doc, req, ignore_unknown_fields=True)
     except json_format.ParseError as e:
         raise InvalidRequest(f"invalid OTLP JSON: {e}") from None
-    return req
+    return ParsedJson(req, rejected)
 
 
 def response_json(resp: ExportTraceServiceResponse) -> bytes:

@@ -446,6 +446,32 @@ def _row_lines(row: PriceRow, indent: str = "  ") -> list[str]:
     return lines
 
 
+def _brief(row: PriceRow) -> str:
+    parts = [f"input {_usd(row.input)}"]
+    if row.cache_read is not None:
+        parts.append(f"cache read {_usd(row.cache_read)}")
+    if row.cache_write is not None:
+        parts.append(f"cache write {_usd(row.cache_write)}")
+    parts.append(f"output {_usd(row.output)}")
+    return ", ".join(parts) + " / MTok" + (f" + {_usd(row.request, 1)} per request" if row.request else "")
+
+
+def _history_lines(price: ResolvedPrice) -> list[str]:
+    """Every price the model has had (genai-prices keeps dated and time-of-day prices), with its tiers."""
+    if price.is_override:
+        return ["price history: none (an override has one price, for every time)"]
+    if len(price.variants) == 1 and price.variants[0].constraint is None:
+        return [f"price history: one price, unchanged in genai-prices {GENAI_PRICES_VERSION} (the price above)"]
+    out = [f"price history in genai-prices {GENAI_PRICES_VERSION} (the last entry whose condition holds wins):"]
+    for v in price.variants:
+        cond = _constraint_label(v.constraint) or "always (default)"
+        out.append(f"  {cond}: {_brief(v.rows[0])}")
+        for b, row in zip(price.breakpoints, v.rows[1:], strict=True):
+            if _brief(row) != _brief(v.rows[0]):
+                out.append(f"    input > {b} tokens: {_brief(row)}")
+    return out
+
+
 def describe(
     model: str, provider: str | None = None, config: CostConfig | None = None, at: datetime | None = None
 ) -> str:
@@ -480,12 +506,7 @@ def describe(
             out.append(f"  input > {b} tokens:" + (" same prices (no tier in the price in force)" if same else ""))
             if not same:
                 out.extend(_row_lines(tier, "    "))
-    if len(price.variants) > 1 or price.variants[0].constraint is not None:
-        out.append("price history (the last entry whose condition holds at the span's start wins):")
-        for v in price.variants:
-            cond = _constraint_label(v.constraint) or "always (default)"
-            base = v.rows[0]
-            out.append(f"  {cond}: input {_usd(base.input)}, output {_usd(base.output)} / MTok")
+    out.extend(_history_lines(price))
     out.append(
         "token rules: input includes cache reads and writes, output includes reasoning (processors/cost/README.md)"
     )

@@ -5,7 +5,7 @@ remembered — never per span: the spans get a price-row index through a diction
 key, the row is refined on columns for models whose price depends on the start time or the input
 size, and the dollars are column arithmetic (README.md: "Token arithmetic").
 
-Statuses (DESIGN.md contract 2): `priced`; `unknown_model` (no override and no genai-prices entry:
+Statuses (docs/design.md, contract 2): `priced`; `unknown_model` (no override and no genai-prices entry:
 cost null, never 0); `no_usage` (an LLM span without usable token counts: cost null). Spans that are
 not LLM calls get null cost and null status.
 """
@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.conventions import alias_keys
 from processors.base import ProcessorContext
 from processors.cost.config import CostConfig, Dialect
 from processors.cost.prices import PriceRow, PriceTable, ResolvedPrice
@@ -29,14 +30,13 @@ ATTR_PREFIX = "tracelake.cost."
 LLM_TYPES = pa.array(["llm", "embedding"], pa.string())
 STATUSES = pa.array(["priced", "unknown_model", "no_usage", None], pa.string())
 PRICED, UNKNOWN, NO_USAGE, NONE = 0, 1, 2, 3
-# The key that filled `input_tokens` names the span's dialect (pipeline.conventions.INPUT_TOKEN_KEYS order).
-DIALECT_KEYS: dict[Dialect, str] = {
-    "genai": "gen_ai.usage.input_tokens",
-    "openllmetry_legacy": "gen_ai.usage.prompt_tokens",
-    "openinference": "llm.token_count.prompt",
+# The key that filled `input_tokens` names the span's dialect; tried in the order conventions tries them.
+_DIALECT_OF: dict[str, Dialect] = {
+    "gen_ai.usage.input_tokens": "genai",
+    "gen_ai.usage.prompt_tokens": "openllmetry_legacy",
+    "llm.token_count.prompt": "openinference",
 }
-# OpenInference embedding spans name their model here, not in llm.model_name
-EMBEDDING_MODEL_KEY = "embedding.model_name"
+DIALECT_KEYS: dict[Dialect, str] = {_DIALECT_OF[k]: k for k in alias_keys("input_tokens")}
 ENTRY_KEYS = [
     f"{ATTR_PREFIX}{k}"
     for k in (
@@ -252,7 +252,7 @@ class CostProcessor:
         in_total = np.where(cache_added, in_n + cr + cw, in_n)
         out_total = np.where(reasoning_added, out_n + rs, out_n)
 
-        plan, key_index, names = self._plans_for(batch, attrs, sel)
+        plan, key_index, names = self._plans_for(batch, sel)
         known = plan >= 0
         priced = ok & known
         arr = self._rows.arrays()
@@ -314,22 +314,15 @@ class CostProcessor:
         return out_table
 
     # -- per distinct key ---------------------------------------------------------------------
-    def _plans_for(
-        self, batch: pa.Table, attrs: pa.MapArray, sel: pa.Array
-    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def _plans_for(self, batch: pa.Table, sel: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Per selected span: plan index (-1: unknown model) and distinct-key index; per key: model name."""
         if len(sel) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), []
         provider = _combined(batch.column("provider")).take(sel)
         response = _combined(batch.column("response_model")).take(sel)
         request = _combined(batch.column("request_model")).take(sel)
-        unnamed = pc.and_(pc.is_null(response), pc.is_null(request))
-        if pc.any(unnamed).as_py():
-            embedding = pc.map_lookup(attrs, pa.scalar(EMBEDDING_MODEL_KEY, pa.string()), "first").take(sel)
-        else:
-            embedding = pa.nulls(len(sel), pa.string())
         key = pc.binary_join_element_wise(
-            provider, response, request, embedding, _SEP, null_handling="replace", null_replacement=""
+            provider, response, request, _SEP, null_handling="replace", null_replacement=""
         )
         encoded = key.dictionary_encode()
         distinct = encoded.dictionary.to_pylist()

@@ -109,7 +109,7 @@ def test_through_the_config_loader(tmp_path: Path) -> None:
         parse(doc, "tracelake.yaml")
     text = str(err.value)
     assert "tracelake.yaml: processors.cost.overrides.0.output_mtok" in text
-    assert f"processors.cost/b: Value error, {bad}: entry 0: output_mtok: Field required" in text
+    assert f"processors.cost/b: {bad}: entry 0: output_mtok: Field required" in text
     ok = parse({"processors": {"cost": {}}, "pipelines": {"traces": {"process": ["cost"]}}}, "t.yaml")
     assert isinstance(factory.create(ok.processors["cost"].config, _ctx()), CostProcessor)
 

@@ -231,6 +231,20 @@ def test_describe_history_tiers_and_time() -> None:
     assert "input > 200000 tokens:" in tiers and "$6 / MTok" in tiers
 
 
+def test_describe_shows_price_history_or_says_there_is_none() -> None:
+    """genai-prices dates price changes: claude-sonnet-4-6 lost its >200k-token tier on 2026-03-13."""
+    lines = describe("claude-sonnet-4-6", "anthropic").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("price history in genai-prices"))
+    assert lines[start + 1 : start + 4] == [
+        "  always (default): input $3, cache read $0.3, cache write $3.75, output $15 / MTok",
+        "    input > 200000 tokens: input $6, cache read $0.6, cache write $7.5, output $22.5 / MTok",
+        "  from 2026-03-13: input $3, cache read $0.3, cache write $3.75, output $15 / MTok",
+    ]
+    assert "price history: one price, unchanged in genai-prices" in describe("gpt-4o", "openai")
+    override = CostConfig.model_validate({"overrides": [{"model": "m", "input_mtok": 1, "output_mtok": 2}]})
+    assert "price history: none (an override has one price" in describe("m", None, override)
+
+
 def test_describe_override_and_unknown() -> None:
     config = CostConfig.model_validate(
         {"overrides": [{"model": "acme-llm-*", "provider": "vllm", "input_mtok": 0.1, "output_mtok": 0.2}]}

@@ -46,7 +46,7 @@ def genai(c: Call) -> dict[str, Any]:
     _put(attrs, "gen_ai.usage.input_tokens", c.input)
     _put(attrs, "gen_ai.usage.output_tokens", c.output)
     _put(attrs, "gen_ai.usage.cache_read.input_tokens", c.cache_read, nonzero=True)
-    _put(attrs, "gen_ai.usage.cache_creation.input_tokens", c.cache_write, nonzero=True)
+    _put(attrs, "gen_ai.usage.cache_write.input_tokens", c.cache_write, nonzero=True)
     _put(attrs, "gen_ai.usage.reasoning.output_tokens", c.reasoning, nonzero=True)
     return {**attrs, **c.extra}
 
@@ -83,7 +83,7 @@ def openllmetry(c: Call) -> dict[str, Any]:
     if c.input is not None and c.output is not None:
         attrs["llm.usage.total_tokens"] = c.input + c.output
     _put(attrs, "gen_ai.usage.cache_read_input_tokens", c.cache_read, nonzero=True)
-    _put(attrs, "gen_ai.usage.cache_creation_input_tokens", c.cache_write, nonzero=True)
+    _put(attrs, "gen_ai.usage.cache_write.input_tokens", c.cache_write, nonzero=True)
     _put(attrs, "llm.usage.reasoning_tokens", c.reasoning, nonzero=True)
     return {**attrs, **c.extra}
 

@@ -155,7 +155,8 @@ def test_gc_cli(tmp_path: Path, capsysbinary: pytest.CaptureFixture) -> None:
     capsysbinary.readouterr()
     assert _cli(["gc", "--config", str(cfg), "--dry-run", "--grace", "0s"]) == 0
     printed = capsysbinary.readouterr()
-    assert printed.out.decode().split() == [orphan] and b"would delete 1" in printed.err
+    first, summary = printed.out.decode().splitlines()
+    assert first == orphan and "would delete 1 (" in summary and printed.err == b""
     assert proc.store.exists(orphan)
     assert _cli(["gc", "--config", str(cfg)]) == 0  # default grace 1h: the fresh orphan stays
     assert proc.store.exists(orphan)

@@ -14,7 +14,7 @@ from processors.redact_pii.recognizers import ALL_ENTITIES, NER_ENTITIES, SECRET
 Action = Literal["redact", "mask", "hash", "drop"]
 
 # Free-text keys where people's names and places show up: message content of the three dialects,
-# generic I/O, tool arguments/results and retrieval text (CONVENTIONS.md).
+# generic I/O, tool arguments/results and retrieval text (docs/conventions.md).
 DEFAULT_NER_KEYS = (
     "gen_ai.input.messages",
     "gen_ai.output.messages",

@@ -103,7 +103,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         if args.dry_run:
             for ref in report.deleted:
                 print(ref)
-        print(report.summary(), file=sys.stderr)
+        print(report.summary())  # a summary, like compact/retention/forget print theirs: stdout
     return status
 
 

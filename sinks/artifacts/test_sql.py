@@ -7,7 +7,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from sinks.artifacts.display import artifact_lines
 from sinks.artifacts.refs import make_ref
 from sinks.artifacts.sql import register_artifact_function
 from sinks.artifacts.store import ArtifactStore
@@ -43,13 +42,3 @@ def test_several_stores_and_corruption(tmp_path: Path) -> None:
     Path(first.location(bad)).write_bytes(b"garbage")
     with pytest.raises(duckdb.Error, match="not a zstd frame"):
         con.execute(f"SELECT artifact('{bad}')").fetchall()
-
-
-def test_trace_preview_lines() -> None:
-    ref = make_ref("ab" * 32)
-    a = {"key": "gen_ai.input.messages", "ref": ref, "bytes": 6144, "preview": "Hello\n  world " * 9}
-    (line,) = artifact_lines([a], width=100)
-    assert line.startswith("  ↳ gen_ai.input.messages (6.0 KiB) artifact:sha256:abababababab… “Hello world Hello")
-    assert line.endswith("…”") and len(line) <= 100
-    assert artifact_lines([{**a, "preview": None}], width=100)[0].endswith("abababababab…")
-    assert artifact_lines(None) == []

@@ -240,9 +240,8 @@ class ParquetSink:
         dataset = ds.dataset(
             [str(f) for f in files], format="parquet", partitioning="hive", partition_base_dir=str(root)
         )
-        found = dataset.to_table(
-            columns=schema.SPANS.names, filter=ds.field("trace_id").isin(pa.array(trace_ids, pa.string()))
-        )
+        columns = [c for c in schema.SPANS.names if c in dataset.schema.names]  # files from before a column existed
+        found = dataset.to_table(columns=columns, filter=ds.field("trace_id").isin(pa.array(trace_ids, pa.string())))
         return schema.conform(found, schema.SPANS)
 
     def expire(self, table: str, older_than_s: float, now_s: float | None = None) -> list[str]:
