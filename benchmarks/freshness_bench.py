@@ -256,9 +256,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(config: Path, work: Path) -> tuple[subprocess.Popen[str], str, list[str]]:
+def start_server(config: Path, work: Path, code: str | None = None) -> tuple[subprocess.Popen[str], str, list[str]]:
     env = {
         **os.environ,
+        **({"PYTHONPATH": code} if code else {}),
         "TRACELAKE_GRPC_ENDPOINT": "127.0.0.1:0",
         "TRACELAKE_HTTP_ENDPOINT": "127.0.0.1:0",
         "TRACELAKE_TELEMETRY_ENDPOINT": "127.0.0.1:0",
@@ -290,7 +291,7 @@ def run_live(config: Path, rate: float, args: argparse.Namespace, work: Path) ->
     exports = [e for plan in plans for e in plan]
     phase.exports = len(exports)
     phase.spans = sum(len(e.ids) for e in exports)
-    proc, target, log = start_server(config, work)
+    proc, target, log = start_server(config, work, args.server_code)
     lake = work / "lake"
     watcher = LakeWatcher(lake)
     watcher.start()
@@ -518,7 +519,7 @@ def lookups(lake: Path, trace_ids: list[str], n: int) -> tuple[list[float], list
         t0 = time.perf_counter()
         con = connect(lake)
         t1 = time.perf_counter()
-        rows = con.execute("SELECT * FROM spans WHERE trace_id = ?", [tid]).to_arrow_table()
+        rows = con.sql("SELECT * FROM spans WHERE trace_id = ?", params=[tid]).to_arrow_table()
         t2 = time.perf_counter()
         con.close()
         if not rows.num_rows:
@@ -564,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-live", action="store_true")
     ap.add_argument("--skip-sim", action="store_true")
     ap.add_argument("--keep", help="write the lakes here and keep them")
+    ap.add_argument(
+        "--server-code", help="run `tracelake run` from this checkout (PYTHONPATH), e.g. the code before a change"
+    )
     ap.add_argument(
         "--worker-ner-off",
         action="store_true",

@@ -1,4 +1,5 @@
-"""Compaction: closed hours only, duplicates removed, sorted output, identical views, crash and race safety."""
+"""Compaction: closed and recent hours, duplicates removed, sorted output, identical views, grace period for
+replaced files, crash and race safety (the server's background compactor included)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
 import grpc
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -449,3 +451,35 @@ def test_recent_hours_merge_by_size_class_and_closed_hours_merge_once() -> None:
     many = [Path(f"part-late-{i}.parquet") for i in range(int(LATE_SHARE * run_bytes / 100_000) + 1)]
     sizes |= dict.fromkeys(many, 100_000)
     assert c.closed_inputs([*run, *many], sizes) == ([*run, *many], True)  # late data grew: the hour again
+
+
+def test_replaced_files_stay_readable_for_the_grace_period_then_go(tmp_path: Path) -> None:
+    """A connection opened before a compaction (it listed the inputs) keeps working through the grace
+    period; new connections list only the outputs; the first run after the grace period deletes the inputs."""
+    from pipeline.maintenance import vanished_file
+    from pipeline.maintenance.replaced import live_files
+
+    build_lake(tmp_path, files=4)
+    before = views(tmp_path)
+    early = connect(tmp_path)  # lists the small files
+    now = [NOW_S]
+    compactor = Compactor(tmp_path, tables=["spans"], grace_s=300, clock=lambda: now[0])
+    report = compactor.run(older_than_s=3600)
+    (result,) = report.compacted
+    closed = next(p for p in hour_partitions(tmp_path, "spans") if p.start.timestamp() * 1e9 == CLOSED)
+    on_disk = sorted(p.name for p in closed.path.glob("*.parquet"))
+    assert len(on_disk) == result.inputs + 1 and [p.name for p in live_files(closed.path)] == list(result.outputs)
+    assert early.sql(VIEWS["spans"]).to_arrow_table() == before["spans"]  # its inputs are still there
+    assert views(tmp_path) == before  # a new connection reads the outputs instead
+
+    now[0] += 299
+    assert compactor.run(older_than_s=3600).files_deleted == 0
+    assert sorted(p.name for p in closed.path.glob("*.parquet")) == on_disk
+    now[0] += 2
+    assert compactor.run(older_than_s=3600).files_deleted == result.inputs
+    assert [p.name for p in closed.path.glob("*.parquet")] == list(result.outputs)
+    assert not list(closed.path.glob(".replaced-*"))
+    assert views(tmp_path) == before
+    with pytest.raises(duckdb.Error) as gone:  # a connection older than the grace period lists deleted files
+        early.sql(VIEWS["spans"]).fetchall()
+    assert vanished_file(gone.value)

@@ -87,7 +87,8 @@ SORT = {
 FULL_PREFIX = "compacted-"  # a closed hour's one sorted run
 TIER_PREFIX = "merged-"  # a size-tiered merge of a recent hour, or of late files next to a run
 _OUTPUT = re.compile(r"^(compacted|merged)-([0-9a-f]{16})-\d{3}\.parquet$")
-_TMP = re.compile(r"^\.(?:compacted|merged)-[0-9a-f]{16}-\d{3}\.parquet\.(\d+)\.tmp$")
+# temp files of a run: outputs being written, a replacement record being written
+_TMP = re.compile(r"^\.(?:(?:compacted|merged)-[0-9a-f]{16}-\d{3}\.parquet|replaced-[0-9a-f]{16}\.json)\.(\d+)\.tmp$")
 STALE_TMP_S = 3600.0
 # Size classes of the tiered merge are this factor apart; a class with this many files is merged.
 MERGE_FILES = 4
