@@ -15,33 +15,10 @@ from typing import NoReturn
 import duckdb
 
 from pipeline.config import Config, ConfigError, default_config, load
-from pipeline.config.model import parse_duration
+from pipeline.config.model import parse_duration, resolve_processes
+from pipeline.logs import setup_logging
 
 log = logging.getLogger("tracelake")
-
-
-def _setup_logging(level: str, json_lines: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if json_lines:
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
 
 
 def _load_or_exit(path: str) -> Config:
@@ -91,9 +68,10 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     use_server_memory_pool()
     config = _load_or_exit(args.config)
     telemetry = config.raw.telemetry
-    _setup_logging(args.log_level or telemetry.log_level, args.log_json or telemetry.log_format == "json")
+    level, json_lines = args.log_level or telemetry.log_level, args.log_json or telemetry.log_format == "json"
+    setup_logging(level, json_lines)
     try:
-        service = Service(config, role=role)
+        service = Service(config, role=role, log_level=level, log_json=json_lines)
     except (OSError, ValueError) as e:
         print(f"tracelake: {e}", file=sys.stderr)
         return 1
@@ -127,9 +105,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"grpc {otlp.grpc.endpoint}" if otlp.grpc else "",
         f"http {otlp.http.endpoint}" if otlp.http else "",
     ]
+    processes = config.raw.worker.processes
+    workers = f"{processes} ({resolve_processes(processes)} here)" if processes == "auto" else str(processes)
     print(
         f"{config.source}: ok — receivers: {', '.join(r for r in receivers if r) or 'none'}; "
-        f"bus: {config.raw.bus.type}; process: [{', '.join(p.process)}]; sinks: [{', '.join(p.sinks)}]"
+        f"bus: {config.raw.bus.type}; worker processes: {workers}; process: [{', '.join(p.process)}]; "
+        f"sinks: [{', '.join(p.sinks)}]"
     )
     return 0
 
@@ -281,7 +262,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from pipeline.maintenance.forget import forget_user
     from processors.base import processor_type
     from processors.redact_pii.config import RedactPiiConfig
-    from processors.redact_pii.processor import HashKeyMissing, hash_value, read_hash_key
+    from processors.redact_pii.hash_key import HashKeyMissing, lookup_tokens, read_hash_key
     from sinks.artifacts.cli import store_uris
     from sinks.artifacts.store import ArtifactStore
 
@@ -291,7 +272,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     for pid, spec in config.processors.items():
         if processor_type(pid) == "redact_pii" and isinstance(spec.config, RedactPiiConfig):
             try:
-                ids.add(hash_value(read_hash_key(spec.config), args.user_id))
+                ids.update(lookup_tokens(read_hash_key(spec.config), args.user_id))
             except HashKeyMissing as e:
                 print(f"tracelake forget: {e}", file=sys.stderr)
                 return 2
@@ -433,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level or "info", args.log_json)
+    setup_logging(args.log_level or "info", args.log_json)
     try:
         code = int(args.func(args) or 0)
     except BrokenPipeError:  # `tracelake trace --json ID | head`: the reader left; stop quietly (Python docs' recipe)

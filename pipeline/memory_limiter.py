@@ -16,6 +16,8 @@ import threading
 
 import pyarrow as pa
 
+from pipeline import metrics
+
 log = logging.getLogger("tracelake.memory_limiter")
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -45,6 +47,15 @@ class MemoryLimiter:
         self.refusal_periods = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memory-limiter", daemon=True)
+
+    def metrics(self) -> list[metrics.Sample]:
+        return [
+            metrics.gauge("tracelake_memory_limiter_over_limit", "1 while refusing", int(self.over_limit)),
+            metrics.gauge("tracelake_memory_limiter_soft_limit_bytes", "soft limit", self.soft_limit),
+        ]
+
+    def readiness_problems(self) -> list[str]:
+        return [self.reason] if self.over_limit else []
 
     def check(self) -> None:
         self.rss = rss = resident_bytes()

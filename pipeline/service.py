@@ -1,7 +1,8 @@
 """Assemble receivers, bus, worker, processors and sinks from a validated Config.
 
-`tracelake run` is `Service(config).serve()`: receivers and a worker in one process, over the
-embedded bus or Kafka. `tracelake receiver` / `tracelake worker` run one role each (Kafka only).
+`tracelake run` is `Service(config).serve()`: receivers in this process and `worker.processes` worker
+processes (pipeline/worker_pool.py) behind the embedded bus or Kafka. `tracelake receiver` /
+`tracelake worker` run one role each (Kafka only).
 """
 
 from __future__ import annotations
@@ -16,21 +17,24 @@ import time
 import pyarrow as pa
 
 from pipeline import feedback
-from pipeline.bus.base import Publisher, Source
+from pipeline.build import build_chain, build_normalizer
+from pipeline.bus.base import Publisher
 from pipeline.bus.embedded import EmbeddedBus
 from pipeline.config import Config
-from pipeline.config.model import EmbeddedBusConfig, KafkaBusConfig, split_endpoint
-from pipeline.conventions import CorrelationKeys, Normalizer
+from pipeline.config.model import (
+    EmbeddedBusConfig,
+    KafkaBusConfig,
+    ParquetSinkConfig,
+    resolve_processes,
+    split_endpoint,
+)
 from pipeline.maintenance.background import BackgroundCompactor
 from pipeline.memory_limiter import MemoryLimiter
 from pipeline.receiver.grpc_server import GrpcReceiver
 from pipeline.receiver.http_server import HttpReceiver
 from pipeline.receiver.intake import IngestChain, Intake
-from pipeline.telemetry import SinkWriteHistogram, TelemetryServer
-from pipeline.trace_summary import TraceSummarizer
-from pipeline.worker import Worker
-from processors.base import Processor, ProcessorContext
-from sinks.parquet.sink import ParquetSink
+from pipeline.telemetry import TelemetryServer
+from pipeline.worker_pool import WorkerPool, WorkerStartError
 
 log = logging.getLogger("tracelake")
 
@@ -57,34 +61,17 @@ def use_server_memory_pool() -> str:
     return pa.default_memory_pool().backend_name
 
 
-def build_normalizer(config: Config) -> Normalizer:
-    k = config.raw.worker.keys
-    return Normalizer(CorrelationKeys(tuple(k.session), tuple(k.user), tuple(k.tenant), tuple(k.prompt_version)))
-
-
-def build_chain(config: Config, stage: str, normalizer: Normalizer) -> list[tuple[str, Processor]]:
-    chain = []
-    replayable = isinstance(config.raw.bus, KafkaBusConfig)
-    for pid in getattr(config.pipeline, stage):
-        spec = config.processors[pid]
-        ctx = ProcessorContext(processor_id=pid, normalizer=normalizer, stage=stage, replayable_source=replayable)
-        chain.append((pid, spec.factory.create(spec.config, ctx)))
-    return chain
-
-
-def _holdback_retention(config: Config) -> float | None:
-    """Held-back spans live as long as the longest late-feedback window of the chain's samplers."""
-    windows = [
-        float(getattr(config.processors[pid].config, "late_feedback_window", 0) or 0) for pid in config.pipeline.process
-    ]
-    windows = [w for w in windows if w > 0]
-    return max(windows) if windows else None
+def _lakes(config: Config) -> list[ParquetSinkConfig]:
+    return [s for sid in config.pipeline.sinks if isinstance(s := config.sinks[sid], ParquetSinkConfig)]
 
 
 class Service:
+    """`run` (role "all"): receivers in this process, worker processes behind the bus.
+    `receiver`: receivers publishing to Kafka. `worker`: worker processes consuming Kafka."""
+
     ROLES = ("all", "receiver", "worker")
 
-    def __init__(self, config: Config, role: str = "all") -> None:
+    def __init__(self, config: Config, role: str = "all", log_level: str = "info", log_json: bool = False) -> None:
         if role not in self.ROLES:
             raise ValueError(f"role must be one of {self.ROLES}")
         self.config = config
@@ -92,24 +79,43 @@ class Service:
         raw = config.raw
         otlp = raw.receivers.otlp
         bus_cfg = raw.bus
-        self.write_latency = SinkWriteHistogram()
         self.started = False
         self.publisher: Publisher | None = None
-        self.source: Source | None = None
+        self.bus: EmbeddedBus | None = None
+        processes = resolve_processes(raw.worker.processes)
         if isinstance(bus_cfg, EmbeddedBusConfig):
             if role != "all":
                 raise ValueError(f"`tracelake {role}` needs a Kafka bus; the embedded bus only works with `run`")
-            bus = EmbeddedBus(bus_cfg.capacity_spans, retry_after=otlp.retry_after)
-            self.publisher, self.source = bus, bus
+            self.bus = EmbeddedBus(processes, bus_cfg.capacity_spans, bus_cfg.capacity_bytes, otlp.retry_after)
+            self.publisher = self.bus
         else:
             assert isinstance(bus_cfg, KafkaBusConfig)
-            from pipeline.bus.kafka import KafkaPublisher, KafkaSource, ensure_topic
+            from pipeline.bus.kafka import KafkaPublisher, ensure_topic
 
             ensure_topic(bus_cfg)
             if role in ("all", "receiver"):
                 self.publisher = KafkaPublisher(bus_cfg, retry_after=otlp.retry_after)
-            if role in ("all", "worker"):
-                self.source = KafkaSource(bus_cfg)
+        self.workers: WorkerPool | None = None
+        if role in ("all", "worker"):
+            # started first: worker processes import and build their chains while this process builds its own
+            self.workers = WorkerPool(config, processes, self.bus, log_level=log_level, log_json=log_json)
+            self.workers.launch()
+        # the lakes the workers write keep themselves compact, from this process (one compaction per lake at a time)
+        self.compactors = (
+            [BackgroundCompactor(s.path, raw.compaction, s.compression_level) for s in _lakes(config)]
+            if raw.compaction.background and self.workers is not None
+            else []
+        )
+        try:
+            self._build_receivers()
+        except BaseException:
+            if self.workers is not None:
+                self.workers.kill()
+            raise
+
+    def _build_receivers(self) -> None:
+        config, raw = self.config, self.config.raw
+        otlp = raw.receivers.otlp
         self.memory: MemoryLimiter | None = None
         if raw.memory_limiter is not None and self.publisher is not None:
             ml = raw.memory_limiter
@@ -121,25 +127,6 @@ class Service:
                 normalizer = build_normalizer(config)
                 ingest = IngestChain(build_chain(config, "ingest", normalizer), normalizer)
             self.intake = Intake(self.publisher, ingest, self.memory)
-        self.sinks: list[ParquetSink] = []
-        self.worker: Worker | None = None
-        if self.source is not None:
-            normalizer = build_normalizer(config)
-            self.sinks = [
-                ParquetSink(config.sinks[sid], on_written=lambda f: self.write_latency.observe(f.seconds))
-                for sid in config.pipeline.sinks
-            ]
-            self.worker = Worker(
-                self.source,
-                build_chain(config, "process", normalizer),
-                self.sinks,
-                normalizer,
-                TraceSummarizer(raw.worker.trace_idle),
-                max_batch_spans=raw.worker.max_batch_spans,
-                max_batch_delay=raw.worker.max_batch_delay,
-                commit_interval=getattr(bus_cfg, "commit_interval", 1.0),
-                holdback_retention=_holdback_retention(config),
-            )
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
         if self.intake is not None:
@@ -150,33 +137,43 @@ class Service:
                 host, port = split_endpoint(otlp.http.endpoint)
                 self.http = HttpReceiver(self.intake, host, port, otlp.max_request_bytes)
                 self.http.routes["/v1/feedback"] = feedback.http_route(self.intake)
-        # the lakes this process writes keep themselves compact (one compaction per lake at a time)
-        self.compactors = (
-            [BackgroundCompactor(s.root, raw.compaction, s.config.compression_level) for s in self.sinks]
-            if raw.compaction.background
-            else []
-        )
-        self._worker_thread: threading.Thread | None = None
-        if self.worker is not None:
-            self._worker_thread = threading.Thread(target=self.worker.run, name="worker", daemon=True)
         self._stop = threading.Event()
         self._behind_warned_at = -BEHIND_WARNING_EVERY_S
         self.telemetry: TelemetryServer | None = None
         if raw.telemetry.endpoint is not None:
             host, port = split_endpoint(raw.telemetry.endpoint)
-            self.telemetry = TelemetryServer(host, port, self, self.write_latency)
-            if isinstance(bus_cfg, KafkaBusConfig):
-                from pipeline.bus.kafka import probe
+            self.telemetry = self._telemetry(host, port)
 
-                self.telemetry.bus_check = probe(bus_cfg)
+    def _telemetry(self, host: str, port: int) -> TelemetryServer:
+        """Every component's metrics and readiness, wired once; telemetry knows no component."""
+        server = TelemetryServer(host, port)
+        server.readiness_checks.append(lambda: [] if self.started else ["receivers are not listening yet"])
+        if self.intake is not None:
+            server.metrics_sources.append(self.intake.stats.metrics)
+        if self.bus is not None:
+            server.metrics_sources.append(self.bus.metrics)
+        if self.memory is not None:
+            server.metrics_sources.append(self.memory.metrics)
+            server.readiness_checks.append(self.memory.readiness_problems)
+        if self.workers is not None:
+            workers = self.workers
+            server.metrics_sources.append(workers.metrics)
+            server.readiness_checks.append(lambda: workers.readiness_problems() if self.started else [])
+        bus_cfg = self.config.raw.bus
+        if isinstance(bus_cfg, KafkaBusConfig):
+            from pipeline.bus.kafka import probe
+
+            check = probe(bus_cfg)
+            server.readiness_checks.append(lambda: [] if check() else ["bus unreachable"])
+        return server
 
     def start(self) -> None:
         if self.memory is not None:
             self.memory.start()
         if self.telemetry is not None:
             self.telemetry.start()
-        if self._worker_thread is not None:
-            self._worker_thread.start()
+        if self.workers is not None:
+            self.workers.start()  # processes are built before the receivers accept anything
         for compactor in self.compactors:
             compactor.start()
         if self.grpc:
@@ -190,54 +187,53 @@ class Service:
             parts.append(f"http={self.http.address}")
         bus = self.config.raw.bus
         where = f"kafka={bus.brokers}/{bus.topic}" if isinstance(bus, KafkaBusConfig) else "bus=embedded"
-        lake = f" lake={self.config.lake_path}" if self.worker is not None else ""
-        pool = f" arrow_pool={pa.default_memory_pool().backend_name}" if self.worker is not None else ""
+        workers = ""
+        if self.workers is not None:
+            workers = f" workers={self.workers.processes} lake={self.config.lake_path}"
         telemetry = f" telemetry={self.telemetry.address}" if self.telemetry is not None else ""
         self.started = True
-        log.info("tracelake ready %s %s%s%s%s", " ".join(parts), where, lake, pool, telemetry)
+        log.info("tracelake ready %s %s%s%s", " ".join(parts), where, workers, telemetry)
 
     def stop(self) -> None:
-        """Stop accepting, drain the bus through the worker, shut processors down, flush sinks."""
+        """Stop accepting, drain the bus through the workers, shut processors down, flush sinks."""
         log.info("stopping: refusing new data")
         if self.grpc:
             self.grpc.stop()
         if self.http:
             self.http.stop()
-        if self.publisher is not None and self.publisher is not self.source:
+        if self.publisher is not None and self.publisher is not self.bus:
             self.publisher.close()
-        if self.source is not None:
-            self.source.close()
         for compactor in self.compactors:
             compactor.stop()
-        if self._worker_thread is not None and self.worker is not None:
-            self._worker_thread.join()
+        ok = True
+        if self.workers is not None:
+            ok = self.workers.stop()
         if self.memory is not None:
             self.memory.stop()
         if self.telemetry is not None:
             self.telemetry.stop()
-        if self._worker_thread is not None and self.worker is not None:
-            s = self.worker.stats
+        self.failed = not ok
+        if self.workers is not None:
+            totals = {s.name: s.value for s in self.workers.metrics() if not s.labels}
             log.info(
                 "stopped: %d spans in, %d out, %d feedback events, %d traces summarised, %d files written",
-                s.spans_in,
-                s.spans_out,
-                s.feedback_events,
-                s.traces_summarised,
-                sum(k.files_written for k in self.sinks),
+                totals.get("tracelake_worker_spans_in", 0),
+                totals.get("tracelake_worker_spans_out", 0),
+                totals.get("tracelake_worker_feedback_events", 0),
+                totals.get("tracelake_worker_traces_summarised", 0),
+                sum(s.value for s in self.workers.metrics() if s.name == "tracelake_sink_files"),
             )
 
-    @property
-    def failed(self) -> bool:
-        return self.worker is not None and self.worker.error is not None
+    failed = False
 
     def warn_if_behind(self, now: float | None = None) -> bool:
         """Log (at most once a minute) when spans wait in the embedded bus longer than the freshness target."""
-        wait = getattr(self.source, "oldest_wait", None)  # the embedded bus; Kafka has its consumer lag metric
+        wait = self.bus.oldest_wait if self.bus is not None else None  # Kafka has its consumer lag metric
         now = time.monotonic() if now is None else now
         if wait is None or wait < BEHIND_WARNING_S or now - self._behind_warned_at < BEHIND_WARNING_EVERY_S:
             return False
         self._behind_warned_at = now
-        held = getattr(self.source, "held_spans", 0)
+        held = self.bus.held_spans if self.bus is not None else 0
         log.warning(
             "the worker is %.0f s behind: %d spans wait in the bus and reach queries that late; the processors "
             "take longer than the traffic leaves them (README: Freshness)",
@@ -248,14 +244,14 @@ class Service:
 
     def serve(self) -> int:
         """Run until SIGINT/SIGTERM, then stop cleanly. Returns the exit code."""
-        self.start()
+        try:
+            self.start()
+        except WorkerStartError as e:
+            log.critical("%s", e)
+            return 1
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stop.set())
-        while not self._stop.wait(0.5):
-            if self.worker is not None and self.worker.stopped.is_set():
-                # the worker died: stop rather than accept into a void
-                log.critical("worker stopped unexpectedly; shutting down")
-                break
+        while not self._stop.wait(0.5):  # a wait with a timeout lets the signal handlers run
             self.warn_if_behind()
         self.stop()
         return 1 if self.failed else 0

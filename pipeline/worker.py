@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf.message import DecodeError
 
-from pipeline import feedback, schema
+from core import source_ref
+from pipeline import feedback, metrics, schema
 from pipeline.bus.base import Delivery, Source
 from pipeline.conventions import Normalizer
 from pipeline.otlp.attributes import RawAttributesRequest
@@ -103,6 +104,54 @@ class Worker:
         self._released = True
         if hasattr(source, "on_revoke"):
             source.on_revoke = self.handle_revoke  # type: ignore[attr-defined]
+
+    def metrics(self) -> list[metrics.Sample]:
+        """This worker's counters, its processors' and its sinks', read at the moment of the call."""
+        s = self.stats
+        out = [
+            metrics.counter(name, doc, value)
+            for name, value, doc in (
+                ("tracelake_worker_spans_in", s.spans_in, "spans decoded from the bus (feedback events not counted)"),
+                ("tracelake_worker_spans_out", s.spans_out, "spans written to the spans table"),
+                ("tracelake_worker_spans_held_back", s.spans_held_back, "spans sampled out into the holdback area"),
+                ("tracelake_worker_traces_summarised", s.traces_summarised, "trace summary rows written"),
+                ("tracelake_worker_feedback_events", s.feedback_events, "feedback rows written"),
+                ("tracelake_worker_promoted_traces", s.promoted_traces, "dropped traces promoted by late feedback"),
+                ("tracelake_worker_undecodable_messages", s.undecodable_messages, "bus messages skipped"),
+                ("tracelake_worker_offset_commits", s.commits, "offset commit rounds"),
+            )
+        ]
+        out.append(
+            metrics.gauge("tracelake_worker_open_traces", "traces not yet summarised", self.summarizer.open_traces)
+        )
+        for pid, _proc in self.processors:
+            out.append(
+                metrics.counter(
+                    "tracelake_processor_spans_in", "spans into each processor", self.processor_in[pid], processor=pid
+                )
+            )
+            out.append(
+                metrics.counter(
+                    "tracelake_processor_spans_out",
+                    "spans out of each processor",
+                    self.processor_out[pid],
+                    processor=pid,
+                )
+            )
+        for pid, proc in self.processors:
+            for key, value in metrics.flatten_stats(getattr(proc, "stats", {}) or {}):
+                out.append(
+                    metrics.gauge(
+                        "tracelake_processor_stat",
+                        "each processor's own counters (redactions per entity, decisions per policy, ...)",
+                        value,
+                        processor=pid,
+                        stat=key,
+                    )
+                )
+        for sink in self.sinks:
+            out.extend(sink.metrics())
+        return out
 
     # -- one iteration ----------------------------------------------------------------------
     def step(self) -> int:
@@ -224,9 +273,7 @@ class Worker:
         spans = self._run_chain(spans, position + 1)
         if spans.num_rows == 0:
             return
-        parts = pc.extract_regex(spans.column("lake_source"), r"^kafka:(?P<p>.+)@(?P<o>\d+)$")
-        partition = pc.struct_field(parts, "p")
-        offset = pc.cast(pc.struct_field(parts, "o"), pa.int64())
+        partition, offset = source_ref.partitions_and_offsets(spans.column("lake_source"))
         for key in pc.unique(partition).to_pylist():
             if key is None:
                 self._emit(spans.filter(pc.is_null(partition)))

@@ -66,6 +66,13 @@ class RunningTracelake:
     def log(self) -> str:
         return "".join(self.log_lines)
 
+    def worker_pids(self) -> dict[int, int]:
+        """Worker process index → its current pid, from the 'worker process N started (pid P)' lines."""
+        pids: dict[int, int] = {}
+        for m in re.finditer(r"worker process (\d+) started \(pid (\d+)\)", self.log):
+            pids[int(m.group(1))] = int(m.group(2))
+        return pids
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

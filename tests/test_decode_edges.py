@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.bus.embedded import EmbeddedBus
+from pipeline.bus.base import Delivery
 from pipeline.config.model import ParquetSinkConfig
 from pipeline.conventions import Normalizer, normalize
 from pipeline.otlp.attributes import RawAttributesRequest
@@ -40,6 +40,28 @@ def test_timestamps_beyond_int64_are_clamped_and_the_batch_lands(tmp_path: Path)
     assert got[1][0] == "fine"
 
 
+class ForeignMessages:
+    """A bus partition holding these messages (a `Source`)."""
+
+    def __init__(self, values: list[bytes]) -> None:
+        self.pending = [Delivery(v, 1, f"kafka:t/0@{i}", "t/0", i) for i, v in enumerate(values)]
+        self.committed: dict[str, int] = {}
+
+    def take(self, max_spans: int, timeout: float) -> list[Delivery]:
+        out, self.pending = self.pending, []
+        return out
+
+    def commit(self, held: dict[str, int]) -> None:
+        self.committed = held
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def drained(self) -> bool:
+        return not self.pending
+
+
 def test_worker_skips_only_the_bus_messages_it_cannot_decode(tmp_path: Path) -> None:
     """A foreign producer's bytes: garbage, and an attribute that is not UTF-8 (the worker reads attributes
     on columns, so the protobuf parser never sees it). Each is skipped and counted; the rest of the batch lands."""
@@ -48,12 +70,9 @@ def test_worker_skips_only_the_bus_messages_it_cannot_decode(tmp_path: Path) -> 
         make_request([{"trace_id": "ab" * 16, "span_id": "ce" * 8, "name": "bad"}]).SerializeToString()
     )
     bad_utf8.resource_spans[0].scope_spans[0].spans[0].attributes.append(b"\x0a\x01k\x12\x04\x0a\x02\xff\xfe")
-    bus = EmbeddedBus(capacity_spans=100)
-    bus.publish(good, None, 1)
-    bus.publish(good, b"\xff\x00garbage", 1)
-    bus.publish(good, bad_utf8.SerializeToString(), 1)
-    bus.close()
-    worker = Worker(bus, [], [ParquetSink(ParquetSinkConfig(path=str(tmp_path)))], Normalizer(), TraceSummarizer(60))
+    # what a foreign producer may put on a Kafka topic (tracelake's receivers validate what they publish)
+    source = ForeignMessages([good.SerializeToString(), b"\xff\x00garbage", bad_utf8.SerializeToString()])
+    worker = Worker(source, [], [ParquetSink(ParquetSinkConfig(path=str(tmp_path)))], Normalizer(), TraceSummarizer(60))
     worker.run()
     assert worker.error is None
     assert worker.stats.undecodable_messages == 2

@@ -32,6 +32,8 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from core.source_ref import source_ref
+from pipeline import metrics
 from pipeline.bus.base import BusRefused, Delivery, RevokeHandler
 from pipeline.config.model import KafkaBusConfig
 
@@ -281,6 +283,12 @@ class KafkaSource:
         except (ValueError, KeyError, TypeError):
             pass
 
+    def metrics(self) -> list[metrics.Sample]:
+        return [
+            metrics.gauge("tracelake_kafka_consumer_lag", "messages behind, per partition", n, partition=part)
+            for part, n in sorted(self.lag.items())
+        ]
+
     @staticmethod
     def key(topic: str, partition: int) -> str:
         return f"{topic}/{partition}"
@@ -316,7 +324,7 @@ class KafkaSource:
                 log.warning("offsets of %s restarted at %d (was %d): topic recreated?", pk, off, self._next[pk])
                 self._committed.pop(pk, None)
             self._next[pk] = off + 1
-            out.append(Delivery(msg.value() or b"", 0, f"kafka:{topic}/{part}@{off}", pk, off))
+            out.append(Delivery(msg.value() or b"", 0, source_ref("kafka", pk, off), pk, off))
         return out
 
     def commit(self, held: dict[str, int]) -> None:

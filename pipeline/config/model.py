@@ -6,6 +6,7 @@ Unknown keys are errors everywhere (`extra="forbid"`). Durations accept `500ms`,
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Annotated, Any, Literal
 
@@ -93,8 +94,10 @@ class ReceiversConfig(Strict):
 
 class EmbeddedBusConfig(Strict):
     type: Literal["embedded"] = "embedded"
-    # Spans held between receiver and worker; beyond this the receiver refuses with a retryable status.
-    capacity_spans: int = Field(200_000, gt=0)
+    # What the bus holds until workers have made it durable in the lake (read or not); beyond either
+    # bound receivers refuse with a retryable status.
+    capacity_spans: int = Field(1_000_000, gt=0)
+    capacity_bytes: Bytes = 1 * 2**30
 
 
 LibrdkafkaValue = str | int | float | bool
@@ -137,7 +140,20 @@ class CorrelationKeysConfig(Strict):
     prompt_version: list[str] = ["app.prompt_version", "prompt.version"]
 
 
+def resolve_processes(value: int | Literal["auto"]) -> int:
+    """`auto`: one worker process per core this process may run on."""
+    if value == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
+    return int(value)
+
+
 class WorkerConfig(Strict):
+    # Worker processes, each owning a share of trace-id space (embedded bus) or a consumer-group
+    # membership (Kafka); `auto` is one per core.
+    processes: Annotated[int, Field(gt=0, le=256)] | Literal["auto"] = "auto"
     # A trace is summarised once it has had no new span for this long (and at shutdown).
     trace_idle: Seconds = 5.0
     # The worker takes up to this many spans from the bus per batch, waiting at most max_batch_delay.

@@ -16,6 +16,7 @@ import pyarrow as pa
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from pipeline import metrics
 from pipeline.bus.base import BusRefused, Publisher
 from pipeline.conventions import Normalizer
 from pipeline.otlp.decode import SourcedRequest, decode
@@ -78,6 +79,25 @@ class IntakeStats:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.spans: Counter[tuple[str, str]] = Counter()
         self.feedback: Counter[tuple[str, str]] = Counter()  # POST /v1/feedback events (not spans)
+
+    def metrics(self) -> list[metrics.Sample]:
+        out = []
+        for name, doc, counts in (
+            ("tracelake_receiver_requests", "OTLP export requests by transport and outcome", self.requests),
+            (
+                "tracelake_receiver_spans",
+                "spans by transport and outcome (accepted, refused_*, rejected_*)",
+                self.spans,
+            ),
+            (
+                "tracelake_receiver_feedback_events",
+                "feedback events received on /v1/feedback by transport and outcome (not counted as spans)",
+                self.feedback,
+            ),
+        ):
+            for (transport, outcome), n in sorted(counts.items()):
+                out.append(metrics.counter(name, doc, n, transport=transport, outcome=outcome))
+        return out
 
     @property
     def refused_requests(self) -> int:

@@ -26,7 +26,7 @@ from sinks.parquet.sink import ParquetSink
 
 def test_demo_traffic_through_the_worker(tmp_path: Path) -> None:
     requests = build_requests(120, seed=11)
-    bus = EmbeddedBus(capacity_spans=10**6)
+    bus = EmbeddedBus(1, capacity_spans=10**6, capacity_bytes=2**31)
     for body in requests:
         req = ExportTraceServiceRequest()
         req.ParseFromString(body)
@@ -36,7 +36,11 @@ def test_demo_traffic_through_the_worker(tmp_path: Path) -> None:
     cost = CostProcessor()
     lake = tmp_path / "lake"
     worker = Worker(
-        bus, [("cost", cost)], [ParquetSink(ParquetSinkConfig(path=str(lake)))], Normalizer(), TraceSummarizer(60)
+        bus.reader(0),
+        [("cost", cost)],
+        [ParquetSink(ParquetSinkConfig(path=str(lake)))],
+        Normalizer(),
+        TraceSummarizer(60),
     )
     worker.run()
     assert worker.error is None

@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core import source_ref
 from pipeline import schema
 from processors.base import ProcessorContext
 from processors.tail_sampling.config import TailSamplingConfig
@@ -34,7 +35,6 @@ from processors.tail_sampling.policies import FALSE, NULL_STR, TRUE, Feature, Fe
 
 KEPT = pa.field("sampling_kept", pa.bool_(), nullable=False)
 REASONS = pa.field("sampling_reasons", pa.list_(pa.string()))
-KAFKA_SOURCE = r"^kafka:(?P<p>.+)@(?P<o>\d+)$"  # lake_source of a Kafka message, as the worker parses it
 
 Decision = tuple[bool, tuple[str, ...]]
 UNDECIDED: Decision = (True, ())  # feedback rows of traces still pending
@@ -75,13 +75,10 @@ def _add_mark(marks: tuple[tuple[str, int], ...], part: str, offset: int) -> tup
     return (*marks, (part, offset))
 
 
-def kafka_offsets(sources: pa.Array | pa.ChunkedArray) -> tuple[list[str | None], list[int | None]]:
-    """(partition, offset) of each lake_source value; None for sources that are not Kafka messages."""
-    parts = pc.extract_regex(sources, KAFKA_SOURCE)
-    return (
-        pc.struct_field(parts, "p").to_pylist(),
-        pc.cast(pc.struct_field(parts, "o"), pa.int64()).to_pylist(),
-    )
+def bus_offsets(sources: pa.Array | pa.ChunkedArray) -> tuple[list[str | None], list[int | None]]:
+    """(partition, offset) of each lake_source value; None for rows that came from no committed bus."""
+    parts, offsets = source_ref.partitions_and_offsets(sources)
+    return parts.to_pylist(), offsets.to_pylist()
 
 
 class TailSampler:
@@ -247,7 +244,7 @@ class TailSampler:
             outbox = []
             for table, marks in self._outbox:
                 if not sources.isdisjoint(marks.keys()):
-                    part = pc.struct_field(pc.extract_regex(table.column("lake_source"), KAFKA_SOURCE), "p")
+                    part = source_ref.partitions(table.column("lake_source"))
                     gone = pc.is_in(part, value_set=pa.array(sorted(sources), pa.string()))
                     keep = pc.invert(pc.fill_null(gone, FALSE))
                     table = table.filter(keep)
@@ -341,7 +338,7 @@ class TailSampler:
         marks: dict[int, list[tuple[str, int]]] = {}
         if len(flat):
             parents = pc.list_parent_indices(sources).to_pylist()
-            for j, part, offset in zip(parents, *kafka_offsets(flat), strict=True):
+            for j, part, offset in zip(parents, *bus_offsets(flat), strict=True):
                 if part is not None and offset is not None:
                     marks.setdefault(j, []).append((self._intern(part), offset))
         pending = self._pending
@@ -498,7 +495,7 @@ class TailSampler:
     def _marks(self, table: pa.Table) -> dict[str, int]:
         """Lowest Kafka offset per partition among `table`'s rows (one regex per distinct source)."""
         out: dict[str, int] = {}
-        for part, offset in zip(*kafka_offsets(pc.unique(table.column("lake_source"))), strict=True):
+        for part, offset in zip(*bus_offsets(pc.unique(table.column("lake_source"))), strict=True):
             if part is not None and offset is not None and offset < out.get(part, offset + 1):
                 out[self._intern(part)] = offset
         return out

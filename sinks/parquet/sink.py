@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipeline import schema
+from pipeline import metrics, schema
 from pipeline.config.model import ParquetSinkConfig
 from pipeline.maintenance.replaced import table_files
 
@@ -139,20 +139,40 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+WRITE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+
+
+class WriteLatency:
+    """Seconds to write one file, as cumulative histogram buckets (the Prometheus shape)."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(WRITE_BUCKETS)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.total += seconds
+        for i, bound in enumerate(WRITE_BUCKETS):
+            if seconds <= bound:
+                self.counts[i] += 1
+
+
 class ParquetSink:
     def __init__(
         self,
         config: ParquetSinkConfig,
         clock: Callable[[], float] = time.monotonic,
         on_written: Callable[[WrittenFile], None] | None = None,
+        sink_id: str = "parquet",
     ) -> None:
         self.config = config
+        self.sink_id = sink_id
         self.root = Path(config.path)
         self._clock = clock
         self._buffers: dict[tuple[str, str, str | None], _Buffer] = {}
         self._on_written = on_written
         self.files_written = 0
         self.bytes_written = 0
+        self.write_latency = WriteLatency()
         self.stale_temp_removed = sweep_stale_temp_files(self.root)
 
     # -- intake -----------------------------------------------------------------------------
@@ -204,6 +224,24 @@ class ParquetSink:
     @property
     def failing(self) -> bool:
         return any(b.failures for b in self._buffers.values())
+
+    def metrics(self) -> list[metrics.Sample]:
+        sid = self.sink_id
+        latency = self.write_latency
+        return [
+            metrics.counter("tracelake_sink_files", "Parquet files written", self.files_written, sink=sid),
+            metrics.counter("tracelake_sink_bytes", "Parquet bytes written", self.bytes_written, sink=sid),
+            metrics.gauge("tracelake_sink_buffered_rows", "rows waiting for a file", self.buffered_rows, sink=sid),
+            metrics.gauge("tracelake_sink_failing", "1 while writes fail", int(self.failing), sink=sid),
+            metrics.Sample(
+                "tracelake_sink_write_seconds",
+                "histogram",
+                "time to write one Parquet file",
+                latency.total,
+                (("sink", sid),),
+                tuple(zip(WRITE_BUCKETS, map(float, latency.counts), strict=True)),
+            ),
+        ]
 
     # -- output -----------------------------------------------------------------------------
     def flush_due(self) -> list[WrittenFile]:
@@ -320,6 +358,7 @@ class ParquetSink:
         result = WrittenFile(buf.table, str(final), rows.num_rows, size, time.perf_counter() - t0)
         self.files_written += 1
         self.bytes_written += size
+        self.write_latency.observe(result.seconds)
         if self._on_written:
             self._on_written(result)
         return result

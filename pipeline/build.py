@@ -1,0 +1,59 @@
+"""Build the components of a pipeline from a validated `Config`.
+
+`tracelake run` builds receivers and the ingest chain in its own process and a `Worker` in every
+worker process; `tracelake worker` builds only workers. Each piece is built in the process that runs it.
+"""
+
+from __future__ import annotations
+
+from pipeline.bus.base import Source
+from pipeline.config import Config
+from pipeline.config.model import KafkaBusConfig
+from pipeline.conventions import CorrelationKeys, Normalizer
+from pipeline.trace_summary import TraceSummarizer
+from pipeline.worker import Worker
+from processors.base import Processor, ProcessorContext
+from sinks.parquet.sink import ParquetSink
+
+
+def build_normalizer(config: Config) -> Normalizer:
+    k = config.raw.worker.keys
+    return Normalizer(CorrelationKeys(tuple(k.session), tuple(k.user), tuple(k.tenant), tuple(k.prompt_version)))
+
+
+def build_chain(config: Config, stage: str, normalizer: Normalizer) -> list[tuple[str, Processor]]:
+    chain = []
+    # Only Kafka outlives a stop: on the embedded bus a stateful processor decides at shutdown (a worker
+    # process that dies gets no shutdown; its replacement replays from the bus either way).
+    replayable = isinstance(config.raw.bus, KafkaBusConfig)
+    for pid in getattr(config.pipeline, stage):
+        spec = config.processors[pid]
+        ctx = ProcessorContext(processor_id=pid, normalizer=normalizer, stage=stage, replayable_source=replayable)
+        chain.append((pid, spec.factory.create(spec.config, ctx)))
+    return chain
+
+
+def holdback_retention(config: Config) -> float | None:
+    """Held-back spans live as long as the longest late-feedback window of the chain's samplers."""
+    windows = [
+        float(getattr(config.processors[pid].config, "late_feedback_window", 0) or 0) for pid in config.pipeline.process
+    ]
+    windows = [w for w in windows if w > 0]
+    return max(windows) if windows else None
+
+
+def build_worker(config: Config, source: Source) -> Worker:
+    raw = config.raw
+    normalizer = build_normalizer(config)
+    sinks = [ParquetSink(config.sinks[sid], sink_id=sid) for sid in config.pipeline.sinks]
+    return Worker(
+        source,
+        build_chain(config, "process", normalizer),
+        sinks,
+        normalizer,
+        TraceSummarizer(raw.worker.trace_idle),
+        max_batch_spans=raw.worker.max_batch_spans,
+        max_batch_delay=raw.worker.max_batch_delay,
+        commit_interval=getattr(raw.bus, "commit_interval", 1.0),
+        holdback_retention=holdback_retention(config),
+    )
