@@ -25,16 +25,20 @@ def test_spans_waiting_in_the_bus_beyond_the_freshness_target_are_logged(
         env={},
     )
     svc = service.Service(config)  # not started: nothing takes from the bus
-    assert svc.warn_if_behind() is False  # an empty bus is never behind
-    request = make_request([{"trace_id": "ab" * 16, "span_id": "cd" * 8}])
-    svc.publisher.publish(request, None, 1)  # type: ignore[union-attr]
-    monkeypatch.setattr(service, "BEHIND_WARNING_S", 0.05)
-    assert svc.warn_if_behind() is False  # published a moment ago
-    time.sleep(0.1)
-    with caplog.at_level(logging.WARNING, logger="tracelake"):
-        assert svc.warn_if_behind() is True
-        assert svc.warn_if_behind() is False  # once a minute, not every half second
-        assert svc.warn_if_behind(now=time.monotonic() + service.BEHIND_WARNING_EVERY_S) is True
+    try:
+        assert svc.warn_if_behind() is False  # an empty bus is never behind
+        request = make_request([{"trace_id": "ab" * 16, "span_id": "cd" * 8}])
+        svc.publisher.publish(request, None, 1)  # type: ignore[union-attr]
+        monkeypatch.setattr(service, "BEHIND_WARNING_S", 0.05)
+        assert svc.warn_if_behind() is False  # published a moment ago
+        time.sleep(0.1)
+        with caplog.at_level(logging.WARNING, logger="tracelake"):
+            assert svc.warn_if_behind() is True
+            assert svc.warn_if_behind() is False  # once a minute, not every half second
+            assert svc.warn_if_behind(now=time.monotonic() + service.BEHIND_WARNING_EVERY_S) is True
+    finally:
+        if svc.workers is not None:  # launched by the constructor
+            svc.workers.kill()
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
         "the worker is 0 s behind",
         "the worker is 0 s behind",
