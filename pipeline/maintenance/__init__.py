@@ -11,7 +11,7 @@ Readers take no lock either. Compaction keeps the files it replaced for a grace 
 new listings (`replaced.py`), so a query never fails for a file compaction removed unless it runs
 longer than that. Retention removes whole hours: a query that listed one of its files a moment
 before fails with "Cannot open file … No such file or directory" — loudly, never with partial rows —
-and succeeds when run again; `retry_vanished` wraps tracelake's own queries in that retry.
+and succeeds when run again; `retry_vanished` runs a query again in that case.
 """
 
 from __future__ import annotations

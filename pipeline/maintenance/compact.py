@@ -27,7 +27,7 @@ Safe while workers write:
   Then the inputs are retired (pipeline/maintenance/replaced.py): a record next to them hides them
   from new readers, and they are deleted `grace` seconds later, by a later run. A query that listed
   them just before therefore still reads them, and never fails for a file compaction removed unless
-  it runs longer than the grace period (`retry_vanished` covers that for tracelake's own readers).
+  it (or its connection) is older than the grace period; `retry_vanished` runs such a query again.
 - While a reader sees an input and an output at once, the views de-duplicate spans by (trace_id,
   span_id), trace parts by (trace_id, part_id) and feedback by (trace_id, span_id, name, time,
   source), keeping the lowest lake_source; compaction keeps exactly the row the view keeps, so the
