@@ -92,21 +92,14 @@ class Service:
                 self.publisher = KafkaPublisher(bus_cfg, retry_after=otlp.retry_after)
         self.workers: WorkerPool | None = None
         if role in ("all", "worker"):
-            # started first: worker processes import and build their chains while this process builds its own
             self.workers = WorkerPool(config, processes, self.bus, log_level=log_level, log_json=log_json)
-            self.workers.launch()
         # the lakes the workers write keep themselves compact, from this process (one compaction per lake at a time)
         self.compactors = (
             [BackgroundCompactor(s.path, raw.compaction, s.compression_level) for s in _lakes(config)]
             if raw.compaction.background and self.workers is not None
             else []
         )
-        try:
-            self._build_receivers()
-        except BaseException:
-            if self.workers is not None:
-                self.workers.kill()
-            raise
+        self._build_receivers()
 
     def _build_receivers(self) -> None:
         config, raw = self.config, self.config.raw

@@ -168,7 +168,7 @@ def test_validate_cli(tmp_path: Path) -> None:
 def test_freshness_and_compaction_keys() -> None:
     """Defaults as README's key table says; bad values name their key path."""
     cfg = parse({}, "t.yaml", env={})
-    sink, comp = cfg.sinks["parquet"], cfg.raw.compaction
+    sink, comp = cfg.sinks["parquet"].config, cfg.raw.compaction
     assert (sink.flush_idle, sink.roll_seconds) == (1.0, 2.0)  # type: ignore[union-attr]
     assert (comp.background, comp.interval, comp.older_than, comp.grace) == (True, 30.0, 600.0, 300.0)
     cfg = parse({"compaction": {"interval": "2m", "grace": "0s", "background": False}}, "t.yaml", env={})

@@ -20,7 +20,7 @@ import duckdb
 
 from pipeline import query
 from pipeline.maintenance import hour_partitions, retry_vanished
-from pipeline.maintenance.compact import PREFIX
+from pipeline.maintenance.compact import FULL_PREFIX as PREFIX
 from pipeline.maintenance.replaced import live_files
 from pipeline.ui.trace_id_index import TraceIdIndex
 
