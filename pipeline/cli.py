@@ -201,6 +201,9 @@ def cmd_prices(args: argparse.Namespace) -> int:
     return 0
 
 
+COMPACT_LOCK_WAIT_S = 120.0
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     from pipeline.maintenance import MaintenanceBusy
     from pipeline.maintenance.compact import Compactor
@@ -217,6 +220,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
             tables=args.table or ("spans", "traces", "feedback"),
             threads=settings.threads,
             memory_limit=settings.memory_limit,
+            grace_s=settings.grace,
+            lock_wait_s=COMPACT_LOCK_WAIT_S,  # a background compactor's round is short: wait for it
         )
         report = compactor.run(older_than, dry_run=args.dry_run)
     except MaintenanceBusy as e:
@@ -395,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = sub.add_parser("compact", help="merge closed hours into few large files sorted by trace id")
     lake_args(cp)
-    cp.add_argument("--older-than", help="only hours that ended longer ago than this (default: config, 1h)")
+    cp.add_argument("--older-than", help="only hours that ended longer ago than this (default: config, 10m)")
     cp.add_argument("--table", action="append", choices=["spans", "traces", "feedback"], help="default: all")
     cp.add_argument("--dry-run", action="store_true", help="print what would be compacted")
     cp.set_defaults(func=cmd_compact)

@@ -15,32 +15,29 @@ import duckdb
 import pyarrow as pa
 
 from core import schema
-
-
-def _glob(lake: Path, table: str) -> str:
-    return str(lake / table / "*" / "*" / "*.parquet")
-
-
-def _has_files(lake: Path, table: str) -> bool:
-    return any((lake / table).glob("*/*/*.parquet"))
+from pipeline.maintenance.replaced import table_files
 
 
 def table_source(
     con: duckdb.DuckDBPyConnection, lake: Path, table: str, files: Sequence[str | Path] | None = None
 ) -> str:
-    """A FROM clause for the table's raw rows (replays included, `dt`/`hour` columns): every file of the table,
-    or only `files`. Unioned by name with an empty relation of the current schema, so every column exists even
-    when only files written before it was added are there (or none at all)."""
+    """A FROM clause for the table's raw rows (replays included, `dt`/`hour` columns): every live file of the
+    table, or only `files`. Unioned by name with an empty relation of the current schema, so every column
+    exists even when only files written before it was added are there (or none at all).
+
+    The files are listed now, once: the connection reads the lake as it is when it is opened (open a
+    new one to see newer files). Files that compaction replaced are left out of the listing, and the
+    listed ones stay on disk for `compaction.grace`, so a query never fails for a file compaction
+    removed and never reads a row twice (pipeline/maintenance/replaced.py)."""
     empty = schema.empty(table)
     empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int32()))
     name = f"_empty_{table}"
     con.register(name, empty)
-    if files is None and _has_files(lake, table):
-        paths = "'" + _glob(lake, table).replace("'", "''") + "'"
-    elif files:
-        paths = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
-    else:
+    if files is None:
+        files = table_files(lake, table)
+    if not files:
         return name
+    paths = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
     return (
         f"(SELECT * FROM read_parquet({paths}, hive_partitioning=true, union_by_name=true,"
         f" hive_types={{'dt': DATE, 'hour': INTEGER}}) UNION ALL BY NAME SELECT * FROM {name})"

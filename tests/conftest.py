@@ -160,3 +160,13 @@ def make_request(
         for k, v in dict(s.get("attrs", {})).items():  # type: ignore[call-overload]
             sp.attributes.append(kv(k, v))
     return req
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A test that leaks worker processes must not keep pytest from exiting (CI would wait out its limit)."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        sys.stderr.write(f"\nkilling leftover process {child.name} (pid {child.pid})\n")
+        child.kill()
+        child.join(5)

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from core.config import Bytes, Seconds, Strict
+from core.config import Bytes, Seconds, Strict, parse_duration
 
 
 def check_endpoint(value: str) -> str:
@@ -156,13 +156,21 @@ class RetentionConfig(Strict):
 
 
 class CompactionConfig(Strict):
-    """`tracelake compact`: closed hours become few large files sorted by trace id."""
+    """Compaction of the lake's small files: in the background of `tracelake run` / `worker`, and
+    `tracelake compact`. See pipeline/maintenance/compact.py."""
 
-    older_than: Seconds = 3600.0
+    # the running server merges small files (every hour, tiered) and closed hours (fully), one
+    # process per lake at a time; false leaves it to `tracelake compact` (cron)
+    background: bool = True
+    interval: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 30.0
+    # an hour that ended this long ago gets its final full merge (`tracelake compact`: which hours)
+    older_than: Seconds = 600.0
+    # replaced files stay readable this long (queries that listed them keep working), then go
+    grace: Seconds = 300.0
     target_file_bytes: Bytes = 128 * 2**20
     row_group_rows: int = Field(default=64 * 1024, gt=0)
     memory_limit: str | None = None  # DuckDB's setting, e.g. "2GB"
-    threads: int | None = Field(default=None, gt=0)
+    threads: int | None = Field(default=None, gt=0)  # DuckDB threads; the background compactor uses 1 unless set
 
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")

@@ -20,7 +20,8 @@ import duckdb
 
 from pipeline import query
 from pipeline.maintenance import hour_partitions, retry_vanished
-from pipeline.maintenance.compact import PREFIX
+from pipeline.maintenance.compact import FULL_PREFIX as PREFIX
+from pipeline.maintenance.replaced import live_files
 from pipeline.ui.trace_id_index import TraceIdIndex
 
 T = TypeVar("T")
@@ -46,7 +47,7 @@ def lake_hours(lake: Path, table: str, lo_ns: int | None = None, hi_ns: int | No
         start = int(part.start.timestamp()) * 10**9
         if (lo_ns is not None and start + HOUR_NS <= lo_ns) or (hi_ns is not None and start >= hi_ns):
             continue
-        files = tuple(sorted(p for p in part.path.glob("*.parquet") if not p.name.startswith(".")))
+        files = tuple(live_files(part.path))  # not the inputs compaction replaced (still readable for a while)
         if files:
             out.append(Hour(start, files))
     return out

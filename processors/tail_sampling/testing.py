@@ -70,7 +70,11 @@ class Clock:
 def sampler(
     policies: list[dict[str, Any]], clock: Clock | None = None, replayable: bool = False, **settings: Any
 ) -> TailSampler:
-    config = TailSamplingConfig.model_validate({"decision_wait": "10s", "policies": policies, **settings})
+    """A sampler that holds every trace for decision_wait unless `early_release=True` is passed: most tests
+    here are about holding and deciding; test_processor.py's early-release tests cover the default."""
+    config = TailSamplingConfig.model_validate(
+        {"decision_wait": "10s", "early_release": False, "policies": policies, **settings}
+    )
     context = ProcessorContext("tail_sampling", replayable_source=replayable)
     return TailSampler(config, context, clock=clock or Clock())
 
