@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.maps import MapColumn
 from core.processor import ProcessorContext
 from core.schema import SPANS
 from processors.redact_pii import engine as engine_mod
@@ -696,13 +697,11 @@ class PiiRedactor:
         rows = [np.asarray(found.rows, np.int64)]
         entities = [pa.array(found.entities, pa.string())]
         counts = [np.asarray(found.counts, np.int64)]
-        existing = batch.column("pii_found").combine_chunks() if "pii_found" in batch.column_names else None
-        if existing is not None and existing.null_count < len(existing) and len(existing.keys):
-            offsets = existing.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
-            start, end = int(offsets[0]), int(offsets[-1])
-            rows.append(np.repeat(np.arange(n), np.diff(offsets)))
-            entities.append(existing.keys.slice(start, end - start).cast(pa.string()))
-            counts.append(existing.items.slice(start, end - start).to_numpy(zero_copy_only=False).astype(np.int64))
+        existing = MapColumn.of(batch.column("pii_found")) if "pii_found" in batch.column_names else None
+        if existing is not None and len(existing.keys):
+            rows.append(existing.parents)
+            entities.append(existing.keys.cast(pa.string()))
+            counts.append(existing.items.to_numpy(zero_copy_only=False).astype(np.int64))
         table = pa.table(
             {"row": np.concatenate(rows), "entity": pa.concat_arrays(entities), "n": np.concatenate(counts)}
         )
@@ -715,14 +714,14 @@ class PiiRedactor:
             row_col, entity_col, n_col = table.column("row"), table.column("entity"), table.column("n_sum")
         else:
             row_col, entity_col, n_col = table.column("row"), table.column("entity"), table.column("n")
-        per_row = np.bincount(row_col.to_numpy(), minlength=n) if table.num_rows else np.zeros(n, np.int64)
-        found_map = pa.MapArray.from_arrays(
-            pa.array(np.concatenate([[0], np.cumsum(per_row)]), pa.int32()),
+        found_map = MapColumn.from_entries(
+            n,
+            row_col.to_numpy(),
             entity_col.combine_chunks(),
             n_col.combine_chunks().cast(pa.int32()),
-            type=PII_FOUND_TYPE,
+            PII_FOUND_TYPE,
         )
-        return set_column(batch, "pii_found", found_map)
+        return set_column(batch, "pii_found", found_map.to_arrow())
 
 
 def _is_placeholder(value: str) -> bool:
