@@ -716,11 +716,16 @@ class PiiRedactor:
         else:
             row_col, entity_col, n_col = table.column("row"), table.column("entity"), table.column("n")
         per_row = np.bincount(row_col.to_numpy(), minlength=n) if table.num_rows else np.zeros(n, np.int64)
+        # null where nothing was ever found (docs/design.md), as on spans no redaction saw
+        nothing = per_row == 0
+        if existing is not None and existing.null_count < len(existing):
+            nothing &= existing.is_null().to_numpy(zero_copy_only=False)
         found_map = pa.MapArray.from_arrays(
             pa.array(np.concatenate([[0], np.cumsum(per_row)]), pa.int32()),
             entity_col.combine_chunks(),
             n_col.combine_chunks().cast(pa.int32()),
             type=PII_FOUND_TYPE,
+            mask=pa.array(nothing) if nothing.any() else None,
         )
         return set_column(batch, "pii_found", found_map)
 
