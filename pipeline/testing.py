@@ -50,7 +50,7 @@ def make_request(
 ) -> ExportTraceServiceRequest:
     """One resource and scope holding `spans`: dicts with `trace_id` (32 hex) and `span_id` (16 hex), and
     optionally `parent`, `name`, `kind` (OTLP number), `start` / `end` (unix ns; now and 1 ms later by
-    default), `error` (status ERROR with this message), `attrs` {key: value}, `events` [(name, {key: value})]
+    default), `error` (status ERROR; a string is its message), `attrs` {key: value}, `events` [(name, {key: value})]
     at the span's start, `links` [{key: value}] to LINKED_TRACE_ID / LINKED_SPAN_ID."""
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
@@ -72,7 +72,8 @@ def make_request(
         sp.end_time_unix_nano = int(s.get("end", now + 1_000_000))
         if s.get("error"):
             sp.status.code = 2  # type: ignore[assignment]
-            sp.status.message = str(s["error"])
+            if isinstance(s["error"], str):
+                sp.status.message = s["error"]
         for k, v in dict(s.get("attrs", {})).items():
             sp.attributes.append(kv(k, v))
         for name, attrs in s.get("events", ()):

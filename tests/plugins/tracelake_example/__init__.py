@@ -157,14 +157,10 @@ class ExampleHold:
                 f.write(f"{os.getpid()} {hook} {detail}\n")
 
 
-def _create(config: ExampleHoldConfig, context: ProcessorContext) -> ExampleHold:
-    return ExampleHold(config, context)
-
-
 factory = ProcessorFactory(
     type="example_hold",
     config_class=ExampleHoldConfig,
-    create=_create,
+    create=ExampleHold,
     description="holds spans for `hold`, then keeps them unless drop_attribute is yes (a test plugin)",
     stateful=True,
 )
