@@ -29,7 +29,7 @@ def build_chain(config: Config, stage: str, normalizer: Normalizer) -> list[tupl
     for pid in getattr(config.pipeline, stage):
         spec = config.processors[pid]
         ctx = ProcessorContext(processor_id=pid, normalizer=normalizer, stage=stage, replayable_source=replayable)
-        chain.append((pid, spec.factory.create(spec.config, ctx)))
+        chain.append((pid, spec.factory.build(spec.config, ctx)))
     return chain
 
 

@@ -34,6 +34,7 @@ class _Mask:
 
     def __init__(self, cfg: _MaskConfig, ctx: ProcessorContext) -> None:
         self.cfg = cfg
+        self.stats: dict[str, int] = {}
 
     def process(self, batch: pa.Table) -> pa.Table:
         batch = batch.filter(pc.not_equal(batch.column("name"), self.cfg.drop_name))

@@ -19,6 +19,7 @@ factory = ProcessorFactory(
     config_class=AttributesConfig,
     create=_create,
     description="insert/update/upsert/delete/hash/rename span and resource attributes (Collector-style)",
+    example_config={"actions": [{"key": "*", "action": "hash"}]},
 )
 
 __all__ = ["AttributeAction", "AttributesConfig", "AttributesProcessor", "factory"]

@@ -137,6 +137,7 @@ class AttributesProcessor:
                 config.hash_key_env,
             )
         self.hasher = Hasher(None if secret is None else secret.encode())
+        self.stats: dict[str, int] = {}  # nothing on /metrics beyond the worker's spans in/out per processor
 
     def process(self, batch: pa.Table) -> pa.Table:
         if batch.num_rows == 0:

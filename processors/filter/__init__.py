@@ -19,6 +19,7 @@ factory = ProcessorFactory(
     config_class=FilterConfig,
     create=_create,
     description="drop spans matching any exclude condition, or not matching any include condition",
+    example_config={"spans": {"include": [{"span_type": ["llm"]}]}},
 )
 
 __all__ = ["FilterConfig", "FilterProcessor", "SpanCondition", "SpanFilter", "factory"]

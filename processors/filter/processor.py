@@ -76,6 +76,7 @@ class FilterProcessor:
         self.config = config
         self.context = context or ProcessorContext(processor_id="filter")
         self.spans_dropped = 0
+        self.stats: dict[str, int] = {}  # nothing on /metrics beyond the worker's spans in/out per processor
 
     def keep_mask(self, batch: pa.Table) -> Mask:
         spans = self.config.spans

@@ -16,8 +16,10 @@ import pytest
 
 from core.processor import Registry
 from pipeline.query import connect
+from pipeline.testing import attributes as attrs
+from pipeline.testing import rows as plain
+from pipeline.testing import spans_batch
 from processors.offload_artifacts import ArtifactOffloader, OffloadArtifactsConfig, factory
-from processors.offload_artifacts.testing import attrs, plain, spans_batch
 from sinks.artifacts.cli import add_commands
 from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink

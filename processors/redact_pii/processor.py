@@ -25,7 +25,7 @@ import gc
 import hashlib
 import logging
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -721,6 +721,11 @@ class PiiRedactor:
             n_col.combine_chunks().cast(pa.int32()),
             PII_FOUND_TYPE,
         )
+        # null where nothing was ever found (docs/design.md), as on spans no redaction saw
+        nothing = found_map.lengths == 0
+        if existing is not None:
+            nothing &= ~existing.valid
+        found_map = replace(found_map, valid=~nothing)
         return set_column(batch, "pii_found", found_map.to_arrow())
 
 

@@ -28,12 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core import schema, source_ref
+from core.processor import SAMPLING_KEPT as KEPT
+from core.processor import SAMPLING_REASONS as REASONS
 from core.processor import ProcessorContext
 from processors.tail_sampling.config import TailSamplingConfig
 from processors.tail_sampling.policies import FALSE, NULL_STR, TRUE, Feature, Feedback, Policy, Rows, build, merge
-
-KEPT = pa.field("sampling_kept", pa.bool_(), nullable=False)
-REASONS = pa.field("sampling_reasons", pa.list_(pa.string()))
 
 Decision = tuple[bool, tuple[str, ...]]
 UNDECIDED: Decision = (True, ())  # feedback rows of traces still pending
@@ -81,7 +80,7 @@ def bus_offsets(sources: pa.Array | pa.ChunkedArray) -> tuple[list[str | None], 
 
 
 class TailSampler:
-    """The `tail_sampling` processor; see README.md for the contract with the worker."""
+    """The `tail_sampling` processor, a `core.processor.Sampler`; README.md tells how it meets that contract."""
 
     def __init__(
         self,
@@ -91,8 +90,7 @@ class TailSampler:
     ) -> None:
         self.config = config
         self.context = context or ProcessorContext("tail_sampling")
-        # read defensively: older ProcessorContexts have no such field
-        self.replayable = bool(getattr(self.context, "replayable_source", False))
+        self.replayable = self.context.replayable_source
         self._clock = clock
         self.policies: list[Policy] = [build(p) for p in config.policies]
         unique: dict[str, Feature] = {}
@@ -217,10 +215,11 @@ class TailSampler:
         return self._concat(parts)
 
     def shutdown(self) -> pa.Table:
-        """Embedded bus: decide everything now. Kafka: keep it; the next owner replays the uncommitted offsets."""
+        """Embedded bus: decide everything now. Kafka: release only what is decided already (early, for
+        num_traces) and keep the rest; the next owner replays the uncommitted offsets."""
         if self.replayable:
             self._frozen_all = True
-            return self._empty()
+            return self._release([])
         return self._release(list(self._pending))
 
     def on_revoke(self, sources: set[str]) -> pa.Table:

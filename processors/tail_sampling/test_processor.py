@@ -232,6 +232,16 @@ def test_replayable_shutdown_keeps_state_until_forget() -> None:
     assert ts.low_watermarks() == {} and ts.stats["pending_traces"] == 0 and ts.stats["held_spans"] == 0
 
 
+def test_replayable_shutdown_releases_what_was_decided_early() -> None:
+    """Rows decided early (num_traces) are released by shutdown() itself: the worker ticks nothing after it."""
+    clock = Clock()
+    ts = sampler(POLICIES, clock, replayable=True, num_traces=1)
+    ts.process(batch([span(0, error="x")], source="kafka:spans/2@50"))
+    ts.process(batch([span(1)], source="kafka:spans/2@51"))  # over num_traces: trace 0 is decided now
+    assert decisions(ts.shutdown()) == {tid(0): (True, ["errors"])}
+    assert ts.low_watermarks() == {"spans/2": 51}  # trace 1 stays for the replay
+
+
 def test_embedded_shutdown_decides_everything() -> None:
     ts, _clock = _setup()
     ts.process(batch([span(0, error="x"), span(1)], source="embedded:1"))
@@ -387,14 +397,6 @@ def test_factory_from_yaml(replayable: bool) -> None:
     proc = spec.factory.create(spec.config, ProcessorContext("tail_sampling", replayable_source=replayable))
     assert isinstance(proc, TailSampler) and proc.replayable is replayable
     assert proc.config.decision_wait == 5.0
-
-
-def test_context_without_replayable_field() -> None:
-    class OldContext:
-        processor_id = "tail_sampling"
-
-    ts = TailSampler(sampler(POLICIES).config, OldContext())  # type: ignore[arg-type]
-    assert ts.replayable is False
 
 
 # -- early release ------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from pipeline.testing import attributes as attrs
+from pipeline.testing import rows as plain
+from pipeline.testing import spans_batch
 from processors.offload_artifacts import ArtifactOffloader, OffloadArtifactsConfig
-from processors.offload_artifacts.testing import attrs, plain, spans_batch
 from sinks.artifacts.gc import GcRefused, collect, referenced_refs
 from sinks.artifacts.store import ArtifactStore
 from sinks.parquet.config import ParquetSinkConfig
