@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from core.command import SubParsers
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import run_demo
-
+    try:
+        from pipeline.demo import run_demo
+    except ImportError as e:  # the OpenTelemetry SDK comes with the `demo` extra; a server does not need it
+        if not (e.name or "").startswith("opentelemetry"):
+            raise
+        print(
+            f"tracelake demo: the OpenTelemetry SDK is not installed ({e}): pip install 'tracelake[demo]' "
+            "(from a checkout: pip install -e '.[demo]')",
+            file=sys.stderr,
+        )
+        return 2
     sent = run_demo(args.endpoint, traces=args.traces, protocol=args.protocol, seed=args.seed)
     print(f"sent {sent.traces} traces ({sent.spans} spans) to {args.endpoint} over OTLP/{args.protocol}")
     return 0
