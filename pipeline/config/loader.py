@@ -12,6 +12,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from core import sink
+from core.command import ConfigView
 from core.processor import ProcessorConfig, ProcessorFactory, Registry, processor_type
 from core.registry import component_type
 from pipeline.config.model import PipelineConfig, RawConfig
@@ -63,6 +64,15 @@ class Config:
         """The lake the investigation commands read: the first sink that has a `path`."""
         paths = (getattr(s.config, "path", None) for s in self.sinks.values())
         return next((p for p in paths if isinstance(p, str)), "./lake")
+
+    def view(self) -> ConfigView:
+        """What a command plugin (core.command) and the lake readers may see: the validated blocks by id."""
+        return ConfigView(
+            source=self.source,
+            processors={pid: spec.config for pid, spec in self.processors.items()},
+            sinks={sid: spec.config for sid, spec in self.sinks.items()},
+            lake_path=self.lake_path,
+        )
 
 
 def _join(path: str, key: object) -> str:

@@ -43,7 +43,7 @@ def ui_server(
     from pipeline.ui.feedback_client import http_poster, in_process_poster, receiver_feedback_url
     from pipeline.ui.pages import UiApp, UiSettings
     from pipeline.ui.server import UiServer
-    from sinks.artifacts.cli import store_uris
+    from sinks.artifacts.configured import store_uris
 
     ui = config.raw.ui
     endpoint = endpoint or ui.endpoint
@@ -52,7 +52,7 @@ def ui_server(
         raise UiSetupError(
             f"{endpoint} is not a loopback address: the UI needs a token there (ui.auth_token or ${TOKEN_ENV})"
         )
-    stores = [str(lake / "_artifacts")] if lake is not None else store_uris(config)
+    stores = [str(lake / "_artifacts")] if lake is not None else store_uris(config.view())
     lake = lake if lake is not None else Path(config.lake_path)
     if feedback_route is not None:
         post, target = in_process_poster(feedback_route), "this process's receiver"

@@ -6,7 +6,6 @@ SQL, identical payloads are stored once.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import textwrap
@@ -15,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from core.processor import Registry
+from pipeline.cli import build_parser
 from pipeline.query import connect
 from pipeline.testing import attributes as attrs
 from pipeline.testing import rows as plain
 from pipeline.testing import spans_batch
 from processors.offload_artifacts import ArtifactOffloader, OffloadArtifactsConfig, factory
-from sinks.artifacts.cli import add_commands
 from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
@@ -81,9 +80,7 @@ def _config(tmp_path: Path) -> Path:
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tracelake")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser(argv[0]).parse_args(argv)
     return int(args.func(args))
 
 
