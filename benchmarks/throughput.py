@@ -9,7 +9,7 @@ BatchSpanProcessor sends them. The shape (attributes per span, bytes per span, p
 
 (1) floor: no network, one thread, the worker's own code on the pre-built requests, in batches of
     8192 spans (the worker's max_batch_spans): protobuf parse → pipeline.otlp.decode.decode →
-    pipeline.conventions.normalize → ParquetSink.write (conform, partition, buffer) → ParquetSink
+    core.conventions.normalize → ParquetSink.write (conform, partition, buffer) → ParquetSink
     flush (sort, zstd, fsync). Spans/s per stage and for the whole path; best of --repeat.
 (1b) worker in-process: the same requests through an EmbeddedBus and a real Worker (adds trace
     summaries, the traces table, feedback split), one thread, no network.
@@ -57,15 +57,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from core.conventions import Normalizer
 from pipeline.bus.embedded import EmbeddedBus
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import Normalizer
 from pipeline.demo import build_requests
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.otlp.wire import decode_bodies
 from pipeline.service import use_server_memory_pool
 from pipeline.trace_summary import TraceSummarizer
 from pipeline.worker import Worker
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
 HERE = Path(__file__).resolve().parent

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.feedback import is_synthetic
+from core.feedback import is_synthetic
 
 # Traces whose tenant is remembered: the most recently seen, per worker process (~100 bytes each).
 REMEMBERED_TRACES = 100_000

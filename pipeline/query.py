@@ -14,75 +14,88 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline import schema
+from core import schema
+from pipeline.maintenance.replaced import table_files
 
 
-def _glob(lake: Path, table: str) -> str:
-    return str(lake / table / "*" / "*" / "*.parquet")
+def table_source(
+    con: duckdb.DuckDBPyConnection, lake: Path, table: str, files: Sequence[str | Path] | None = None
+) -> str:
+    """A FROM clause for the table's raw rows (replays included, `dt`/`hour` columns): every live file of the
+    table, or only `files`. Unioned by name with an empty relation of the current schema, so every column
+    exists even when only files written before it was added are there (or none at all).
 
-
-def _has_files(lake: Path, table: str) -> bool:
-    return any((lake / table).glob("*/*/*.parquet"))
-
-
-def _source(con: duckdb.DuckDBPyConnection, lake: Path, table: str) -> str:
-    """A FROM clause for the table's raw rows. Unioned by name with an empty relation of the current schema,
-    so every column exists even when only files written before it was added are there (or none at all)."""
+    The files are listed now, once: the connection reads the lake as it is when it is opened (open a
+    new one to see newer files). Files that compaction replaced are left out of the listing, and the
+    listed ones stay on disk for `compaction.grace`, so a query never fails for a file compaction
+    removed and never reads a row twice (pipeline/maintenance/replaced.py)."""
     empty = schema.empty(table)
     empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int32()))
     name = f"_empty_{table}"
     con.register(name, empty)
-    if not _has_files(lake, table):
+    if files is None:
+        files = table_files(lake, table)
+    if not files:
         return name
-    path = _glob(lake, table).replace("'", "''")
+    paths = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
     return (
-        f"(SELECT * FROM read_parquet('{path}', hive_partitioning=true, union_by_name=true,"
+        f"(SELECT * FROM read_parquet({paths}, hive_partitioning=true, union_by_name=true,"
         f" hive_types={{'dt': DATE, 'hour': INTEGER}}) UNION ALL BY NAME SELECT * FROM {name})"
     )
 
 
+# One row per identity: a replay may have written a row twice (identical but for lake_source, so a row
+# filter may go before this clause, as the UI does with partition and trace-id filters, and the result
+# is what filtering the view gives). Compacted files hold one row per identity already.
+DEDUP = {
+    "spans": "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY lake_source) = 1",
+    "traces": "QUALIFY row_number() OVER (PARTITION BY trace_id, part_id ORDER BY lake_source) = 1",
+    "feedback": (
+        'QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, name, "time", source ORDER BY lake_source) = 1'
+    ),
+}
+
+
 # duplicate_of: as written, or as the trace's summary decided it (a span written before the span it
-# duplicates arrived is listed in traces.duplicate_spans; the summary sees the whole trace).
-SPANS_VIEW = """
-CREATE OR REPLACE VIEW spans AS
-WITH rows AS (
-  SELECT * FROM {src} {only_tenant}
-  QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY lake_source) = 1
-),
-decided AS (
+# duplicates arrived is listed in traces.duplicate_spans; the summary sees the whole trace). `{rows}`: spans,
+# one per identity; `{traces_src}`: summary parts of (at least) the same traces.
+SPANS_DECIDED = """
+WITH decided AS (
   SELECT trace_id, d.span_id AS span_id, min(d.duplicate_of) AS duplicate_of
   FROM (SELECT trace_id, unnest(duplicate_spans) AS d FROM {traces_src} WHERE len(duplicate_spans) > 0)
   GROUP BY ALL
 )
 SELECT rows.* REPLACE (coalesce(decided.duplicate_of, rows.duplicate_of) AS duplicate_of)
-FROM rows LEFT JOIN decided ON rows.trace_id = decided.trace_id AND rows.span_id = decided.span_id
+FROM {rows} AS rows LEFT JOIN decided ON rows.trace_id = decided.trace_id AND rows.span_id = decided.span_id
 """
-
-# Feedback with a tenant counts only toward a trace of that tenant (its owner: the tenant of the trace's
-# spans, as the summaries record it), so one tenant's token cannot rate another tenant's traces.
-FEEDBACK_VIEW = """
-CREATE OR REPLACE VIEW feedback AS
-WITH rows AS (
-  SELECT * FROM {src}
-  QUALIFY row_number() OVER (
-    PARTITION BY trace_id, span_id, name, "time", source ORDER BY lake_source) = 1
-),
-owners AS (
-  SELECT trace_id, any_value(tenant_id) AS owner FROM {traces_src}
-  WHERE span_count > 0 AND tenant_id IS NOT NULL GROUP BY trace_id
+SPANS_VIEW = "CREATE OR REPLACE VIEW spans AS" + SPANS_DECIDED.replace(
+    "{rows}", "(SELECT * FROM {src} {only_tenant}\n" + DEDUP["spans"] + ")"
 )
-SELECT rows.* FROM rows LEFT JOIN owners USING (trace_id)
+
+# Feedback with a tenant counts only toward a trace of that tenant (its owner: the trace's `tenant_id`, the
+# tenant of its spans), so one tenant's token cannot rate another tenant's traces; feedback without a tenant
+# (no authentication) counts toward any trace. `{rows}`: feedback rows; `{traces_src}`: summary parts of (at
+# least) the same traces; `{and_owner}`: "" or a further condition on `owners.owner`.
+FEEDBACK_OWNED = """
+WITH owners AS (
+  SELECT trace_id, any_value(tenant_id) AS owner FROM {traces_src} WHERE tenant_id IS NOT NULL GROUP BY trace_id
+)
+SELECT rows.* FROM {rows} AS rows LEFT JOIN owners USING (trace_id)
 WHERE (rows.tenant_id IS NULL OR rows.tenant_id = owners.owner) {and_owner}
 """
+FEEDBACK_VIEW = "CREATE OR REPLACE VIEW feedback AS" + FEEDBACK_OWNED.replace(
+    "{rows}", "(SELECT * FROM {src}\n" + DEDUP["feedback"] + ")"
+)
 
-# Parts of one trace (late spans) are merged; a replayed part (same part_id) counts once.
-TRACES_VIEW = """
-CREATE OR REPLACE VIEW traces AS
-WITH parts AS (
-  SELECT * FROM {src} {only_tenant}
-  QUALIFY row_number() OVER (PARTITION BY trace_id, part_id ORDER BY lake_source) = 1
-),
-rated AS (SELECT trace_id, min(value) AS feedback_min FROM feedback GROUP BY trace_id)
+# Parts of one trace (late spans, late feedback) merged into one row; `{parts}` holds one row per part.
+# feedback_min is the lowest `value` of `{feedback}` rows (replays may repeat) the trace's tenant may give,
+# as FEEDBACK_OWNED decides it, rather than the parts' own feedback_min: a part the worker wrote for
+# feedback on a trace it no longer remembered may hold another tenant's rating.
+TRACES_MERGE = """
+SELECT merged.* REPLACE (
+  least(rated.anonymous, list_min([r.value FOR r IN rated.by_tenant IF r.tenant = merged.tenant_id])) AS feedback_min
+)
+FROM (
 SELECT
   trace_id,
   any_value(root_name) FILTER (WHERE root_name IS NOT NULL) AS root_name,
@@ -107,18 +120,30 @@ SELECT
   any_value(user_id) FILTER (WHERE user_id IS NOT NULL) AS user_id,
   any_value(tenant_id) FILTER (WHERE tenant_id IS NOT NULL) AS tenant_id,
   list_sort(list_distinct(flatten(list(prompt_versions)))) AS prompt_versions,
-  any_value(rated.feedback_min) AS feedback_min,
+  NULL::DOUBLE AS feedback_min,
   bool_or(kept) AS kept,
   list_sort(list_distinct(flatten(list(keep_reasons)))) AS keep_reasons,
   count(*) AS parts,
   min(dt) AS dt,
   min(hour) AS hour
-FROM parts LEFT JOIN rated USING (trace_id)
+FROM {parts} AS parts
 GROUP BY trace_id
+) AS merged LEFT JOIN (
+  SELECT trace_id, min(value) FILTER (WHERE tenant_id IS NULL) AS anonymous,
+    list(struct_pack(tenant := tenant_id, value := value)) FILTER (WHERE tenant_id IS NOT NULL) AS by_tenant
+  FROM {feedback} GROUP BY trace_id
+) AS rated ON rated.trace_id = merged.trace_id
 """
+# `{only_tenant}`: "" or a condition on the merged row (a trace's tenant is its spans', so that a part without
+# one, e.g. late feedback, still belongs to the trace)
+TRACES_VIEW = (
+    "CREATE OR REPLACE VIEW traces AS SELECT * FROM ("
+    + TRACES_MERGE.replace("{parts}", "(SELECT * FROM {src}\n" + DEDUP["traces"] + ")")
+    + ") AS merged {only_tenant}"
+)
 
 
-def _literal(value: str) -> str:
+def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -137,11 +162,12 @@ def connect(
     lake = Path(lake)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
-    only = f"WHERE tenant_id = {_literal(tenant)}" if tenant is not None else ""
-    traces = _source(con, lake, "traces")
-    con.execute(SPANS_VIEW.format(src=_source(con, lake, "spans"), traces_src=traces, only_tenant=only))
-    and_owner = f"AND owners.owner = {_literal(tenant)}" if tenant is not None else ""
-    con.execute(FEEDBACK_VIEW.format(src=_source(con, lake, "feedback"), traces_src=traces, and_owner=and_owner))
-    con.execute(TRACES_VIEW.format(src=traces, only_tenant=only))
+    only = f"WHERE tenant_id = {sql_literal(tenant)}" if tenant is not None else ""
+    and_owner = f"AND owners.owner = {sql_literal(tenant)}" if tenant is not None else ""
+    traces = table_source(con, lake, "traces")
+    feedback = table_source(con, lake, "feedback")
+    con.execute(SPANS_VIEW.format(src=table_source(con, lake, "spans"), traces_src=traces, only_tenant=only))
+    con.execute(TRACES_VIEW.format(src=traces, feedback=feedback, only_tenant=only))
+    con.execute(FEEDBACK_VIEW.format(src=feedback, traces_src=traces, and_owner=and_owner))
     register_artifact_function(con, list(artifact_stores or [str(lake / "_artifacts")]))
     return con

@@ -17,6 +17,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
+from pipeline.config import load
 from pipeline.query import connect
 from pipeline.receiver.auth import new_token, token_digest
+from pipeline.ui import ui_server
 from tests.conftest import RunningTracelake, make_request, run_cli
 from tests.test_e2e import _Recording
 from tests.test_telemetry import _metric
+from tests.test_ui_server import _request
 from tests.tls_certs import Authority, fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,6 +88,11 @@ class Secured:
 
     def metrics(self) -> str:
         return requests.get(f"https://{self.tl.telemetry}/metrics", verify=str(self.ca.path), timeout=10).text
+
+    @property
+    def ui(self) -> str:
+        """The UI inside this `tracelake run` (`ui.enabled`)."""
+        return next(m.group(1) for line in self.tl.log_lines if (m := re.search(r"ui listening on (\S+)/$", line)))
 
 
 def _start(tmp: Path, config: str, env: dict[str, str] | None = None, *args: str) -> RunningTracelake:
@@ -138,10 +147,11 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
                  string_attribute: {{key: sample.drop, values: ["yes"], invert_match: true}}}}
         sinks:
           parquet: {{path: "{{lake}}", roll_seconds: 300ms}}
-        worker: {{processes: 1, trace_idle: 500ms, max_batch_delay: 50ms}}
+        worker: {{processes: 2, trace_idle: 500ms, max_batch_delay: 50ms}}
         telemetry:
           endpoint: 127.0.0.1:0
           tls: {{cert_file: {tmp}/telemetry.crt, key_file: {tmp}/telemetry.key}}
+        ui: {{enabled: true, endpoint: 127.0.0.1:0}}
         pipelines:
           traces: {{process: [tail_sampling], sinks: [parquet]}}
         """
@@ -468,22 +478,81 @@ def test_feedback_counts_only_with_a_token_of_the_traces_tenant(secured: Secured
     assert _metric(text, "tracelake_receiver_tenant_feedback_events_total", tenant="globex", outcome="accepted") == 2
 
 
-def test_query_and_trace_restricted_to_a_tenant(secured: Secured) -> None:
+# -- one tenant's view: query, trace, the UI ---------------------------------------------------------
+def test_query_trace_and_the_ui_restricted_to_a_tenant(secured: Secured) -> None:
     acme, _ = _sdk_send(_grpc_exporter(secured, TOKENS["acme"]), n=1)
-    globex, _ = _sdk_send(_grpc_exporter(secured, TOKENS["globex"]), n=1)
+    globex, _ = _sdk_send(_http_exporter(secured, TOKENS["globex"]), n=1)
     secured.wait_for(
         "SELECT trace_id FROM traces WHERE trace_id IN (SELECT unnest(?))", [acme + globex], lambda r: len(r) == 2
     )
-
-    cli = run_cli
-    lake = str(secured.tl.lake)
-    out = cli("query", "--lake", lake, "--tenant", "acme", "--format", "csv", "SELECT DISTINCT tenant_id FROM spans")
-    assert out.returncode == 0 and out.stdout.split() == ["tenant_id", "acme"], out.stderr
-    out = cli("query", "--lake", lake, "--tenant", "acme", "--format", "csv", "SELECT DISTINCT tenant_id FROM traces")
-    assert out.stdout.split() == ["tenant_id", "acme"]
-    assert cli("trace", "--lake", lake, "--tenant", "acme", "--json", acme[0]).returncode == 0
-    hidden = cli("trace", "--lake", lake, "--tenant", "acme", globex[0])
+    lake = ["--lake", str(secured.tl.lake), "--tenant", "acme"]
+    seen = "SELECT (SELECT list(DISTINCT tenant_id) FROM spans), (SELECT list(DISTINCT tenant_id) FROM traces)"
+    with ThreadPoolExecutor(3) as pool:  # three CLI processes side by side: their start-up dominates
+        out, shown, hidden = pool.map(
+            lambda args: run_cli(*args),
+            [
+                ("query", *lake, "--format", "csv", seen),
+                ("trace", *lake, "--json", acme[0]),
+                ("trace", *lake, globex[0]),
+            ],
+        )
+    assert out.returncode == 0 and out.stdout.splitlines()[1] == "[acme],[acme]", out.stdout + out.stderr
+    assert shown.returncode == 0 and acme[0] in shown.stdout
     assert hidden.returncode == 1 and "not found" in hidden.stderr
+
+    ui = secured.ui
+    html = _request(ui, "GET", "/traces?range=all&tenant=acme")[2]
+    assert acme[0] in html and globex[0] not in html
+    assert 'href="/dashboards?range=all&amp;tenant=acme"' in html  # the tenant goes along to the dashboards
+    status, _, board = _request(ui, "GET", "/dashboards?range=all&tenant=globex")
+    assert status == 200 and "Tenant <strong>globex</strong> only" in board
+    assert 'href="/traces?range=all&amp;tenant=globex"' in board
+
+
+# -- feedback from the UI ---------------------------------------------------------------------------
+def _rate_in_ui(ui: str, trace: str, value: str) -> tuple[int, dict[str, str], str]:
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": ui}
+    return _request(ui, "POST", f"/traces/{trace}/feedback", f"value={value}", form)
+
+
+def test_the_ui_inside_run_rates_as_the_traces_tenant(secured: Secured) -> None:
+    """The UI inside `run` hands feedback to the receiver's route itself, with the tenant of the trace it rates."""
+    globex, _ = _sdk_send(_http_exporter(secured, TOKENS["globex"]), n=1)
+    secured.wait_for("SELECT trace_id FROM traces WHERE trace_id = ?", globex, lambda r: r != [])
+    assert _rate_in_ui(secured.ui, globex[0], "down")[0] == 303
+    rows = secured.wait_for("SELECT tenant_id, source FROM feedback WHERE trace_id = ?", globex, lambda r: r != [])
+    assert rows == [("globex", "ui")]
+    secured.wait_for("SELECT feedback_min FROM traces WHERE trace_id = ?", globex, lambda r: r == [(0.0,)])
+
+
+def test_tracelake_ui_alone_sends_feedback_over_tls_with_its_token(secured: Secured, tmp_path: Path) -> None:
+    """`tracelake ui` beside a secured receiver: https with the receiver's CA, a token that may name every
+    tenant, the trace's tenant in X-Scope-OrgID; a token that may not write that tenant is refused (403)."""
+    acme, _ = _sdk_send(_http_exporter(secured, TOKENS["acme"]), n=1)
+    secured.wait_for("SELECT trace_id FROM traces WHERE trace_id = ?", acme, lambda r: r != [])
+    servers = []
+    for name, token in (("gateway", TOKENS["gateway"]), ("globex", TOKENS["globex"])):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(
+            f"ui: {{endpoint: 127.0.0.1:0, feedback_url: 'https://{secured.tl.http}/v1/feedback',"
+            f" feedback_token: '${{env:UI_TOKEN}}', feedback_ca_file: '{secured.ca.path}'}}\n"
+        )
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("UI_TOKEN", token)
+            server = ui_server(load(config), lake=secured.tl.lake)
+        server.start()
+        servers.append(server)
+    try:
+        gateway, stranger = (f"http://127.0.0.1:{s.port}" for s in servers)
+        answer = _rate_in_ui(gateway, acme[0], "up")
+        assert answer[0] == 303, answer[2][-2000:]
+        status, _, page = _rate_in_ui(stranger, acme[0], "down")
+        assert status == 502 and "403" in page and "may not write tenant" in page
+    finally:
+        for server in servers:
+            server.stop()
+    rows = secured.wait_for("SELECT tenant_id, value FROM feedback WHERE trace_id = ?", acme, lambda r: r != [])
+    assert rows == [("acme", 1.0)]
 
 
 # -- the SDK settings the README gives ---------------------------------------------------------------
@@ -520,18 +589,19 @@ def mutual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     ca = Authority(tmp)
     ca.issue("server")
     tls = f"{{cert_file: {tmp}/server.crt, key_file: {tmp}/server.key, client_ca_file: {ca.path}}}"
+    # client certificates without tokens, gRPC beyond loopback: started with --insecure, which acknowledges it
     config = f"""\
         receivers:
           otlp:
-            grpc: {{endpoint: 127.0.0.1:0, tls: {tls}}}
+            grpc: {{endpoint: 0.0.0.0:0, tls: {tls}}}
             http: {{endpoint: 127.0.0.1:0, tls: {tls}}}
-            auth: {{tokens: [{{name: acme-app, sha256: {_sha(TOKENS["acme"])}, tenant: acme}}]}}
         sinks:
           parquet: {{path: "{{lake}}", roll_seconds: 300ms}}
         worker: {{processes: 1, trace_idle: 500ms, max_batch_delay: 50ms}}
         telemetry: {{endpoint: 127.0.0.1:0}}
         """
-    tl = _start(tmp, config)
+    tl = _start(tmp, config, None, "--insecure")
+    tl.grpc = tl.grpc.replace("0.0.0.0", "127.0.0.1")  # listening on every address; the certificate names this one
     try:
         yield Secured(tl, ca, tmp)
     finally:
@@ -543,7 +613,7 @@ def test_mtls_needs_a_valid_client_certificate(mutual: Secured) -> None:
     expired = mutual.ca.issue("expired", cn="old-client", client=True, expired=True)
     other_ca = Authority(mutual.certs, name="other")
     stranger = other_ca.issue("stranger", cn="stranger", client=True)
-    acme = TOKENS["acme"]
+    acme = TOKENS["acme"]  # sent, and ignored: this receiver has no `auth`
 
     # a refused handshake is retried until the export timeout: keep it short for the ones meant to fail
     def grpc_with(cert: Any) -> GrpcExporter:
@@ -575,23 +645,22 @@ def test_mtls_needs_a_valid_client_certificate(mutual: Secured) -> None:
 
 
 # -- safe defaults -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("insecure", [False, True])
-def test_listening_beyond_loopback_unprotected_is_said_loudly(tmp_path: Path, insecure: bool) -> None:
+def test_listening_beyond_loopback_unprotected_is_said_loudly(tmp_path: Path, mutual: Secured) -> None:
     config = """\
         receivers: {otlp: {grpc: {endpoint: "0.0.0.0:0"}, http: {endpoint: "127.0.0.1:0"}}}
         sinks: {parquet: {path: "{lake}"}}
         worker: {processes: 1}
         telemetry: {endpoint: null}
         """
-    tl = _start(tmp_path, config, None, *(["--insecure"] if insecure else []))
+    tl = _start(tmp_path, config)
     assert tl.stop() == 0
     loud = re.findall(r"WARNING tracelake: !!! INSECURE !!! (.*)", tl.log)
-    if insecure:
-        assert loud == [] and "--insecure: receivers.otlp.grpc listens on 0.0.0.0:0 without TLS" in tl.log
-    else:
-        assert len(loud) == 1 and loud[0].startswith(
-            "receivers.otlp.grpc listens on 0.0.0.0:0 without TLS and without auth"
-        )
+    assert len(loud) == 1 and loud[0].startswith(
+        "receivers.otlp.grpc listens on 0.0.0.0:0 without TLS and without auth"
+    )
+    # acknowledged with --insecure (the mTLS server): said once at info, no warning
+    assert "INSECURE" not in mutual.tl.log
+    assert "INFO tracelake: --insecure: receivers.otlp.grpc listens on 0.0.0.0:0 without auth:" in mutual.tl.log
     shipped = run_cli(
         "validate",
         str(REPO / "conf" / "tracelake.yaml"),

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline import feedback
+from core import feedback
+from core.conventions import TENANT_ATTRIBUTE, normalize
 from pipeline.config import ConfigError, parse
-from pipeline.config.model import AuthConfig, ParquetSinkConfig, RateLimitsConfig, TlsConfig
-from pipeline.conventions import TENANT_ATTRIBUTE, normalize
+from pipeline.config.model import AuthConfig, RateLimitsConfig, TlsConfig
 from pipeline.feedback_scope import FeedbackScope
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.otlp.wire import decode_bodies
@@ -25,6 +25,7 @@ from pipeline.receiver.rate_limit import Charge, RateLimited, TenantRateLimiter
 from pipeline.receiver.tenants import TenantStamp
 from pipeline.receiver.tls import ServerCertificates, TlsError, TlsStats, load_material
 from pipeline.trace_summary import TraceSummarizer
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 from tests.conftest import make_request, run_cli
 from tests.tls_certs import Authority

@@ -4,7 +4,8 @@ What goes: every trace in which any span or trace summary carries the user's id 
 whole trace, not only the spans that carry the id, because child spans (retrievals, LLM calls) hold
 the user's prompts without repeating `user.id`. Its spans, held-back spans, summary rows and
 feedback go, in every partition. The ids matched are the raw id and its HMAC token as redact_pii
-computes it (`user.id` is hashed by default), so the command takes what the user knows: their id.
+computes it (`user.id` is hashed by default; `hash_key.lookup_tokens` also gives the forms lakes written by
+older versions hold), so the command takes what the user knows: their id.
 
 How: each Parquet file holding such a trace is rewritten without its rows (pyarrow, so every column
 keeps its exact type) to a temp name, fsynced and renamed over the original; a file left empty is
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import schema
+from core import schema
 from pipeline.maintenance import fsync_dir, maintenance_lock
 from sinks.artifacts.gc import lake_files, referenced_refs
 from sinks.artifacts.refs import is_ref

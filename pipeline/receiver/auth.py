@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from pipeline import metrics
+from core import metrics
 from pipeline.config.model import AuthConfig, TokenConfig
 from pipeline.receiver.watched_files import WatchedFiles
 

@@ -7,25 +7,14 @@ loopback; `--insecure` acknowledges a deliberate exception (a private network, a
 
 from __future__ import annotations
 
-import ipaddress
-
-from pipeline.config.model import OtlpReceiverConfig, split_endpoint
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost: assume it is reachable from elsewhere
+from pipeline.config.model import OtlpReceiverConfig, is_loopback
 
 
 def unprotected_receivers(otlp: OtlpReceiverConfig) -> list[str]:
     """One sentence per receiver that listens beyond loopback without TLS or without authentication."""
     out = []
     for name, block in (("grpc", otlp.grpc), ("http", otlp.http)):
-        if block is None or is_loopback(split_endpoint(block.endpoint)[0]):
+        if block is None or is_loopback(block.endpoint):
             continue
         missing = [what for what, absent in (("TLS", block.tls is None), ("auth", otlp.auth is None)) if absent]
         if not missing:

@@ -27,8 +27,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
-from pipeline import metrics
-from pipeline.conventions import TENANT_ATTRIBUTE
+from core import metrics
+from core.conventions import TENANT_ATTRIBUTE
 from pipeline.otlp.wire import RawSpansRequest
 from pipeline.receiver.auth import Caller, TenantDenied
 from pipeline.receiver.rate_limit import Charge, RateLimited, TenantRateLimiter

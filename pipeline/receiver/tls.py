@@ -28,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from pipeline import metrics
+from core import metrics
 from pipeline.config.model import TlsConfig
 from pipeline.receiver.watched_files import WatchedFiles
 

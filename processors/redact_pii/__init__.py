@@ -6,10 +6,11 @@ the `ingest` chain.
 
 from __future__ import annotations
 
-from processors.base import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorContext, ProcessorFactory
 from processors.redact_pii import engine as _engine  # noqa: F401  (offline tldextract before presidio loads)
 from processors.redact_pii.config import RedactPiiConfig
-from processors.redact_pii.processor import HashKeyMissing, PiiRedactor
+from processors.redact_pii.hash_key import HashKeyMissing
+from processors.redact_pii.processor import PiiRedactor
 
 
 def _create(config: RedactPiiConfig, context: ProcessorContext) -> PiiRedactor:

@@ -1,58 +1,53 @@
 """PiiRedactor: typed placeholders instead of PII, in every string a span carries, at column speed.
 
 The fast path, per batch (details and measurements in README.md):
-1. Every string the span carries becomes one entry of one flat table: span attributes, resource attributes,
-   event attributes, link attributes (the flattened MapArray keys/items, with the row each belongs to) and
-   `status_message` (under the key `status_message`).
+1. Every string the span carries becomes one entry of one flat table (`entries.BatchStrings`).
 2. Keys are classified once per distinct key (dictionary-encoded, cached across batches): action (redact,
    mask, hash, drop, or not scanned) and whether the key is free text for NER or names a secret.
-3. One RE2 match (`match_substring_regex`, one combined pattern, no captures: RE2 runs it as a DFA) over all
-   scanned values says which hold a candidate. A value without one is done: no Python touches it. Values that
-   are exactly an IPv4 address are replaced right there.
-4. The flagged values are looked up in a cache by content; only misses go on. One RE2 replace over the misses
-   wraps every candidate in marker characters; Python splits at the markers and validates each candidate on
-   the matched substring (Luhn, IBAN checksum, libphonenumber, …), never scanning the text itself. The
-   patterns accept a JSON escape where they need a word boundary, so `\\nsk-…` in raw JSON is still found.
-5. NER (spaCy through Presidio) reads only `ner_keys` values, at most `ner_max_chars` each, batched through
-   `nlp.pipe`, cached per text.
-6. Changed values go back with `replace_with_mask`; maps, events and links are rebuilt from their offsets;
-   typed columns copied from changed attributes are mapped with `index_in`.
-
-JSON-valued attributes stay valid JSON: on the pattern path the placeholder replaces the match in place
-(placeholders need no escaping); when a match could touch JSON syntax the result is parsed to prove it, and
-when that fails, and always for NER, the JSON is parsed, its string leaves redacted, and re-serialized.
-Object keys are never changed.
+3. `hash` values become tokens (`hash_key`); a value that already is a token stays (hash once, whatever
+   the chain).
+4. One RE2 match (one combined pattern, no captures: a DFA) over all scanned values says which hold a
+   candidate. A value without one is done: no Python touches it. Values that are exactly an IPv4 address
+   are replaced right there, on the column.
+5. The flagged values, and NER values, are looked up in a cache by content; only misses go on. One RE2
+   replace over the misses wraps every candidate in markers that also say its kind; Python validates each
+   candidate substring (Luhn, IBAN checksum, libphonenumber, …), never scanning the text itself.
+6. NER (`names.NameFinder`) reads the words around name-like tokens of `ner_keys` values only.
+7. Changed values go back with `replace_with_mask`, only the changed columns are rebuilt, and typed
+   columns copied from changed attributes are mapped with `index_in`.
 
 Raw values are never logged; `stats` counts entity types, `counters` the work done.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
-import hmac
-import json
 import logging
-import os
-import re
-import secrets
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schema import SPANS
-from processors.base import ProcessorContext
+from core.maps import MapColumn
+from core.processor import ProcessorContext
+from core.schema import SPANS
 from processors.redact_pii import engine as engine_mod
+from processors.redact_pii.allow_deny import AllowList, DenyList
 from processors.redact_pii.config import DEFAULT_HASH_KEYS, RedactPiiConfig
+from processors.redact_pii.entries import BatchStrings, set_column
+from processors.redact_pii.hash_key import TOKEN_RE, HashKeyMissing, hash_value, read_hash_key
+from processors.redact_pii.json_leaves import dump_like, inside_strings, looks_json, parse_json, string_leaves
+from processors.redact_pii.names import NameFinder
 from processors.redact_pii.recognizers import (
+    CLOSE,
     IP_ADDRESS,
-    MARKERS_RE,
     NER_ENTITIES,
+    OPEN,
     SECRET,
     SECRET_ENTITIES,
     SECRET_PATTERNS,
@@ -66,10 +61,11 @@ from processors.redact_pii.recognizers import (
     strip_named_groups,
 )
 
+__all__ = ["HashKeyMissing", "PiiRedactor"]
+
 log = logging.getLogger("tracelake.processor.redact_pii")
 
-STATUS_KEY = "status_message"
-# typed columns the normalizer copies out of the attribute maps (pipeline.conventions): kept in step with
+# typed columns the normalizer copies out of the attribute maps (core.conventions): kept in step with
 # the redacted maps by _fix_derived
 DERIVED_COLUMNS = (
     "service_name",
@@ -84,150 +80,24 @@ DERIVED_COLUMNS = (
     "prompt_version",
 )
 PII_FOUND_TYPE = SPANS.field("pii_found").type
-MIN_HASH_KEY_BYTES = 16
 
 # action codes (low 3 bits) and flags of a classified key
 KEEP, REDACT, MASK, HASH, DROP = 0, 1, 2, 3, 4
 ACTION_CODES = {"redact": REDACT, "mask": MASK, "hash": HASH, "drop": DROP}
 F_NER, F_SECRET_KEY = 8, 16
+# values this long are remembered by content when they hold no candidate (at most this many bytes of them)
+CLEAN_LONG_MIN_BYTES = 1024
+CLEAN_LONG_MAX_BYTES = 32 * 2**20
 
-_PRIORITY = {**{e: 3 for e in SECRET_ENTITIES}, **{e: 2 for e in STRUCTURED_ENTITIES}, **{e: 1 for e in NER_ENTITIES}}
-_PROSE = re.compile(r"[A-Z]")  # NER looks only at leaves with a capital letter: names are capitalised
-
-
-Result = tuple[str | None, tuple[tuple[str, int], ...]]  # (new value or None if unchanged, entity counts)
+Counts = tuple[tuple[str, int], ...]
+Result = tuple[str | None, Counts]  # (new value or None if unchanged, entity counts)
 CacheKey = tuple[int, str | bytes]  # (key class, value or its digest)
-
-
-class HashKeyMissing(RuntimeError):
-    """`hash` is configured (it is by default, for user ids) but no key could be read."""
-
-
-def read_hash_key(config: RedactPiiConfig) -> bytes:
-    """The HMAC key: from the environment variable, else from hash_key_file. No silent default: a key that
-    every install derives the same way would make the hashes reversible by anyone with a list of user ids."""
-    raw = os.environ.get(config.hash_key_env, "")
-    source = f"environment variable {config.hash_key_env}"
-    if not raw and config.hash_key_file:
-        path = Path(config.hash_key_file)
-        source = f"hash_key_file {path}"
-        try:
-            if config.create_hash_key_file and not path.exists():
-                _create_key_file(path)
-            raw = path.read_text().strip()
-        except OSError as e:
-            raise HashKeyMissing(f"redact_pii: cannot read {source}: {e.strerror}") from None
-    if not raw:
-        raise HashKeyMissing(
-            f"redact_pii: `hash` needs an HMAC key (user ids are hashed by default) and {source} is not set. "
-            f"Set it to a random secret shared by every tracelake process writing the same lake, e.g. "
-            f"`export {config.hash_key_env}=$(openssl rand -hex 32)`, or point hash_key_file at a file that holds "
-            f"it. Changing the key changes every hashed id."
-        )
-    key = raw.encode()
-    if len(key) < MIN_HASH_KEY_BYTES:
-        raise HashKeyMissing(f"redact_pii: the key from {source} is shorter than {MIN_HASH_KEY_BYTES} bytes")
-    return key
-
-
-def _create_key_file(path: Path) -> None:
-    """A fresh 256-bit key, readable by this user only; O_EXCL so two processes starting together agree."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_hex(32) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    log.warning("redact_pii: created a new hash key in %s; keep it: a new key changes every hashed id", path)
-
-
-def hash_value(key: bytes, value: str) -> str:
-    """HMAC-SHA256, hex, 128 bits: same id → same token (joinable), not reversible without the key."""
-    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
-
-
-@dataclass
-class _Entries:
-    """Every string of the batch as one flat array, with the key it is stored under and its row."""
-
-    keys: pa.Array
-    values: pa.Array
-    rows: np.ndarray
-    # (source name, start, end) ranges in the flat arrays
-    ranges: list[tuple[str, int, int]] = field(default_factory=list)
-
-
-@dataclass
-class _MapParts:
-    offsets: np.ndarray  # rebased to 0, len(maps) + 1
-    keys: pa.Array
-    items: pa.Array
-    mask: pa.Array | None
-    type: pa.DataType
-
-    @classmethod
-    def of(cls, arr: pa.MapArray) -> _MapParts:
-        offsets = arr.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
-        start, end = int(offsets[0]), int(offsets[-1])
-        return cls(
-            offsets - start,
-            arr.keys.slice(start, end - start),
-            arr.items.slice(start, end - start),
-            arr.is_null() if arr.null_count else None,
-            arr.type,
-        )
-
-    def parents(self) -> np.ndarray:
-        return np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
-
-    def rebuild(self, items: pa.Array, keep: np.ndarray | None) -> pa.MapArray:
-        keys, offsets = self.keys, self.offsets
-        if keep is not None:
-            kept = np.concatenate([[0], np.cumsum(keep)])
-            offsets = kept[offsets]
-            mask = pa.array(keep)
-            keys, items = keys.filter(mask), items.filter(mask)
-        return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), keys, items, type=self.type, mask=self.mask)
-
-
-@dataclass
-class _Nested:
-    """list<struct<…, attributes map>> (events, links) taken apart down to the attribute maps."""
-
-    list_offsets: np.ndarray
-    list_mask: pa.Array | None
-    struct: pa.StructArray
-    maps: _MapParts
-    rows: np.ndarray  # row of every map entry
-
-    @classmethod
-    def of(cls, arr: pa.ListArray) -> _Nested:
-        offsets = arr.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
-        struct = arr.flatten()  # sliced to this array's range
-        # StructArray.flatten (unlike .field) honours the struct's own offset
-        children = dict(zip([f.name for f in struct.type], struct.flatten(), strict=True))
-        maps = _MapParts.of(children["attributes"])
-        item_rows = np.repeat(np.arange(len(arr)), np.diff(offsets))
-        return cls(
-            offsets - offsets[0], arr.is_null() if arr.null_count else None, struct, maps, item_rows[maps.parents()]
-        )
-
-    def rebuild(self, items: pa.Array, keep: np.ndarray | None) -> pa.ListArray:
-        fields = list(self.struct.type)
-        children = list(self.struct.flatten())
-        children[self.struct.type.get_field_index("attributes")] = self.maps.rebuild(items, keep)
-        mask = self.struct.is_null() if self.struct.null_count else None
-        struct = pa.StructArray.from_arrays(children, fields=fields, mask=mask)
-        return pa.ListArray.from_arrays(pa.array(self.list_offsets, pa.int32()), struct, mask=self.list_mask)
 
 
 @dataclass
 class _Leaf:
     text: str
-    findings: list[Finding]
+    findings: list[Finding] = field(default_factory=list)
     holder: Any = None  # dict or list holding the leaf in the parsed JSON, None for a plain value
     slot: Any = None
 
@@ -239,11 +109,23 @@ class _Work:
     value: str
     action: int
     ner: bool
-    cache_key: CacheKey | None
     leaves: list[_Leaf]
     doc: Any = None  # parsed JSON (leaf path)
-    raw_json: bool = False  # placeholders go into the JSON text in place; verified afterwards
-    ner_jobs: list[tuple[int, str]] = field(default_factory=list)  # (leaf index, text for spaCy)
+
+
+@dataclass
+class _Found:
+    """(row, entity, count) of what the batch found, for `pii_found`."""
+
+    rows: list[int] = field(default_factory=list)
+    entities: list[str] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+
+    def add(self, row: int, counts: Counts) -> None:
+        for entity, count in counts:
+            self.rows.append(row)
+            self.entities.append(entity)
+            self.counts.append(count)
 
 
 class PiiRedactor:
@@ -253,48 +135,63 @@ class PiiRedactor:
         self.config = config = config or RedactPiiConfig()
         self.context = context or ProcessorContext(processor_id="redact_pii")
         wanted = config.wanted_entities()
-        self.stats: dict[str, int] = dict.fromkeys(sorted(wanted), 0)
-        self.counters: dict[str, int] = Counter()
+        self.deny = DenyList(dict(config.deny_list), dict(config.deny_list_regex))
+        self.allow = AllowList.of(config.allow_list, config.allow_list_regex)
+        self.stats: dict[str, int] = dict.fromkeys(sorted(wanted | self.deny.entities), 0)
+        self.counters: Counter[str] = Counter()
         self.ner_model = self._resolve_ner(wanted)
         self.pattern_entities = frozenset(wanted - set(NER_ENTITIES))
-        self.scanner = Scanner(self.pattern_entities, Validators(config.phone_regions))
+        self.scanner = Scanner(self.pattern_entities, Validators(config.phone_regions), self.deny)
+        self.priority = {
+            **{e: 3 for e in SECRET_ENTITIES},
+            **{e: 2 for e in STRUCTURED_ENTITIES},
+            **{e: 1 for e in NER_ENTITIES},
+            **{e: 4 for e in self.deny.entities},
+        }
         self.engine: engine_mod.PresidioEngine | None = None
+        self.names: NameFinder | None = None
         if self.ner_model or config.detector == "presidio":
             self.engine = engine_mod.build_engine(self.ner_model, self._secret_recognizers())
-        self.allow = {v.casefold() for v in config.allow_values}
+        if self.ner_model and self.engine is not None:
+            self.names = NameFinder(self.engine.ner_batch, self.allow, config.cache_size, self.counters)
+        self.placeholders: dict[str, str] = {}  # entity → its placeholder, formatted once
         self.actions = self._action_globs()
         self.hash_key = read_hash_key(config) if any(a == "hash" for _g, a in self.actions) else b""
         self._key_codes: dict[str, int] = {}
-        self._cache: OrderedDict[CacheKey, tuple[str | None, tuple[tuple[str, int], ...]]] = OrderedDict()
+        self._cache: OrderedDict[CacheKey, Result] = OrderedDict()
         self._hash_cache: OrderedDict[str, str] = OrderedDict()
-        self._ner_cache: OrderedDict[bytes, tuple[tuple[int, int, str], ...]] = OrderedDict()
+        self._clean_long: OrderedDict[str, None] = OrderedDict()  # long values without any candidate
+        self._clean_long_bytes = 0
         self._entry_codes = np.zeros(0, np.int8)
+        # spaCy, Presidio and libphonenumber's metadata are ~10^5 objects that live as long as the process. A
+        # full collection walks every one of them: on prompt-heavy traffic one fired per batch and cost as much
+        # as the redaction itself (0.2 s). Frozen, the collector never looks at them again.
+        gc.freeze()
 
     def reset_caches(self) -> None:
         """Forget every cached result (benchmarks; a changed allow-list needs a new processor anyway)."""
         self._cache.clear()
-        self._ner_cache.clear()
         self._hash_cache.clear()
+        self._clean_long.clear()
+        self._clean_long_bytes = 0
+        if self.names is not None:
+            self.names.clear()
 
     def analyze_value(self, key: str, value: str) -> list[tuple[str, str]]:
         """(entity, text) that process() finds in one value stored under `key`: for the corpus score and for
-        debugging a miss. Never call it on the hot path (one RE2 compile per call)."""
+        debugging a miss. Never call it on the hot path."""
         code = self.key_code(key)
         if code & 7 not in (REDACT, MASK) or not value:
             return []
         if code & F_SECRET_KEY:
             _new, counts = self._secret_value(value, code & 7)
             return [(SECRET, value)] if counts else []
-        arr = pa.array([value], pa.string())
-        flagged = bool(self.scanner.match_column(arr)[0])
-        clash = bool(pc.match_substring_regex(arr, MARKERS_RE)[0].as_py())
-        marked = self.scanner.mark_column(arr)[0].as_py() if flagged and not clash else None
-        work = self._prepare(value, marked, flagged, code & 7, bool(code & F_NER), None)
-        self._run_ner([work] if work.ner_jobs else [])
+        flagged = bool(self.scanner.match_column(pa.array([value], pa.string()))[0])
+        work = self._prepare([value], [flagged], [code])[0]
         out = []
         for leaf in work.leaves:
-            kept = [f for f in leaf.findings if leaf.text[f.start : f.end].casefold() not in self.allow]
-            out.extend((f.entity, leaf.text[f.start : f.end]) for f in resolve(kept, _PRIORITY))
+            kept = [f for f in leaf.findings if not self.allow.allows(leaf.text[f.start : f.end])]
+            out.extend((f.entity, leaf.text[f.start : f.end]) for f in resolve(kept, self.priority))
         return out
 
     # -- build ----------------------------------------------------------------------------------------
@@ -360,142 +257,29 @@ class PiiRedactor:
     def process(self, batch: pa.Table) -> pa.Table:
         if batch.num_rows == 0:
             return batch
-        n = batch.num_rows
-        attrs = _MapParts.of(batch.column("attributes").combine_chunks())
-        resource = _MapParts.of(batch.column("resource_attributes").combine_chunks())
-        events = _Nested.of(batch.column("events").combine_chunks())
-        links = _Nested.of(batch.column("links").combine_chunks())
-        status = batch.column("status_message").combine_chunks()
-        status = status.cast(pa.string()) if status.type != pa.string() else status
-        status_keys = pa.array([STATUS_KEY] * n, pa.string())
-
-        parts = [
-            ("attributes", attrs.keys, attrs.items, attrs.parents()),
-            ("resource_attributes", resource.keys, resource.items, resource.parents()),
-            ("events", events.maps.keys, events.maps.items, events.rows),
-            ("links", links.maps.keys, links.maps.items, links.rows),
-            ("status_message", status_keys, status, np.arange(n)),
-        ]
-        ranges, pos = [], 0
-        for name, keys, _v, _r in parts:
-            ranges.append((name, pos, pos + len(keys)))
-            pos += len(keys)
-        entries = _Entries(
-            pa.concat_arrays([p[1] for p in parts]),
-            pa.concat_arrays([p[2] for p in parts]),
-            np.concatenate([p[3] for p in parts]),
-            ranges,
-        )
-        new_values, keep, row_counts, changed_idx = self._redact_entries(entries, n)
-        self.counters["spans"] += n
-        self.counters["batches"] += 1
-        if new_values is None and keep is None and not row_counts:
-            return self._with_pii_found(batch, row_counts)
-
-        def piece(name: str) -> tuple[pa.Array, np.ndarray | None]:
-            _name, start, end = next(r for r in ranges if r[0] == name)
-            values = (new_values if new_values is not None else entries.values).slice(start, end - start)
-            return values, (keep[start:end] if keep is not None and not keep[start:end].all() else None)
-
-        def touched(name: str) -> bool:
-            _name, start, end = next(r for r in ranges if r[0] == name)
-            hit = bool(((changed_idx >= start) & (changed_idx < end)).any())
-            return hit or (keep is not None and not keep[start:end].all())
-
-        out = batch
-        changed_maps = False
-        for name, parts_ in (("attributes", attrs), ("resource_attributes", resource)):
-            if touched(name):
-                values, kept = piece(name)
-                out = _set(out, name, parts_.rebuild(values, kept))
-                changed_maps = True
-        for name, nested in (("events", events), ("links", links)):
-            if touched(name):
-                values, kept = piece(name)
-                out = _set(out, name, nested.rebuild(values, kept))
-        if touched("status_message"):
-            values, kept = piece("status_message")
-            if kept is not None:
-                values = pc.if_else(pa.array(kept), values, pa.scalar(None, pa.string()))
-            out = _set(out, "status_message", values)
-        out = self._with_pii_found(out, row_counts)
-        if changed_maps:
-            out = self._fix_derived(out, entries, new_values, keep, changed_idx)
-        return out
-
-    def _fix_derived(
-        self,
-        batch: pa.Table,
-        entries: _Entries,
-        new_values: pa.Array | None,
-        keep: np.ndarray | None,
-        changed_idx: np.ndarray,
-    ) -> pa.Table:
-        """Typed columns (user_id, session_id, request_model, …) are copies of attribute values made by the
-        normalizer. Re-running it costs as much as the whole redaction, so the copies are mapped instead: a
-        typed value equal to an attribute value that changed takes the new value (the hash for user_id), one
-        equal to a dropped value becomes null. Same result as normalizing the redacted maps, at `index_in` cost."""
-        _n, _s, end = next(r for r in entries.ranges if r[0] == "resource_attributes")
-        idx = changed_idx[changed_idx < end]
-        if new_values is None:
-            idx = idx[:0]
-        # index_in takes the first equal value: hashed ids first (user_id must be the joinable token, not a
-        # redacted copy of the same text), then other changes, then dropped values (→ null)
-        is_hash = (self._entry_codes[idx] & 7) == HASH
-        order = np.concatenate([idx[is_hash], idx[~is_hash]])
-        olds = [entries.values.take(pa.array(order))]
-        news = [new_values.take(pa.array(order))] if new_values is not None else []
-        if keep is not None:
-            dropped = entries.values.slice(0, end).filter(pa.array(~keep[:end]))
-            olds.append(dropped)
-            news.append(pa.nulls(len(dropped), pa.string()))
-        value_set = pa.concat_arrays(olds)
-        if not len(value_set):
-            return batch
-        replacements = pa.concat_arrays(news)
-        for name in DERIVED_COLUMNS:
-            if name not in batch.column_names:
-                continue
-            col = batch.column(name).combine_chunks()
-            if col.type != pa.string() or col.null_count == len(col):
-                continue
-            pos = pc.index_in(col, value_set=value_set)
-            if pos.null_count == len(pos):
-                continue
-            batch = _set(batch, name, pc.if_else(pc.is_valid(pos), replacements.take(pos), col))
-        return batch
-
-    def _redact_entries(
-        self, entries: _Entries, n_rows: int
-    ) -> tuple[pa.Array | None, np.ndarray | None, dict[int, Counter[str]], np.ndarray]:
-        keys, values = entries.keys, entries.values
+        strings = BatchStrings.of(batch)
+        keys, values = strings.keys, strings.values
         encoded = keys.dictionary_encode()
-        dictionary = encoded.dictionary.to_pylist()
-        dict_codes = np.array([self.key_code(k) for k in dictionary], dtype=np.int8)
-        codes = dict_codes[encoded.indices.to_numpy(zero_copy_only=False)] if len(dictionary) else np.zeros(0, np.int8)
+        dict_codes = np.array([self.key_code(k) for k in encoded.dictionary.to_pylist()], dtype=np.int8)
+        codes = dict_codes[encoded.indices.to_numpy(zero_copy_only=False)] if len(dict_codes) else np.zeros(0, np.int8)
         self._entry_codes = codes
         action = codes & 7
         valid = values.is_valid().to_numpy(zero_copy_only=False) if values.null_count else np.ones(len(values), bool)
         self.counters["values"] += len(values)
+        self.counters["spans"] += batch.num_rows
+        self.counters["batches"] += 1
 
         changed: dict[int, str] = {}
-        row_counts: dict[int, Counter[str]] = {}
+        found = _Found()
         keep: np.ndarray | None = None
         drop = action == DROP
         if drop.any():
             keep = ~drop
             self.counters["dropped"] += int(drop.sum())
-
-        hash_idx = np.flatnonzero((action == HASH) & valid)
-        if len(hash_idx):
-            for i, v in zip(hash_idx.tolist(), values.take(pa.array(hash_idx)).to_pylist(), strict=True):
-                if v:
-                    changed[i] = self._hash(v)
-            self.counters["hashed"] += len(hash_idx)
-
+        self._hash_entries(np.flatnonzero((action == HASH) & valid), values, changed)
         scan = ((action == REDACT) | (action == MASK)) & valid
         if scan.any():
-            self._scan(scan, codes, values, entries.rows, changed, row_counts)
+            self._scan(scan, codes, values, strings.rows, changed, found)
 
         new_values = None
         idx = np.fromiter(sorted(changed), dtype=np.int64, count=len(changed))
@@ -503,7 +287,73 @@ class PiiRedactor:
             mask = np.zeros(len(values), bool)
             mask[idx] = True
             new_values = pc.replace_with_mask(values, pa.array(mask), pa.array([changed[i] for i in idx.tolist()]))
-        return new_values, keep, row_counts, idx
+        out, maps_changed = strings.rebuild(batch, new_values, keep, idx)
+        out = self._with_pii_found(out, found)
+        if maps_changed:
+            end = strings.bounds["resource_attributes"][1]
+            out = self._fix_derived(out, values, new_values, keep, idx[idx < end], end)
+        return out
+
+    def _hash_entries(self, idx: np.ndarray, values: pa.Array, changed: dict[int, str]) -> None:
+        """`hash` values become tokens; values that already are tokens (an earlier redact_pii, e.g. in the
+        receiver's ingest chain) stay as they are."""
+        if not len(idx):
+            return
+        sub = values.take(pa.array(idx))
+        fresh = ~pc.match_substring_regex(sub, TOKEN_RE).fill_null(True).to_numpy(zero_copy_only=False)
+        todo = idx[fresh]
+        for i, v in zip(todo.tolist(), sub.filter(pa.array(fresh)).to_pylist(), strict=True):
+            if v:
+                changed[i] = self._hash(v)
+        self.counters["hashed"] += len(todo)
+
+    def _fix_derived(
+        self,
+        batch: pa.Table,
+        values: pa.Array,
+        new_values: pa.Array | None,
+        keep: np.ndarray | None,
+        idx: np.ndarray,
+        end: int,
+    ) -> pa.Table:
+        """Typed columns (user_id, session_id, request_model, …) are copies of attribute values made by the
+        normalizer. Re-running it costs as much as the whole redaction, so the copies are mapped instead: a
+        typed value equal to an attribute value that changed takes the new value (the hash for user_id), one
+        equal to a dropped value becomes null. Same result as normalizing the redacted maps, at `index_in` cost.
+        `idx`: changed entries of the span and resource attribute maps (the first `end` entries)."""
+        if new_values is None:
+            idx = idx[:0]
+        # index_in takes the first equal value: hashed ids first (user_id must be the joinable token, not a
+        # redacted copy of the same text), then other changes, then dropped values (→ null)
+        is_hash = (self._entry_codes[idx] & 7) == HASH
+        order = np.concatenate([idx[is_hash], idx[~is_hash]])
+        olds = [values.take(pa.array(order))]
+        news = [new_values.take(pa.array(order))] if new_values is not None else []
+        if keep is not None:
+            dropped = values.slice(0, end).filter(pa.array(~keep[:end]))
+            olds.append(dropped)
+            news.append(pa.nulls(len(dropped), pa.string()))
+        value_set = pa.concat_arrays(olds)
+        if not len(value_set):
+            return batch
+        replacements = pa.concat_arrays(news)
+        lengths = pc.binary_length(value_set)
+        for name in DERIVED_COLUMNS:
+            if name not in batch.column_names:
+                continue
+            col = batch.column(name).combine_chunks()
+            if col.type != pa.string() or col.null_count == len(col):
+                continue
+            # typed columns hold ids and model names: changed prompts longer than any of them cannot match
+            short = pc.less_equal(lengths, pc.max(pc.binary_length(col)))
+            pos = pc.index_in(col, value_set=value_set.filter(short))
+            if pos.null_count == len(pos):
+                continue
+            pos = pc.take(pc.indices_nonzero(short), pos)
+            if pos.null_count == len(pos):
+                continue
+            batch = set_column(batch, name, pc.if_else(pc.is_valid(pos), replacements.take(pos), col))
+        return batch
 
     def _scan(
         self,
@@ -512,54 +362,72 @@ class PiiRedactor:
         values: pa.Array,
         rows: np.ndarray,
         changed: dict[int, str],
-        row_counts: dict[int, Counter[str]],
+        found: _Found,
     ) -> None:
         """`scan`: which entries are scanned. One RE2 match (a DFA, no captures) over the whole column says
         which values hold any candidate; only those, and NER/secret-named ones, are looked at in Python."""
         self.counters["scanned"] += int(scan.sum())
-        flagged = self.scanner.match_column(values) & scan
+        flagged = self._flag(values, scan)
         special = scan & ((codes & (F_NER | F_SECRET_KEY)) != 0)
-        work = np.flatnonzero(flagged | special)
         self.counters["flagged"] += int(flagged.sum())
         if IP_ADDRESS in self.pattern_entities:
-            done = self._whole_ips(flagged & ~special & ((codes & 7) == REDACT), values, rows, changed, row_counts)
+            done = self._whole_ips(flagged & ~special & ((codes & 7) == REDACT), values, rows, changed, found)
             flagged[done] = False
-            work = np.flatnonzero(flagged | special)
+        work = np.flatnonzero(flagged | special)
         if not len(work):
             return
-        work_values = values.take(pa.array(work))
-        originals = work_values.to_pylist()
-
-        results: list[Result | None] = []
-        misses: list[int] = []  # positions in `work` that need the capturing pass / NER
-        keys: list[CacheKey | None] = []
+        originals = values.take(pa.array(work)).to_pylist()
+        work_codes = codes[work].tolist()
+        results: list[Result | None] = [None] * len(work)
+        misses: list[int] = []  # positions in `work` to compute
+        cache_keys: list[CacheKey | None] = [None] * len(work)
         first: dict[CacheKey, int] = {}  # cache key → position of its first miss in this batch
         repeats: list[tuple[int, int]] = []
-        for j, entry in enumerate(work.tolist()):
-            code = int(codes[entry])
+        cache, use_cache = self._cache, self.config.cache_size > 0
+        for j, code in enumerate(work_codes):
             value = originals[j]
-            key = None
-            hit: Result | None = None
             if code & F_SECRET_KEY:
-                hit = self._secret_value(value, code & 7)
-            elif self.config.cache_size:
-                key = self._cache_key(value, code)
-                hit = self._cache.get(key)
-                if hit is not None:
-                    self._cache.move_to_end(key)
-                    self.counters["cache_hits"] += 1
-                elif key in first:
-                    repeats.append((j, first[key]))
-                    self.counters["cache_hits"] += 1
-                else:
-                    first[key] = j
-                    misses.append(j)
-            else:
+                results[j] = self._secret_value(value, code & 7)
+                continue
+            if not use_cache:
                 misses.append(j)
-            results.append(hit)
-            keys.append(key)
+                continue
+            key = (
+                (code, value) if len(value) <= 256 else (code, hashlib.blake2b(value.encode(), digest_size=16).digest())
+            )
+            hit = cache.get(key)
+            if hit is not None:
+                cache.move_to_end(key)
+                results[j] = hit
+                self.counters["cache_hits"] += 1
+            elif key in first:
+                repeats.append((j, first[key]))
+                self.counters["cache_hits"] += 1
+            else:
+                first[key] = j
+                cache_keys[j] = key
+                misses.append(j)
         if misses:
-            self._redact_misses(misses, work, flagged, codes, originals, work_values, keys, results)
+            # plain values (no NER, the re2 detector): findings and the new value straight from the marked text
+            re2 = self.config.detector == "re2"
+            plain = [j for j in misses if re2 and not work_codes[j] & F_NER]
+            other = [j for j in misses if not (re2 and not work_codes[j] & F_NER)]
+            if plain:
+                texts = [originals[j] for j in plain]
+                for j, result in zip(
+                    plain, self._plain_results(texts, [work_codes[j] & 7 for j in plain]), strict=True
+                ):
+                    results[j] = result
+            if other:
+                works = self._prepare(
+                    [originals[j] for j in other], flagged[work[other]].tolist(), [work_codes[j] for j in other]
+                )
+                for j, w in zip(other, works, strict=True):
+                    results[j] = self._finish(w)
+            for j in misses:
+                key = cache_keys[j]
+                if key is not None:
+                    self._remember(key, results[j])  # type: ignore[arg-type]
         for j, k in repeats:
             results[j] = results[k]
 
@@ -569,86 +437,179 @@ class PiiRedactor:
             if new_value is not None:
                 changed[entry] = new_value
             if counts:
-                bucket = row_counts.setdefault(int(rows[entry]), Counter())
+                found.add(int(rows[entry]), counts)
                 for entity, count in counts:
-                    bucket[entity] += count
                     self.stats[entity] = self.stats.get(entity, 0) + count
 
+    def _flag(self, values: pa.Array, scan: np.ndarray) -> np.ndarray:
+        """Which scanned values hold an RE2 candidate. Long values seen before without one (system prompts,
+        retrieved documents, tool schemas: a third of the bytes of prompt-heavy traffic), and repeats of a long
+        value within the batch, skip the RE2 pass: one dict lookup each, exact (the value is the key)."""
+        lengths = pc.binary_length(values).to_numpy(zero_copy_only=False)
+        long_idx = np.flatnonzero(scan & (lengths >= CLEAN_LONG_MIN_BYTES))
+        check = scan
+        first: dict[str, int] = {}  # long value → its first entry in this batch
+        repeats: list[tuple[int, int]] = []
+        if len(long_idx) and self.config.cache_size:
+            check = scan.copy()
+            known = self._clean_long
+            for i, v in zip(long_idx.tolist(), values.take(pa.array(long_idx)).to_pylist(), strict=True):
+                if v in known:
+                    check[i] = False
+                    known.move_to_end(v)
+                    self.counters["known_clean"] += 1
+                elif v in first:
+                    check[i] = False
+                    repeats.append((i, first[v]))
+                else:
+                    first[v] = i
+        flagged = np.zeros(len(values), bool)
+        picked = np.flatnonzero(check)
+        if len(picked):
+            subset = values if len(picked) == len(values) else values.filter(pa.array(check))
+            flagged[picked] = self.scanner.match_column(subset)
+        for i, j in repeats:
+            flagged[i] = flagged[j]
+        for v, i in first.items():
+            if not flagged[i]:
+                self._clean_long[v] = None
+                self._clean_long_bytes += len(v)
+        while self._clean_long_bytes > CLEAN_LONG_MAX_BYTES or len(self._clean_long) > self.config.cache_size:
+            old, _ = self._clean_long.popitem(last=False)
+            self._clean_long_bytes -= len(old)
+        return flagged
+
     def _whole_ips(
-        self,
-        candidates: np.ndarray,
-        values: pa.Array,
-        rows: np.ndarray,
-        changed: dict[int, str],
-        row_counts: dict[int, Counter[str]],
+        self, candidates: np.ndarray, values: pa.Array, rows: np.ndarray, changed: dict[int, str], found: _Found
     ) -> np.ndarray:
         """Values that are one IPv4 address and nothing else (client.address, net.peer.ip on every server
-        span) are replaced without the per-value Python path. Returns the entries it handled."""
+        span) are replaced on the column, without the per-value path. Returns the entries it handled."""
         idx = np.flatnonzero(candidates)
         if not len(idx):
             return idx
         sub = values.take(pa.array(idx))
         whole = pc.match_substring_regex(sub, WHOLE_IPV4).to_numpy(zero_copy_only=False)
-        if not whole.any():
-            return idx[:0]
-        placeholder = self.config.placeholder.format(entity=IP_ADDRESS)
         hits = idx[whole]
-        n = 0
-        for entry, text in zip(hits.tolist(), sub.filter(pa.array(whole)).to_pylist(), strict=True):
-            if text.casefold() in self.allow:
-                continue
+        replace = np.ones(len(hits), bool)
+        if self.allow and len(hits):
+            texts = sub.filter(pa.array(whole)).to_pylist()
+            replace = np.array([not self.allow.allows(t.strip()) for t in texts], bool)
+        placeholder = self.config.placeholder.format(entity=IP_ADDRESS)
+        for entry in hits[replace].tolist():
             changed[entry] = placeholder
-            row_counts.setdefault(int(rows[entry]), Counter())[IP_ADDRESS] += 1
-            n += 1
+        n = int(replace.sum())
+        found.rows.extend(rows[hits[replace]].tolist())
+        found.entities.extend([IP_ADDRESS] * n)
+        found.counts.extend([1] * n)
         self.stats[IP_ADDRESS] = self.stats.get(IP_ADDRESS, 0) + n
         self.counters["whole_value_ips"] += n
         return hits
 
-    def _redact_misses(
-        self,
-        misses: list[int],
-        work: np.ndarray,
-        flagged: np.ndarray,
-        codes: np.ndarray,
-        originals: list[str],
-        work_values: pa.Array,
-        keys: list[CacheKey | None],
-        results: list[Result | None],
-    ) -> None:
-        """Values not in the cache: the marking RE2 pass on the flagged ones, NER on the NER ones."""
-        entries = work[misses]
-        is_flagged = flagged[entries]
-        marked: list[str | None] = [None] * len(misses)
-        if is_flagged.any():
-            pick = np.flatnonzero(is_flagged)
-            sub = work_values.take(pa.array(np.asarray(misses)[pick]))
-            # a value that already holds a marker character cannot be split at markers: Python scans it
-            clash = pc.match_substring_regex(sub, MARKERS_RE).to_numpy(zero_copy_only=False)
-            for k, m in zip(pick.tolist(), self.scanner.mark_column(sub).to_pylist(), strict=True):
-                marked[k] = m
-            for k in pick[clash].tolist():
-                marked[k] = None
-        works: list[tuple[int, _Work]] = []
-        for k, j in enumerate(misses):
-            code = int(codes[entries[k]])
-            item = self._prepare(originals[j], marked[k], bool(is_flagged[k]), code & 7, bool(code & F_NER), keys[j])
-            works.append((j, item))
-        self._run_ner([w for _j, w in works if w.ner_jobs])
-        for j, w in works:
-            result = self._finish(w)
-            if w.cache_key is not None:
-                self._remember(w.cache_key, result)
-            results[j] = result
+    # -- values that need Python ----------------------------------------------------------------------
+    def _prepare(self, values: list[str], flagged: list[bool], codes: list[int]) -> list[_Work]:
+        """Findings for every value: patterns from one RE2 marking pass over all texts that have a candidate,
+        NER from one NameFinder pass over all NER texts. A text is a plain value, or, for NER values and the
+        presidio detector, a string leaf of the parsed JSON."""
+        presidio = self.config.detector == "presidio"
+        works: list[_Work] = []
+        texts: list[_Leaf] = []  # leaves that may hold a pattern
+        known: list[bool] = []  # ... already known to hold an RE2 candidate
+        for value, is_flagged, code in zip(values, flagged, codes, strict=True):
+            ner = bool(code & F_NER)
+            work = _Work(value, code & 7, ner, [])
+            doc = parse_json(value) if (ner or presidio) and looks_json(value) else None
+            if doc is not None:
+                work.doc = doc
+                for holder, slot, parent_key, text in string_leaves(doc):
+                    leaf = _Leaf(text, [], holder, slot)
+                    work.leaves.append(leaf)
+                    if parent_key is not None and SECRET in self.pattern_entities and is_secret_key(parent_key):
+                        leaf.findings = [] if _is_placeholder(text) else [Finding(0, len(text), SECRET)]
+                    elif is_flagged:
+                        texts.append(leaf)
+                        known.append(False)
+            else:
+                leaf = _Leaf(value)
+                work.leaves.append(leaf)
+                if is_flagged:
+                    texts.append(leaf)
+                    known.append(True)
+            works.append(work)
+        if presidio:
+            for leaf in texts:
+                leaf.findings = self._presidio(leaf.text)
+        else:
+            self._pattern_findings(texts, known)
+        if self.names is not None and any(w.ner for w in works):
+            self._ner_findings(works)
+        return works
 
-    # -- one value --------------------------------------------------------------------------------------
-    def _cache_key(self, value: str, code: int) -> CacheKey:
-        """Short values are their own key (str hashes are cached by Python); long ones a 128-bit digest, so that
-        the cache does not hold megabytes of prompts."""
-        if len(value) <= 256:
-            return (code, value)
-        return (code, hashlib.blake2b(value.encode(), digest_size=16).digest())
+    def _plain_results(self, texts: list[str], actions: list[int]) -> list[Result]:
+        """Flagged values without NER: one RE2 marking pass, then each value rewritten from its findings."""
+        marked = self.scanner.mark_column(pa.array(texts, pa.string())).to_pylist()
+        parse, scan_text = self.scanner.parse_marked, self.scanner.scan_text
+        out: list[Result] = []
+        for text, m, action in zip(texts, marked, actions, strict=True):
+            # a text that already holds a marker character cannot be split at markers: Python scans it
+            findings = scan_text(text) if OPEN in text or CLOSE in text else parse(text, m)
+            out.append(self._rewrite(text, findings, action) if findings else (None, ()))
+        return out
 
-    def _remember(self, key: CacheKey, result: tuple[str | None, tuple[tuple[str, int], ...]]) -> None:
+    def _pattern_findings(self, leaves: list[_Leaf], known: list[bool]) -> None:
+        """RE2 finds the candidates of all texts in one marking pass; Python validates them."""
+        if not leaves:
+            return
+        arr = pa.array([leaf.text for leaf in leaves], pa.string())
+        flagged = np.array(known, bool)
+        if not flagged.all():
+            flagged |= self.scanner.match_column(arr)
+        pick = np.flatnonzero(flagged)
+        sub = arr if len(pick) == len(arr) else arr.take(pa.array(pick))
+        marked = self.scanner.mark_column(sub).to_pylist()
+        for k, m in zip(pick.tolist(), marked, strict=True):
+            leaf = leaves[k]
+            # a text that already holds a marker character cannot be split at markers: Python scans it
+            if OPEN in leaf.text or CLOSE in leaf.text:
+                leaf.findings.extend(self.scanner.scan_text(leaf.text))
+            else:
+                leaf.findings.extend(self.scanner.parse_marked(leaf.text, m))
+
+    def _ner_findings(self, works: list[_Work]) -> None:
+        """NameFinder over the NER values' leaves, at most ner_max_chars per value."""
+        assert self.names is not None
+        picked: list[tuple[_Leaf, int]] = []
+        for work in works:
+            if not work.ner:
+                continue
+            budget = self.config.ner_max_chars
+            for leaf in work.leaves:
+                if budget <= 0:
+                    break
+                if len(leaf.text) < 3:
+                    continue
+                limit = min(len(leaf.text), budget)
+                picked.append((leaf, limit))
+                budget -= limit
+        entities = self.names.find([leaf.text[:limit] for leaf, limit in picked])
+        for (leaf, _limit), spans in zip(picked, entities, strict=True):
+            leaf.findings.extend(Finding(s, e, entity) for s, e, entity in spans)
+
+    def _presidio(self, text: str) -> list[Finding]:
+        """`detector: presidio`: Presidio's recognizers decide (secrets still come from our patterns)."""
+        assert self.engine is not None
+        structured = sorted(self.pattern_entities & set(STRUCTURED_ENTITIES))
+        kwargs: dict[str, Any] = {}
+        if self.deny:
+            structured += sorted(self.deny.entities)
+            kwargs["ad_hoc_recognizers"] = self.deny.presidio_recognizers()
+        out = [
+            Finding(s, e, t)
+            for s, e, t, _score in self.engine.analyze(text, structured, self.config.min_score, **kwargs)
+        ]
+        secrets = [f for f in self.scanner.scan_text(text) if f.entity in SECRET_ENTITIES]
+        return out + secrets
+
+    def _remember(self, key: CacheKey, result: Result) -> None:
         self._cache[key] = result
         self.counters["cache_misses"] += 1
         if len(self._cache) > self.config.cache_size:
@@ -662,138 +623,62 @@ class PiiRedactor:
                 self._hash_cache.popitem(last=False)
         return hit
 
-    def _secret_value(self, value: str, action: int) -> tuple[str | None, tuple[tuple[str, int], ...]]:
+    def _secret_value(self, value: str, action: int) -> Result:
         """The whole value of a key named like a secret (`password`, `x-api-key`, `db.password`)."""
-        if not value or value.casefold() in self.allow or _is_placeholder(value):
+        if not value or self.allow.allows(value) or _is_placeholder(value):
             return None, ()
         return self._replacement(value, SECRET, action), ((SECRET, 1),)
 
-    def _prepare(
-        self,
-        value: str,
-        marked: str | None,
-        flagged: bool,
-        action: int,
-        ner: bool,
-        cache_key: CacheKey | None,
-    ) -> _Work:
-        """Pattern findings now; NER text gathered for one batched spaCy run; replacement in _finish."""
-        work = _Work(value, action, ner, cache_key, [])
-        presidio = self.config.detector == "presidio"
-        doc = _parse_json(value) if (ner or presidio) and _looks_json(value) else None
-        if doc is not None:
-            # leaf path: NER must read decoded text; the placeholders are put into the leaves
-            work.doc = doc
-            for holder, slot, parent_key, text in _string_leaves(doc):
-                if parent_key is not None and SECRET in self.pattern_entities and is_secret_key(parent_key):
-                    findings = [] if _is_placeholder(text) else [Finding(0, len(text), SECRET)]
-                else:
-                    findings = self._detect(text, None) if flagged else []
-                work.leaves.append(_Leaf(text, findings, holder, slot))
-        else:
-            work.raw_json = _looks_json(value)
-            findings = self._detect(value, marked) if flagged else []
-            work.leaves.append(_Leaf(value, findings))
-        if ner:
-            self._ner_jobs(work)
-        return work
+    def _rewrite(self, value: str, findings: list[Finding], action: int) -> Result:
+        """A plain value with its findings replaced. When a match may touch JSON syntax (a number, a quote, an
+        escape) the result must still parse, else the value is redone on its decoded leaves."""
+        counts: dict[str, int] = {}
+        new = self._apply(value, findings, action, counts)
+        if not counts:
+            return None, ()
+        if (
+            looks_json(value)
+            and not inside_strings(value, findings)
+            and parse_json(value) is not None
+            and parse_json(new) is None
+        ):
+            return self._finish_leaves(_Work(value, action, False, []))
+        return new, tuple(sorted(counts.items()))
 
-    def _detect(self, text: str, marked: str | None) -> list[Finding]:
-        if self.config.detector == "presidio":
-            return self._presidio(text)
-        if marked is not None:
-            return self.scanner.parse_marked(text, marked)
-        return self.scanner.scan_text(text)
-
-    def _presidio(self, text: str) -> list[Finding]:
-        """`detector: presidio`: Presidio's recognizers decide (secrets still come from our patterns)."""
-        assert self.engine is not None
-        structured = sorted(self.pattern_entities & set(STRUCTURED_ENTITIES))
-        out = [Finding(s, e, t) for s, e, t, _score in self.engine.analyze(text, structured, self.config.min_score)]
-        secrets = [f for f in self.scanner.scan_text(text) if f.entity in SECRET_ENTITIES]
-        return out + secrets
-
-    def _ner_jobs(self, work: _Work) -> None:
-        """The leaves NER reads: prose-like ones, within ner_max_chars for the whole value."""
-        budget = self.config.ner_max_chars
-        for i, leaf in enumerate(work.leaves):
-            if budget <= 0:
-                break
-            if len(leaf.text) < 3 or not _PROSE.search(leaf.text):
-                continue
-            text = leaf.text[:budget]
-            work.ner_jobs.append((i, text))
-            budget -= len(text)
-
-    def _run_ner(self, works: list[_Work]) -> None:
-        """One spaCy pass (nlp.pipe) over the distinct uncached texts of the batch. Cached per leaf text:
-        chat histories resend earlier messages on every call, and those are NER'd once."""
-        if not works or self.engine is None:
-            return
-        todo: dict[bytes, str] = {}
-        for work in works:
-            for _i, text in work.ner_jobs:
-                key = _digest(text)
-                if key not in self._ner_cache and key not in todo:
-                    todo[key] = text
-        self.counters["ner_texts"] += len(todo)
-        self.counters["ner_chars"] += sum(len(t) for t in todo.values())
-        if todo:
-            results = self.engine.analyze_ner(list(todo.values()), self.config.min_score)
-            for key, spans in zip(todo, results, strict=True):
-                self._ner_cache[key] = tuple(spans)
-        for work in works:
-            for i, text in work.ner_jobs:
-                key = _digest(text)
-                spans = self._ner_cache.get(key, ())
-                self._ner_cache.move_to_end(key)
-                work.leaves[i].findings.extend(Finding(s, e, entity) for s, e, entity in spans)
-        while len(self._ner_cache) > max(self.config.cache_size, len(todo)):
-            self._ner_cache.popitem(last=False)
-
-    def _finish(self, work: _Work) -> tuple[str | None, tuple[tuple[str, int], ...]]:
-        counts: Counter[str] = Counter()
+    def _finish(self, work: _Work) -> Result:
+        if work.doc is None:
+            return self._rewrite(work.value, work.leaves[0].findings, work.action)
+        counts: dict[str, int] = {}
         new_texts = [self._apply(leaf.text, leaf.findings, work.action, counts) for leaf in work.leaves]
         if not counts:
             return None, ()
-        if work.doc is None:
-            new = new_texts[0]
-            # a match that may touch JSON syntax (a number, a quote, an escape): prove the result still parses,
-            # else redo the value on its decoded leaves
-            if (
-                work.raw_json
-                and not _inside_strings(work.value, work.leaves[0].findings)
-                and _parse_json(work.value) is not None
-                and _parse_json(new) is None
-            ):
-                return self._finish_leaves(work)
-            return new, tuple(sorted(counts.items()))
         for leaf, text in zip(work.leaves, new_texts, strict=True):
             if text != leaf.text:
                 leaf.holder[leaf.slot] = text  # a redacted number leaf becomes a string
-        return _dump_like(work.doc, work.value), tuple(sorted(counts.items()))
+        return dump_like(work.doc, work.value), tuple(sorted(counts.items()))
 
-    def _finish_leaves(self, work: _Work) -> tuple[str | None, tuple[tuple[str, int], ...]]:
+    def _finish_leaves(self, work: _Work) -> Result:
         self.counters["json_fallbacks"] += 1
-        leaf_work = _Work(work.value, work.action, False, None, [], doc=_parse_json(work.value))
-        for holder, slot, parent_key, text in _string_leaves(leaf_work.doc):
+        leaf_work = _Work(work.value, work.action, False, [], doc=parse_json(work.value))
+        for holder, slot, parent_key, text in string_leaves(leaf_work.doc):
             if parent_key is not None and SECRET in self.pattern_entities and is_secret_key(parent_key):
                 findings = [] if _is_placeholder(text) else [Finding(0, len(text), SECRET)]
             else:
-                findings = self._detect(text, None)
+                findings = self.scanner.scan_text(text)
             leaf_work.leaves.append(_Leaf(text, findings, holder, slot))
         return self._finish(leaf_work)
 
-    def _apply(self, text: str, findings: list[Finding], action: int, counts: Counter[str]) -> str:
+    def _apply(self, text: str, findings: list[Finding], action: int, counts: dict[str, int]) -> str:
+        """`text` with the findings (not allow-listed, overlaps resolved) replaced; `counts` per entity."""
         if not findings:
             return text
-        kept = [f for f in findings if text[f.start : f.end].casefold() not in self.allow]
+        kept = [f for f in findings if not self.allow.allows(text[f.start : f.end])] if self.allow else findings
         out, pos = [], 0
-        for f in resolve(kept, _PRIORITY):
-            out.append(text[pos : f.start])
-            out.append(self._replacement(text[f.start : f.end], f.entity, action))
-            counts[f.entity] += 1
-            pos = f.end
+        for start, end, entity in resolve(kept, self.priority):
+            out.append(text[pos:start])
+            out.append(self._replacement(text[start:end], entity, action))
+            counts[entity] = counts.get(entity, 0) + 1
+            pos = end
         out.append(text[pos:])
         return "".join(out)
 
@@ -801,101 +686,47 @@ class PiiRedactor:
         if action == MASK:
             keep = min(self.config.mask_keep_last, len(text) // 2)
             return self.config.mask_char * (len(text) - keep) + (text[len(text) - keep :] if keep else "")
-        return self.config.placeholder.format(entity=entity)
+        placeholder = self.placeholders.get(entity)
+        if placeholder is None:
+            placeholder = self.placeholders[entity] = self.config.placeholder.format(entity=entity)
+        return placeholder
 
-    def _with_pii_found(self, batch: pa.Table, row_counts: dict[int, Counter[str]]) -> pa.Table:
+    def _with_pii_found(self, batch: pa.Table, found: _Found) -> pa.Table:
         """Entity type → count per span, added to what an earlier redact_pii (e.g. in `ingest`) recorded."""
         n = batch.num_rows
-        existing = batch.column("pii_found").combine_chunks() if "pii_found" in batch.column_names else None
-        if existing is not None and existing.null_count < len(existing) and len(existing.keys):
-            for row, pairs in enumerate(existing.to_pylist()):
-                for entity, count in pairs or []:
-                    row_counts.setdefault(row, Counter())[entity] += count
-        per_row = np.zeros(n + 1, np.int64)
-        keys: list[str] = []
-        counts: list[int] = []
-        for row in sorted(row_counts):
-            c = row_counts[row]
-            for entity in sorted(c):
-                keys.append(entity)
-                counts.append(c[entity])
-            per_row[row + 1] = len(c)
-        offsets = np.cumsum(per_row)
-        found = pa.MapArray.from_arrays(
-            pa.array(offsets, pa.int32()),
-            pa.array(keys, pa.string()),
-            pa.array(counts, pa.int32()),
-            type=PII_FOUND_TYPE,
+        rows = [np.asarray(found.rows, np.int64)]
+        entities = [pa.array(found.entities, pa.string())]
+        counts = [np.asarray(found.counts, np.int64)]
+        existing = MapColumn.of(batch.column("pii_found")) if "pii_found" in batch.column_names else None
+        if existing is not None and len(existing.keys):
+            rows.append(existing.parents)
+            entities.append(existing.keys.cast(pa.string()))
+            counts.append(existing.items.to_numpy(zero_copy_only=False).astype(np.int64))
+        table = pa.table(
+            {"row": np.concatenate(rows), "entity": pa.concat_arrays(entities), "n": np.concatenate(counts)}
         )
-        return _set(batch, "pii_found", found)
-
-
-# -- helpers ---------------------------------------------------------------------------------------------
-def _set(table: pa.Table, name: str, arr: pa.Array) -> pa.Table:
-    idx = table.schema.get_field_index(name)
-    if idx < 0:
-        return table.append_column(pa.field(name, arr.type), arr)
-    field_ = table.schema.field(idx)
-    return table.set_column(idx, field_, arr.cast(field_.type) if arr.type != field_.type else arr)
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode(), digest_size=16).digest()
-
-
-def _inside_strings(value: str, findings: list[Finding]) -> bool:
-    """True when every finding lies inside one JSON string literal (odd number of unescaped quotes before
-    it) and holds no quote or backslash: replacing it keeps the document valid without parsing it twice.
-    An escaped backslash anywhere makes quote parity ambiguous: then False, and the caller parses."""
-    if "\\\\" in value:
-        return False
-    for f in findings:
-        piece = value[f.start : f.end]
-        if '"' in piece or "\\" in piece or (f.start and value[f.start - 1] == "\\"):
-            return False
-        if (value.count('"', 0, f.start) - value.count('\\"', 0, f.start)) % 2 == 0:
-            return False
-    return True
-
-
-def _looks_json(value: str) -> bool:
-    head = value[:64].lstrip()[:1]
-    return head in ("{", "[")
-
-
-def _parse_json(value: str) -> Any:
-    try:
-        doc = json.loads(value)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict | list) else None
-
-
-def _string_leaves(doc: Any, parent_key: str | None = None):
-    """(holder, slot, parent key, text) for every string (and long integer) in a parsed JSON document;
-    object keys are not leaves."""
-    stack: list[tuple[Any, str | None]] = [(doc, parent_key)]
-    while stack:
-        node, pkey = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for slot, child in items:
-            key = slot if isinstance(node, dict) else pkey
-            if isinstance(child, str):
-                yield node, slot, key, child
-            elif isinstance(child, int) and not isinstance(child, bool) and abs(child) >= 1_000_000:
-                yield node, slot, key, str(child)  # card or phone numbers sent as JSON numbers
-            elif isinstance(child, dict | list):
-                stack.append((child, key))
-
-
-def _dump_like(doc: Any, original: str) -> str:
-    """Re-serialize in the original's style (compact or spaced, ASCII-escaped or not)."""
-    compact = '":' in original and '": ' not in original
-    return json.dumps(
-        doc,
-        ensure_ascii="\\u" in original,
-        separators=(",", ":") if compact else (", ", ": "),
-    )
+        if table.num_rows:
+            table = (
+                table.group_by(["row", "entity"])
+                .aggregate([("n", "sum")])
+                .sort_by([("row", "ascending"), ("entity", "ascending")])
+            )
+            row_col, entity_col, n_col = table.column("row"), table.column("entity"), table.column("n_sum")
+        else:
+            row_col, entity_col, n_col = table.column("row"), table.column("entity"), table.column("n")
+        found_map = MapColumn.from_entries(
+            n,
+            row_col.to_numpy(),
+            entity_col.combine_chunks(),
+            n_col.combine_chunks().cast(pa.int32()),
+            PII_FOUND_TYPE,
+        )
+        # null where nothing was ever found (docs/design.md), as on spans no redaction saw
+        nothing = found_map.lengths == 0
+        if existing is not None:
+            nothing &= ~existing.valid
+        found_map = replace(found_map, valid=~nothing)
+        return set_column(batch, "pii_found", found_map.to_arrow())
 
 
 def _is_placeholder(value: str) -> bool:

@@ -21,17 +21,20 @@ with an entropy check on the token part.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from presidio_analyzer.predefined_recognizers.generic import iban_patterns
 
 from processors.redact_pii import engine as _engine  # sets the tldextract env var before anything imports it
+from processors.redact_pii.allow_deny import DenyList
 
 # -- entity types -------------------------------------------------------------------------------------
 EMAIL_ADDRESS = "EMAIL_ADDRESS"
@@ -56,7 +59,7 @@ ALL_ENTITIES = STRUCTURED_ENTITIES + NER_ENTITIES + SECRET_ENTITIES
 
 # Marker characters (Unicode private use area) that the RE2 pass puts around each candidate.
 OPEN, CLOSE = "\ue000", "\ue002"
-MARKERS_RE = "[\ue000-\ue002]"
+DENY = "DENY"  # the kind of allow/deny config's deny_list terms
 
 # A word boundary, or the end of a JSON escape: in the raw text of a JSON value `\nsk-…` or
 # `\u201c415-555-0132` must still start a candidate, and blanking escapes first would cost a copy of every
@@ -97,12 +100,15 @@ SECRET_PATTERNS: tuple[tuple[str, str], ...] = (
 )
 
 # -- structured kinds ------------------------------------------------------------------------------------
+# IBANs only of the countries Presidio validates (its per-country formats): `JD173234936181` (a parcel
+# tracking number) is then no candidate at all
+_IBAN_COUNTRIES = "(?:" + "|".join(sorted(iban_patterns.regex_per_country)) + ")"
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _H = r"[0-9A-Fa-f]{1,4}"
 STRUCTURED_PATTERNS: dict[str, str] = {
     EMAIL_ADDRESS: _B + r"[A-Za-z0-9%+\-_](?:[A-Za-z0-9.%+\-_]*[A-Za-z0-9%+\-_])?@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*"
     r"\.[A-Za-z][A-Za-z0-9\-]*[A-Za-z]\b",
-    IBAN_CODE: _B + r"[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]{4}){2,7}(?:[ \-]?[A-Z0-9]{1,3})?\b",
+    IBAN_CODE: _B + _IBAN_COUNTRIES + r"\d{2}(?:[ \-]?[A-Z0-9]{4}){2,7}(?:[ \-]?[A-Z0-9]{1,3})?\b",
     US_SSN: _B + r"(?:\d{3}-\d{2}-\d{4}|\d{3} \d{2} \d{4}|\d{3}\.\d{2}\.\d{4})\b",
     CREDIT_CARD: _B
     + r"(?:4\d{3}|5[0-5]\d{2}|2[2-7]\d{2}|6\d{3}|1\d{3}|3\d{3})[ \-]?\d{3,4}[ \-]?\d{3,4}[ \-]?\d{3,5}\b",
@@ -123,9 +129,10 @@ STRUCTURED_PATTERNS: dict[str, str] = {
 WHOLE_IPV4 = r"^\s*" + _OCTET + r"(?:\." + _OCTET + r"){3}\s*$"
 # Which entity each kind reports; IPV4/IPV6 are one entity with two shapes.
 KIND_ENTITY = {"IPV4": IP_ADDRESS, "IPV6": IP_ADDRESS}
-# RE2 leftmost-first: at one position the first kind that matches claims the text. Secrets before
-# everything; digit shapes from the most specific (IBAN, SSN, card) to the least (phone).
-KIND_ORDER = ("SECRET", EMAIL_ADDRESS, IBAN_CODE, US_SSN, CREDIT_CARD, "IPV4", "IPV6", CRYPTO, PHONE_NUMBER)
+# RE2 leftmost-first: at one position the first kind that matches claims the text. Deny-list terms before
+# everything (the user said so), then secrets; digit shapes from the most specific (IBAN, SSN, card) to the
+# least (phone).
+KIND_ORDER = (DENY, "SECRET", EMAIL_ADDRESS, IBAN_CODE, US_SSN, CREDIT_CARD, "IPV4", "IPV6", CRYPTO, PHONE_NUMBER)
 # Digit shapes that fail their own validation get a second chance as a phone number (Presidio reports
 # 078-05-1120, an invalid SSN, as a phone too).
 _PHONE_FALLBACK = {US_SSN, CREDIT_CARD, "IPV4"}
@@ -154,8 +161,7 @@ def is_secret_key(key: str) -> bool:
 
 
 # -- validation -----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     start: int
     end: int
     entity: str
@@ -167,7 +173,6 @@ class Validators:
     def __init__(self, phone_regions: Iterable[str] = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")) -> None:
         import phonenumbers
         from presidio_analyzer.predefined_recognizers import (
-            CreditCardRecognizer,
             CryptoRecognizer,
             IbanRecognizer,
             UsSsnRecognizer,
@@ -176,7 +181,6 @@ class Validators:
         self._phonenumbers = phonenumbers
         self.regions = tuple(phone_regions)
         self._tld = _engine.offline_tldextract()
-        self._card = CreditCardRecognizer()
         self._iban = IbanRecognizer()
         self._ssn = UsSsnRecognizer()
         self._crypto = CryptoRecognizer()
@@ -261,13 +265,13 @@ class Validators:
         return 0
 
     def _card_ok(self, cand: str) -> bool:
-        digits = re.sub(r"\D", "", cand)
-        if not 13 <= len(digits) <= 19:
+        digits = cand.translate(_NO_SEPARATORS)
+        if not 13 <= len(digits) <= 19 or not digits.isdigit():
             return False
         # 1xxx… is Presidio's UATP branch: 15 digits only; 13-16 digit runs starting with 1 are epoch timestamps
         if digits[0] == "1" and len(digits) != 15:
             return False
-        return bool(self._card.validate_result(cand))
+        return luhn_valid(digits)
 
     def _ip_ok(self, kind: str, text: str, start: int, end: int) -> bool:
         cand = text[start:end]
@@ -335,6 +339,18 @@ def _before(text: str, start: int, n: int) -> str:
     return text[max(0, start - n) : start]
 
 
+_NO_SEPARATORS = str.maketrans("", "", " -")
+_LUHN_DOUBLED = tuple((2 * d) // 10 + (2 * d) % 10 for d in range(10))
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum (Presidio's credit card check, without its per-call list building)."""
+    total = 0
+    for i, c in enumerate(reversed(digits)):
+        total += _LUHN_DOUBLED[ord(c) - 48] if i % 2 else ord(c) - 48
+    return total % 10 == 0
+
+
 def _ip_valid(cand: str) -> bool:
     try:
         ipaddress.ip_interface(cand)
@@ -356,30 +372,37 @@ class Scanner:
 
     entities: frozenset[str]
     validators: Validators = field(default_factory=Validators)
+    deny: DenyList = field(default_factory=lambda: DenyList({}, {}))
     kinds: tuple[str, ...] = field(init=False)
     re2_pattern: str = field(init=False)
     rewrite: str = field(init=False)
     python: re.Pattern[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        kinds = []
+        kinds: list[str] = []
         for kind in KIND_ORDER:
             entity = KIND_ENTITY.get(kind, kind)
-            if kind == "SECRET":
+            if kind == DENY:
+                if self.deny:
+                    kinds.append(kind)
+            elif kind == "SECRET":
                 if self.entities & set(SECRET_ENTITIES):
                     kinds.append(kind)
             elif entity in self.entities:
                 kinds.append(kind)
         self.kinds = tuple(kinds)
         parts = [self._kind_pattern(k) for k in self.kinds]
-        # no capture groups for RE2: with only \0 in the rewrite it finds match bounds with its DFAs, and
-        # the kind of a candidate is found in Python (`_kind_at`) on the few candidates there are
+        # no capture groups for RE2: with only \0 in the rewrite it finds match bounds with its DFAs (capture
+        # groups that name the kind measured 2x slower), and the kind of a candidate is found in Python
+        # (`_kind_at`) on the few candidates there are
         self.re2_pattern = "|".join(f"(?:{p})" for p in parts)
         self.rewrite = OPEN + "\\0" + CLOSE
         self.python = re.compile("|".join(f"(?P<k{i}>{p})" for i, p in enumerate(parts)) or "(?!)", re.ASCII)
         self.kind_res = [re.compile(p, re.ASCII) for p in parts]
 
     def _kind_pattern(self, kind: str) -> str:
+        if kind == DENY:
+            return self.deny.re2_pattern()
         if kind == "SECRET":
             wanted = [strip_named_groups(p) for e, p in SECRET_PATTERNS if e in self.entities]
             return "(?:" + "|".join(wanted) + ")"
@@ -406,18 +429,30 @@ class Scanner:
         pos = len(pieces[0])
         for piece in pieces[1:]:
             cand, _, rest = piece.partition(CLOSE)
-            kind = self._kind_at(original, pos)
+            kind = self._kind_at(original, pos, cand)
             if kind is not None:
-                found.extend(self.validators.check(kind, original, _cut_escape(original, pos), pos + len(cand)))
+                found.extend(self._check(kind, original, _cut_escape(original, pos), pos + len(cand)))
             pos += len(cand) + len(rest)
         return found
 
-    def _kind_at(self, text: str, pos: int) -> str | None:
-        """The alternative RE2 took at `pos`: leftmost-first means the first kind that matches there."""
+    def _kind_at(self, text: str, pos: int, cand: str) -> str | None:
+        """The alternative RE2 took at `pos`: leftmost-first means the first kind that matches there. The kind
+        that won matched exactly `cand`, so a kind whose match could not be `cand` (an email without "@") is
+        skipped without running its pattern."""
+        digit = _ANY_DIGIT.search(cand) is not None
         for kind, regex in zip(self.kinds, self.kind_res, strict=True):
+            precheck = _PRECHECKS.get(kind)
+            if precheck is not None and not precheck(cand, digit):
+                continue
             if regex.match(text, pos):
                 return kind
         return None
+
+    def _check(self, kind: str, text: str, start: int, end: int) -> list[Finding]:
+        if kind == DENY:
+            entity = self.deny.entity_of(text[start:end])
+            return [Finding(start, end, entity)] if entity else []
+        return self.validators.check(kind, text, start, end)
 
     # Python on one string
     def scan_text(self, text: str) -> list[Finding]:
@@ -425,8 +460,36 @@ class Scanner:
         for m in self.python.finditer(text):
             name = m.lastgroup or ""
             kind = self.kinds[int(name[1:])]
-            found.extend(self.validators.check(kind, text, _cut_escape(text, m.start()), m.end()))
+            found.extend(self._check(kind, text, _cut_escape(text, m.start()), m.end()))
         return found
+
+
+_ANY_DIGIT = re.compile(r"\d")
+# Necessary conditions for a candidate to be a whole match of a kind (see Scanner._kind_at). A candidate may
+# start with a JSON escape (`\n`, `\u201c`), so no condition looks at its first characters.
+_SECRET_HINTS = ("-----BEGIN", "eyJ", "sk-", "AKIA", "ASIA", "ABIA", "ACCA", "gh", "xox", "AIza", "k_live_", "k_test_",
+                 ":", "=")  # fmt: skip
+
+
+def _secret_hint(cand: str, _digit: bool) -> bool:
+    """Every SECRET_PATTERNS alternative holds one of these (or bearer/basic, any case)."""
+    if any(h in cand for h in _SECRET_HINTS):
+        return True
+    lower = cand.lower()
+    return "bearer" in lower or "basic" in lower
+
+
+# (candidate, whether it has a digit) → whether the kind can match all of it
+_PRECHECKS: dict[str, Callable[[str, bool], bool]] = {
+    "SECRET": _secret_hint,
+    EMAIL_ADDRESS: lambda c, _d: "@" in c,
+    US_SSN: lambda c, d: d and len(c) >= 9,
+    CREDIT_CARD: lambda c, d: d and len(c) >= 13,
+    "IPV4": lambda c, _d: "." in c,
+    "IPV6": lambda c, _d: ":" in c,
+    PHONE_NUMBER: lambda _c, d: d,
+    IBAN_CODE: lambda c, d: d and len(c) >= 12,
+}
 
 
 def _cut_escape(text: str, start: int) -> int:
@@ -440,6 +503,8 @@ def resolve(findings: list[Finding], priority: dict[str, int] | None = None) -> 
     """Non-overlapping findings, sorted by start: the higher-priority, then longer, one wins an overlap."""
     if len(findings) < 2:
         return findings
+    if all(a.end <= b.start for a, b in itertools.pairwise(findings)):
+        return findings  # already in order, no overlap: the pattern pass alone gives this
     prio = priority or {}
     ordered = sorted(findings, key=lambda f: (-prio.get(f.entity, 0), f.start - f.end, f.start))
     taken: list[Finding] = []

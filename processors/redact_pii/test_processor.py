@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,12 +12,12 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from pipeline.conventions import CorrelationKeys, Normalizer
+from core.conventions import CorrelationKeys, Normalizer
+from core.processor import ProcessorContext
 from pipeline.otlp.encode import apply_table
-from processors.base import ProcessorContext
 from processors.redact_pii import HashKeyMissing, PiiRedactor, RedactPiiConfig, factory
 from processors.redact_pii.engine import find_ner_model
-from processors.redact_pii.processor import hash_value
+from processors.redact_pii.hash_key import hash_value, lookup_tokens
 from processors.redact_pii.testing import TEST_HASH_KEY, make_batch, rows
 
 HAS_NER_MODEL = find_ner_model(None) is not None
@@ -197,7 +198,8 @@ def test_hash_is_joinable_and_lands_in_user_id() -> None:
         PiiRedactor(RedactPiiConfig(ner="off")).process(make_batch([{"attrs": {"user.id": "alice@example.com"}}]))
     )
     assert again[0]["user_id"] == alice
-    assert len(alice) == 32 and alice != hash_value(b"another-key-0123456789", "alice@example.com")
+    assert alice.startswith("hmac:") and len(alice) == 37
+    assert alice != hash_value(b"another-key-0123456789", "alice@example.com")
 
 
 def test_hash_key_must_be_configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -329,7 +331,7 @@ def test_output_folds_back_into_otlp_for_the_ingest_stage() -> None:
     req = make_request(
         [{"trace_id": "ab" * 16, "span_id": "01" * 8, "attrs": {"a": "x@example.com", "drop.me": "y", "n": 7}}]
     )
-    from pipeline.conventions import normalize
+    from core.conventions import normalize
     from pipeline.otlp.decode import SourcedRequest, decode
 
     table = normalize(decode([SourcedRequest(req, "ingest")]))
@@ -387,10 +389,110 @@ def test_ner_max_chars_bounds_what_ner_reads() -> None:
     row = one(p, {"input.value": text})
     assert row["attributes"]["input.value"].startswith("<PERSON> wrote this.")
     assert row["attributes"]["input.value"].endswith("Aisha Okafor replied.")
-    assert p.counters["ner_chars"] == 40
+    assert 0 < p.counters["ner_chars"] <= 40
 
 
 def test_ner_on_without_model_fails_at_build() -> None:
     with pytest.raises(RuntimeError, match="no spaCy model"):
         PiiRedactor(RedactPiiConfig(ner="on", ner_model="no_such_spacy_model_pkg"))
     assert PiiRedactor(RedactPiiConfig(ner="auto", ner_model="no_such_spacy_model_pkg")).ner_model is None
+
+
+def test_allow_list_exact_and_regex() -> None:
+    p = redactor(allow_list=["Support@Acme.example.com"], allow_list_regex=[r"@partner\.example\.org$", r"^10\."])
+    row = one(
+        p,
+        {
+            "prompt": "Escalate to support@acme.example.com, ops@partner.example.org or jane@example.com",
+            "client.address": "10.0.0.7",
+            "peer": "192.0.2.1",
+        },
+    )
+    assert row["attributes"]["prompt"] == (
+        "Escalate to support@acme.example.com, ops@partner.example.org or <EMAIL_ADDRESS>"
+    )
+    assert row["attributes"]["client.address"] == "10.0.0.7" and row["attributes"]["peer"] == "<IP_ADDRESS>"
+    assert row["pii_found"] == {"EMAIL_ADDRESS": 1, "IP_ADDRESS": 1}
+    # the old key name still works
+    assert RedactPiiConfig.model_validate({"allow_values": ["x@example.com"]}).allow_list == ["x@example.com"]
+
+
+def test_deny_list_terms_and_regexes_with_entities_of_your_own() -> None:
+    p = redactor(
+        deny_list={"PROJECT": ["Bluebird", "Dr. Evil"], "PERSON": ["Mx Quill"]},
+        deny_list_regex={"TICKET": [r"INC-\d{6}"]},
+    )
+    text = "bluebird launch moved; Dr. Evil and mx quill own INC-123456 (not INC-12 or Bluebirds)."
+    row = one(p, {"note": text, "gen_ai.input.messages": json.dumps([{"content": "Bluebird, INC-654321"}])})
+    assert row["attributes"]["note"] == (
+        "<PROJECT> launch moved; <PROJECT> and <PERSON> own <TICKET> (not INC-12 or Bluebirds)."
+    )
+    assert json.loads(row["attributes"]["gen_ai.input.messages"]) == [{"content": "<PROJECT>, <TICKET>"}]
+    assert row["pii_found"] == {"PERSON": 1, "PROJECT": 3, "TICKET": 2}
+    assert p.stats["PROJECT"] == 3 and p.stats["TICKET"] == 2
+    # Presidio's own deny-list recognizers on the presidio detector path
+    presidio = redactor(detector="presidio", deny_list={"PROJECT": ["Bluebird"]}, allow_list=["x@example.com"])
+    row = one(presidio, {"note": "Bluebird status to x@example.com and y@example.com"})
+    assert row["attributes"]["note"] == "<PROJECT> status to x@example.com and <EMAIL_ADDRESS>"
+
+
+def test_allow_and_deny_config_errors() -> None:
+    with pytest.raises(ValidationError, match="not RE2 syntax"):
+        RedactPiiConfig(deny_list_regex={"TICKET": [r"(?<=#)\d+"]})
+    with pytest.raises(ValidationError, match="invalid regex"):
+        RedactPiiConfig(allow_list_regex=["(unclosed"])
+    with pytest.raises(ValidationError, match="upper case"):
+        RedactPiiConfig(deny_list={"project": ["x"]})
+
+
+def test_hash_once_whatever_the_chain() -> None:
+    """conf/tracelake.yaml hashes in the receiver and again in the worker: the id is hashed once."""
+    token = hash_value(TEST_HASH_KEY.encode(), "alice@example.com")
+    assert hash_value(TEST_HASH_KEY.encode(), token) == token
+    ingest, worker = redactor(), redactor()
+    batch = make_batch([{"attrs": {"user.id": "alice@example.com", "note": "mail bob@example.com"}}])
+    once = ingest.process(batch)
+    twice = rows(worker.process(once))[0]
+    assert twice["user_id"] == token and twice["attributes"]["user.id"] == token
+    assert twice["attributes"]["note"] == "mail <EMAIL_ADDRESS>" and twice["pii_found"] == {"EMAIL_ADDRESS": 1}
+    assert worker.counters["hashed"] == 0
+    # what forget looks for: the token, and the forms lakes written before tokens carried their form hold
+    forms = lookup_tokens(TEST_HASH_KEY.encode(), "alice@example.com")
+    assert forms[0] == token and len(forms[1]) == 32 and forms[2] == hmac_hex(forms[1])
+
+
+def hmac_hex(value: str) -> str:
+    import hashlib
+    import hmac
+
+    return hmac.new(TEST_HASH_KEY.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+@pytest.mark.skipif(not HAS_NER_MODEL, reason="no spaCy model package installed")
+def test_ner_logs_no_presidio_warnings(default: PiiRedactor, caplog: pytest.LogCaptureFixture) -> None:
+    """spaCy labels PERCENT, MONEY, QUANTITY, ORDINAL…: Presidio warned once per text for each unmapped one."""
+    text = "Yesterday Maria Gonzalez paid $129.99, 50% of the first 3 kg order on the 2nd of March in Paris."
+    with caplog.at_level(logging.INFO):
+        row = one(default, {"input.value": text})
+    assert "<PERSON>" in row["attributes"]["input.value"]
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("presidio")] == []
+
+
+def test_long_clean_values_skip_the_re2_pass_once_seen() -> None:
+    p = redactor()
+    prompt = "You are a helpful assistant for Acme. Answer briefly and politely. " * 30  # > 1 KiB, no candidate
+    leaky = prompt + " Escalations go to ops@example.com."
+    first = rows(p.process(make_batch([{"attrs": {"gen_ai.system_instructions": v}} for v in (prompt, leaky) * 2])))
+    assert p.counters["known_clean"] == 0 and first[2]["attributes"]["gen_ai.system_instructions"] == prompt
+    assert first[3]["attributes"]["gen_ai.system_instructions"].endswith("go to <EMAIL_ADDRESS>.")  # a repeat
+    second = rows(p.process(make_batch([{"attrs": {"gen_ai.system_instructions": v}} for v in (prompt, leaky)])))
+    assert p.counters["known_clean"] == 1  # the same prompt again; the changed one is scanned
+    assert second[0]["attributes"]["gen_ai.system_instructions"] == prompt
+    assert second[1]["attributes"]["gen_ai.system_instructions"].endswith("go to <EMAIL_ADDRESS>.")
+
+
+def test_values_holding_marker_characters_are_scanned_in_python() -> None:
+    """The RE2 pass marks candidates with private-use characters; a value that has them already is not split."""
+    text = "odd \ue000 bytes \ue002 from a@example.com and 4111 1111 1111 1111"
+    row = one(redactor(), {"note": text})
+    assert row["attributes"]["note"] == "odd \ue000 bytes \ue002 from <EMAIL_ADDRESS> and <CREDIT_CARD>"

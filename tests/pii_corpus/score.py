@@ -1,6 +1,10 @@
-"""Precision and recall per entity type of redact_pii on the labelled corpus (corpus.yaml beside this file).
+"""Precision and recall per entity type of redact_pii on the labelled corpora beside this file.
 
-    python tests/pii_corpus/score.py [--ner auto|on|off] [--detector re2|presidio] [--show-misses]
+    python tests/pii_corpus/score.py [--corpus corpus|names] [--ner auto|on|off] [--detector re2|presidio]
+                                     [--allow-products] [--show-misses]
+
+Corpora: `corpus.yaml` (every entity type and secret in prompts, tool calls, documents, stack traces, headers)
+and `names.yaml` (people and places in support chats next to product names the NER model takes for people).
 
 The corpus items become the attributes, event attributes and status messages of real spans (OTLP protobuf →
 decode → normalize, as the worker builds them), run through `PiiRedactor.process`, and are scored twice:
@@ -10,7 +14,8 @@ decode → normalize, as the worker builds them), run through `PiiRedactor.proce
 - end to end, on the processed batch: a "leak" is a labelled value still present in the output, and a
   look-alike is "kept" when it is still there verbatim.
 
-The score config allow-lists the company's own support address, as a deployment would.
+The score config allow-lists the company's own support address, as a deployment would; `--allow-products`
+also allow-lists the product catalogue of names.yaml (PRODUCTS).
 """
 
 from __future__ import annotations
@@ -31,13 +36,17 @@ if str(REPO) not in sys.path:
 import pyarrow as pa  # noqa: E402
 import yaml  # noqa: E402
 
-from pipeline.conventions import normalize  # noqa: E402
+from core.conventions import normalize  # noqa: E402
 from pipeline.otlp.decode import SourcedRequest, decode  # noqa: E402
 from processors.redact_pii import PiiRedactor, RedactPiiConfig  # noqa: E402
 from processors.redact_pii.recognizers import NER_ENTITIES, SECRET_ENTITIES, STRUCTURED_ENTITIES  # noqa: E402
 
 CORPUS = Path(__file__).with_name("corpus.yaml")
+NAMES = Path(__file__).with_name("names.yaml")
+CORPORA = {"corpus": CORPUS, "names": NAMES}
 ALLOW = ["support@acme-corp.example.com"]
+# the catalogue of the company in names.yaml, as its deployment would allow-list it
+PRODUCTS = ["Aurora", "Nimbus", "Helix", "Orbit", "Vega", "Sierra", "Acme Connect"]
 EVENT_KEYS = ("exception.message", "exception.stacktrace", "exception.type")
 STATUS_KEY = "status_message"
 
@@ -198,14 +207,16 @@ def score(redactor: PiiRedactor, items: list[Item]) -> Report:
     return Report(per_type, lookalikes, kept, misses)
 
 
-def make_redactor(ner: str = "auto", detector: str = "re2") -> PiiRedactor:
+def make_redactor(ner: str = "auto", detector: str = "re2", allow_products: bool = False) -> PiiRedactor:
     os.environ.setdefault("TRACELAKE_HASH_KEY", "corpus-score-key-not-a-secret")
-    return PiiRedactor(RedactPiiConfig(ner=ner, detector=detector, allow_values=ALLOW))  # type: ignore[arg-type]
+    allow = ALLOW + (PRODUCTS if allow_products else [])
+    return PiiRedactor(RedactPiiConfig(ner=ner, detector=detector, allow_list=allow))  # type: ignore[arg-type]
 
 
-def render(report: Report, redactor: PiiRedactor) -> str:
+def render(report: Report, redactor: PiiRedactor, corpus: Path = CORPUS) -> str:
     lines = [
-        f"redact_pii on {CORPUS.name}: detector={redactor.config.detector}, NER model={redactor.ner_model or 'none'}",
+        f"redact_pii on {corpus.name}: detector={redactor.config.detector}, NER model={redactor.ner_model or 'none'}"
+        f", allow_list={redactor.config.allow_list}",
         f"{'entity':15}{'labelled':>9}{'found':>7}{'TP':>5}{'FP':>5}{'FN':>5}{'precision':>11}{'recall':>8}{'leaks':>7}",
     ]
     for entity, s in report.per_type.items():
@@ -220,13 +231,16 @@ def render(report: Report, redactor: PiiRedactor) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", choices=sorted(CORPORA), default="corpus")
+    ap.add_argument("--allow-products", action="store_true", help="allow-list names.yaml's product catalogue")
     ap.add_argument("--ner", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--detector", choices=["re2", "presidio"], default="re2")
     ap.add_argument("--show-misses", action="store_true", help="list every miss, false positive and leak")
     args = ap.parse_args()
-    redactor = make_redactor(args.ner, args.detector)
-    report = score(redactor, load_corpus())
-    print(render(report, redactor))
+    redactor = make_redactor(args.ner, args.detector, args.allow_products)
+    corpus = CORPORA[args.corpus]
+    report = score(redactor, load_corpus(corpus))
+    print(render(report, redactor, corpus))
     if args.show_misses:
         for line in report.misses:
             print("  " + line)
