@@ -17,6 +17,8 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing as mp
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -33,6 +35,7 @@ log = logging.getLogger("tracelake.workers")
 
 RESTART_BACKOFF_MIN = 1.0
 RESTART_BACKOFF_MAX = 30.0
+KAFKA_STOP_TIMEOUT_S = 50.0  # drain (≤ 10 s, after a rebalance ≤ 10 s more), final flush and commit, leave (≤ 15 s)
 READY_TIMEOUT = 120.0
 
 
@@ -129,11 +132,24 @@ class WorkerPool:
             for slot in self._slots:
                 if slot.control is not None:
                     self._tell(slot, ("stop",))
+        if timeout is None and self.bus is None:
+            # Kafka members: what they have not committed is replayed by the group, so a member stuck in its
+            # stop (a broker that stopped answering) is killed rather than waited for forever
+            timeout = KAFKA_STOP_TIMEOUT_S
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._done.wait(0.2):
             if deadline is not None and time.monotonic() > deadline:
-                log.critical("worker processes did not stop within %gs; killing them", timeout)
-                self._kill_all()
+                stuck = [s.process for s in self._slots if s.process is not None and s.process.is_alive()]
+                log.critical(
+                    "worker processes %s did not stop within %gs; their stacks follow, then they are killed",
+                    ", ".join(str(p.pid) for p in stuck),
+                    timeout,
+                )
+                for proc in stuck:
+                    if proc.pid is not None:
+                        os.kill(proc.pid, signal.SIGUSR1)  # faulthandler: every thread's stack to the log
+                time.sleep(1.0)
+                self.kill()
                 self.failed = True
                 break
         return not self.failed

@@ -37,6 +37,8 @@ from core.source_ref import source_ref
 from pipeline.bus.base import BusRefused, Delivery, RevokeHandler
 from pipeline.config.model import KafkaBusConfig
 
+LEAVE_TIMEOUT_S = 15.0  # a clean leave takes milliseconds
+
 log = logging.getLogger("tracelake.bus.kafka")
 
 
@@ -381,10 +383,21 @@ class KafkaSource:
         self._closing = True
 
     def finish(self) -> None:
-        """Leave the group (after the final commit)."""
-        if not self._closed:
-            self._closed = True
-            self._consumer.close()
+        """Leave the group (after the final commit). Bounded: everything is committed by now, so a broker
+        that does not answer the leave (seen under heavy load) must not keep the process from exiting; the
+        group then drops this member after its session timeout."""
+        if self._closed:
+            return
+        self._closed = True
+        leaving = threading.Thread(target=self._consumer.close, name="kafka-leave", daemon=True)
+        leaving.start()
+        leaving.join(LEAVE_TIMEOUT_S)
+        if leaving.is_alive():
+            log.warning(
+                "leaving the consumer group did not finish within %.0fs; exiting anyway (offsets are committed; "
+                "the group drops this member after session.timeout.ms)",
+                LEAVE_TIMEOUT_S,
+            )
 
     @property
     def drained(self) -> bool:
