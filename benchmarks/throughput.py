@@ -181,13 +181,14 @@ def worker_in_process(
 ) -> tuple[float, float, int]:
     """Returns (wall seconds, CPU seconds, spans written)."""
     shutil.rmtree(lake, ignore_errors=True)
-    bus = EmbeddedBus(capacity_spans=sum(counts) + 1)
+    bus = EmbeddedBus(1, capacity_spans=sum(counts) + 1, capacity_bytes=2**40)
+    source = bus.reader(0)
     placeholder = ExportTraceServiceRequest()  # unused: the bus keeps the raw bytes
     for body, n in zip(requests, counts, strict=True):
         bus.publish(placeholder, body, n)
     bus.close()
     sink = ParquetSink(ParquetSinkConfig(path=str(lake)))
-    worker = Worker(bus, [], [sink], Normalizer(), TraceSummarizer(5.0))
+    worker = Worker(source, [], [sink], Normalizer(), TraceSummarizer(5.0))
     t0, cpu0 = time.perf_counter(), time.process_time()
     if prof is not None:
         prof.enable()
