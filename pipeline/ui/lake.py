@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -140,7 +140,6 @@ class LakeReader:
         con: duckdb.DuckDBPyConnection,
         hours: Sequence[Hour],
         where: str = "true",
-        params: Mapping[str, object] | None = None,
         tenant: str | None = None,
     ) -> str:
         """A subquery: the feedback rows in `hours` passing `where` that count toward their trace, as the
@@ -149,7 +148,7 @@ class LakeReader:
         rated by a tenant, unless `tenant` is given: without authentication nothing more is read)."""
         rows = self.rows(con, "feedback", hours, where)
         which = "true" if tenant is not None else "tenant_id IS NOT NULL"
-        ids = [r[0] for r in con.execute(f"SELECT DISTINCT trace_id FROM {rows} WHERE {which}", params).fetchall()]
+        ids = [r[0] for r in con.execute(f"SELECT DISTINCT trace_id FROM {rows} WHERE {which}").fetchall()]
         name = f"_rated_traces_{next(self._names)}"
         con.register(name, pa.table({"trace_id": pa.array(ids, pa.string())}))
         holding = self.hours_holding("traces", ids) if ids else []
