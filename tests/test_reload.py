@@ -54,9 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTracelak
     try:
         yield tl
     finally:
-        if tl.proc.poll() is None:
-            tl.proc.kill()
-            tl.proc.wait()
+        tl.kill()
 
 
 def _write(tl: RunningTracelake, text: str) -> None:
