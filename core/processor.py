@@ -6,7 +6,8 @@ a third-party class need not inherit from anything here):
 
 - `Processor`: `process` and `stats`. Every processor.
 - `StatefulProcessor`: holds spans across batches (tail sampling) and releases them on `tick`,
-  `shutdown` and `on_revoke`; reports what it holds (`low_watermarks`) and drops it on `forget`.
+  `shutdown`, `retire` (a reload replaces the chain) and `on_revoke`; reports what it holds
+  (`low_watermarks`) and drops it on `forget`.
 - `Sampler`: a stateful processor that decides which traces reach `spans` (the rest wait in the
   holdback area) and may later promote a dropped trace (`take_promotions`).
 
@@ -108,6 +109,13 @@ class StatefulProcessor(Processor, Protocol):
         """The worker stops: release everything held (embedded bus), or keep it and return an empty table
         when `context.replayable_source` (Kafka replays what was not committed). Called once; nothing but
         `low_watermarks`, `forget` and reads of `stats` follows."""
+        ...
+
+    def retire(self) -> pa.Table:
+        """The chain is being replaced (a config reload, README "Changing a chain"): release everything held,
+        decided now, also when `context.replayable_source` (a replay would reach the new chain, which never
+        saw these rows). Called once, at a batch boundary, instead of `shutdown()`; nothing but reads of
+        `stats` follows (what it returns is written before the worker commits)."""
         ...
 
     def on_revoke(self, sources: set[str]) -> pa.Table:

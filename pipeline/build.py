@@ -13,7 +13,7 @@ from pipeline.bus.base import Source
 from pipeline.config import Config
 from pipeline.config.model import KafkaBusConfig
 from pipeline.trace_summary import TraceSummarizer
-from pipeline.worker import Worker
+from pipeline.worker import Worker, WorkerChain
 
 
 def build_normalizer(config: Config) -> Normalizer:
@@ -47,18 +47,32 @@ def build_sink(config: Config, sink_id: str) -> Sink:
     return spec.factory.create(spec.config, SinkContext(sink_id))
 
 
-def build_worker(config: Config, source: Source) -> Worker:
-    raw = config.raw
+def build_worker_chain(config: Config) -> WorkerChain:
+    """What a worker runs that a reload may replace: processors, sinks, the non-restart-only settings."""
+    w = config.raw.worker
     normalizer = build_normalizer(config)
-    sinks = [build_sink(config, sid) for sid in config.pipeline.sinks]
+    return WorkerChain(
+        processors=build_chain(config, "process", normalizer),
+        sinks=[build_sink(config, sid) for sid in config.pipeline.sinks],
+        normalizer=normalizer,
+        trace_idle=w.trace_idle,
+        trace_max_wait=w.trace_max_wait,
+        max_batch_spans=w.max_batch_spans,
+        max_batch_delay=w.max_batch_delay,
+        holdback_retention=holdback_retention(config),
+    )
+
+
+def build_worker(config: Config, source: Source) -> Worker:
+    chain = build_worker_chain(config)
     return Worker(
         source,
-        build_chain(config, "process", normalizer),
-        sinks,
-        normalizer,
-        TraceSummarizer(raw.worker.trace_idle, trace_max_wait=raw.worker.trace_max_wait),
-        max_batch_spans=raw.worker.max_batch_spans,
-        max_batch_delay=raw.worker.max_batch_delay,
-        commit_interval=getattr(raw.bus, "commit_interval", 1.0),
-        holdback_retention=holdback_retention(config),
+        chain.processors,
+        chain.sinks,
+        chain.normalizer,
+        TraceSummarizer(chain.trace_idle, trace_max_wait=chain.trace_max_wait),
+        max_batch_spans=chain.max_batch_spans,
+        max_batch_delay=chain.max_batch_delay,
+        commit_interval=getattr(config.raw.bus, "commit_interval", 1.0),
+        holdback_retention=chain.holdback_retention,
     )

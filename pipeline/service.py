@@ -3,23 +3,28 @@
 `tracelake run` is `Service(config).serve()`: receivers in this process and `worker.processes` worker
 processes (pipeline/worker_pool.py) behind the embedded bus or Kafka. `tracelake receiver` /
 `tracelake worker` run one role each (Kafka only).
+
+SIGINT/SIGTERM stop with a drain; SIGHUP and `POST /-/reload` reload the config file (`reload`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pyarrow as pa
 
+from core import metrics
 from pipeline.build import build_chain, build_normalizer
 from pipeline.bus.base import Publisher
 from pipeline.bus.embedded import EmbeddedBus
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError, load
 from pipeline.config.model import EmbeddedBusConfig, KafkaBusConfig, resolve_processes, split_endpoint
 from pipeline.maintenance.background import BackgroundCompactor
 from pipeline.memory_limiter import MemoryLimiter
@@ -27,6 +32,7 @@ from pipeline.receiver.feedback import http_route as feedback_route
 from pipeline.receiver.grpc_server import GrpcReceiver
 from pipeline.receiver.http_server import HttpReceiver
 from pipeline.receiver.intake import IngestChain, Intake
+from pipeline.reload import ReloadResult, config_digest, restart_only_changes
 from pipeline.telemetry import TelemetryServer
 from pipeline.worker_pool import WorkerPool, WorkerStartError
 from sinks.parquet.config import ParquetSinkConfig
@@ -54,6 +60,13 @@ def use_server_memory_pool() -> str:
     with contextlib.suppress(NotImplementedError):  # a pyarrow built without jemalloc keeps its default
         pa.set_memory_pool(pa.jemalloc_memory_pool())
     return pa.default_memory_pool().backend_name
+
+
+def _ingest_chain(config: Config) -> IngestChain | None:
+    if not config.pipeline.ingest:
+        return None
+    normalizer = build_normalizer(config)
+    return IngestChain(build_chain(config, "ingest", normalizer), normalizer)
 
 
 def _lakes(config: Config) -> list[ParquetSinkConfig]:
@@ -110,11 +123,7 @@ class Service:
             self.memory = MemoryLimiter(ml.limit, ml.spike_limit, ml.check_interval, otlp.retry_after)
         self.intake: Intake | None = None
         if self.publisher is not None:
-            ingest = None
-            if config.pipeline.ingest:
-                normalizer = build_normalizer(config)
-                ingest = IngestChain(build_chain(config, "ingest", normalizer), normalizer)
-            self.intake = Intake(self.publisher, ingest, self.memory)
+            self.intake = Intake(self.publisher, _ingest_chain(config), self.memory)
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
         if self.intake is not None:
@@ -126,6 +135,11 @@ class Service:
                 self.http = HttpReceiver(self.intake, host, port, otlp.max_request_bytes)
                 self.http.routes["/v1/feedback"] = feedback_route(self.intake)
         self._stop = threading.Event()
+        self._reload_requested = threading.Event()
+        self._reload_lock = threading.Lock()
+        self.generation = 1
+        self.reloads = self.reload_failures = 0
+        self.config_sha256 = config_digest(config)
         self._behind_warned_at = -BEHIND_WARNING_EVERY_S
         self.telemetry: TelemetryServer | None = None
         if raw.telemetry.endpoint is not None:
@@ -140,6 +154,8 @@ class Service:
     def _telemetry(self, host: str, port: int) -> TelemetryServer:
         """Every component's metrics and readiness, wired once; telemetry knows no component."""
         server = TelemetryServer(host, port)
+        server.post_routes["/-/reload"] = self._reload_route
+        server.metrics_sources.append(self._reload_metrics)
         server.readiness_checks.append(lambda: [] if self.started else ["receivers are not listening yet"])
         if self.intake is not None:
             server.metrics_sources.append(self.intake.stats.metrics)
@@ -239,8 +255,87 @@ class Service:
         )
         return True
 
+    # -- reload -----------------------------------------------------------------------------
+    def reload(self) -> ReloadResult:
+        """Read the config file again and run it: validated by the same loader as a start (invalid: every error
+        logged, nothing changes), restart-only keys refused by name, then the ingest chain here and every
+        worker process's chain and sinks swapped at a batch boundary. One reload at a time."""
+        with self._reload_lock:
+            result = self._reload()
+        self.reloads += 1
+        if not result.ok:
+            self.reload_failures += 1
+            for error in result.errors:
+                log.error("reload: %s", error)
+            log.error("reload %s: %s", "incomplete" if result.changed else "refused, nothing changed", result.config)
+        else:
+            log.info("reload ok: %s is generation %d (sha256 %s)", result.config, result.generation, result.sha256)
+        return result
+
+    def _reload(self) -> ReloadResult:
+        source = self.config.source
+
+        def refused(errors: list[str]) -> ReloadResult:
+            return ReloadResult(False, False, self.generation, source, self.config_sha256, errors)
+
+        try:
+            new = load(source)
+        except ConfigError as e:
+            return refused([f"{e.source}: {issue}" for issue in e.issues])
+        restart = restart_only_changes(self.config, new)
+        if restart:
+            return refused([f"{source}: {issue}" for issue in restart])
+        try:
+            ingest = _ingest_chain(new) if self.intake is not None else None
+        except Exception as e:
+            return refused([f"{source}: cannot build the ingest chain: {e}"])
+        errors = []
+        if self.workers is not None:
+            errors = self.workers.reload(new, self.generation + 1)
+            if errors and self.workers.config is not new:
+                return refused(errors)  # every process kept its old chain: nothing changed
+        if self.intake is not None:
+            self.intake.ingest = ingest
+        self.config, self.generation, self.config_sha256 = new, self.generation + 1, config_digest(new)
+        return ReloadResult(not errors, True, self.generation, source, self.config_sha256, errors)
+
+    def _reload_route(self, body: bytes) -> tuple[int, dict]:
+        """`POST /-/reload`, optionally with {"config": PATH}: refused (409) when PATH is not the running file."""
+        try:
+            asked = json.loads(body or b"{}").get("config")
+        except (ValueError, AttributeError):
+            return 400, {"ok": False, "errors": ['the body is not a JSON object like {"config": "FILE"}']}
+        running = self.config.source
+        if asked is not None and Path(str(asked)).resolve() != Path(running).resolve():
+            return 409, {
+                "ok": False,
+                "config": running,
+                "errors": [
+                    f"this server runs {running}, not {asked}: a reload reads the file the server was started "
+                    "with (edit that file, or restart with --config)"
+                ],
+            }
+        result = self.reload()
+        return result.http_status, result.to_json()
+
+    def _reload_metrics(self) -> list[metrics.Sample]:
+        return [
+            metrics.counter(
+                "tracelake_config_reloads", "config reloads attempted (SIGHUP, POST /-/reload)", self.reloads
+            ),
+            metrics.counter(
+                "tracelake_config_reload_failures", "reloads refused or not applied everywhere", self.reload_failures
+            ),
+            metrics.gauge(
+                "tracelake_config_generation", "1 at start, +1 per reload that changed the chain", self.generation
+            ),
+            metrics.gauge("tracelake_config_info", "the running config", 1, sha256=self.config_sha256),
+        ]
+
     def serve(self) -> int:
-        """Run until SIGINT/SIGTERM, then stop cleanly. Returns the exit code."""
+        """Run until SIGINT/SIGTERM, then stop cleanly; reload on SIGHUP. Returns the exit code."""
+        # SIGHUP (a closed terminal, `systemctl reload`) must never end the server without the drain
+        signal.signal(signal.SIGHUP, lambda *_: self._reload_requested.set())
         try:
             self.start()
         except WorkerStartError as e:
@@ -249,6 +344,10 @@ class Service:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stop.set())
         while not self._stop.wait(0.5):  # a wait with a timeout lets the signal handlers run
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                log.info("SIGHUP: reloading %s", self.config.source)
+                self.reload()
             self.warn_if_behind()
         self.stop()
         return 1 if self.failed else 0

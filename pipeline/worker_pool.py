@@ -7,6 +7,10 @@ the last committed offset (the bus kept every message that was not yet durable),
 rebalances and the replacement resumes from the committed offsets. Restarts back off (1 s doubling to
 30 s) so a worker that cannot start does not spin.
 
+Reloading (`reload`): every running process is sent the new config over its control pipe, swaps its chain
+at a batch boundary and answers; a process that could not keeps its old chain and says why. Processes
+started after the reload (replacements) build the new config when their own process swapped.
+
 Stopping: the bus is closed (embedded) or each process is told "stop" (Kafka); every process drains what
 is left, shuts its processors down, flushes its sinks, commits and exits. A process that dies during the
 drain is replaced until its partition is fully committed.
@@ -37,6 +41,8 @@ RESTART_BACKOFF_MIN = 1.0
 RESTART_BACKOFF_MAX = 30.0
 KAFKA_STOP_TIMEOUT_S = 50.0  # drain (≤ 10 s, after a rebalance ≤ 10 s more), final flush and commit, leave (≤ 15 s)
 READY_TIMEOUT = 120.0
+# a reload waits for the current batch (redaction of 8k spans can take seconds) and a chain build (NER models)
+RELOAD_TIMEOUT = 120.0
 
 
 class WorkerStartError(Exception):
@@ -59,6 +65,7 @@ class _Slot:
     restart_at: float | None = None
     started_at: float = 0.0
     failure: str | None = None
+    reloaded: tuple[int, str | None] | None = None  # (generation, error or None) the process answered
 
 
 class WorkerPool:
@@ -84,6 +91,9 @@ class WorkerPool:
             for i in range(processes)
         ]
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # the monitor, stop() and reload() all write to the pipes
+        self._reload_lock = threading.Lock()
+        self._answered = threading.Condition()
         self._stopping = False
         self._done = threading.Event()
         self._monitor = threading.Thread(target=self._watch, name="worker-pool", daemon=True)
@@ -153,6 +163,48 @@ class WorkerPool:
                 self.failed = True
                 break
         return not self.failed
+
+    def reload(self, config: Config, generation: int, timeout: float = RELOAD_TIMEOUT) -> list[str]:
+        """Every running process swaps to `config` at its next batch boundary. Returns one error per process
+        that kept its old chain (empty: all swapped). A process restarted later builds the config of its slot:
+        the new one once its own swap succeeded, or when it was not running during the reload."""
+        with self._reload_lock:
+            asked: list[tuple[_Slot, BaseProcess]] = []
+            idle: list[_Slot] = []
+            for slot in self._slots:
+                slot.reloaded = None
+                proc = slot.process
+                if proc is not None and proc.is_alive() and slot.ready and slot.control is not None:
+                    self._tell(slot, ("reload", generation, config))
+                    asked.append((slot, proc))
+                else:
+                    idle.append(slot)
+            deadline = time.monotonic() + timeout
+            with self._answered:
+                while time.monotonic() < deadline:
+                    waiting = [s for s, proc in asked if s.reloaded is None and s.process is proc]
+                    if not waiting:
+                        break
+                    self._answered.wait(0.2)
+            errors, swapped = [], 0
+            for slot, proc in asked:
+                answer = slot.reloaded
+                if answer is not None and answer[0] == generation and answer[1] is None:
+                    slot.spec = replace(slot.spec, config=config)
+                    swapped += 1
+                elif answer is not None:
+                    errors.append(f"worker process {slot.spec.index}: {answer[1]}")
+                elif slot.process is not proc:
+                    errors.append(
+                        f"worker process {slot.spec.index} died during the reload; it restarts with the old chain"
+                    )
+                else:
+                    errors.append(f"worker process {slot.spec.index} did not answer within {timeout:g}s")
+            if swapped or not asked:
+                for slot in idle:
+                    slot.spec = replace(slot.spec, config=config)
+                self.config = config
+            return errors
 
     @property
     def processes(self) -> int:
@@ -229,13 +281,18 @@ class WorkerPool:
                         slot.samples = msg[2]
                 elif kind == "failed":
                     slot.failure = msg[1]
+                elif kind == "reloaded":
+                    with self._answered:
+                        slot.reloaded = (msg[1], msg[2])
+                        self._answered.notify_all()
         except (EOFError, OSError):
             slot.control = None
 
     def _tell(self, slot: _Slot, msg: tuple) -> None:
         try:
-            if slot.control is not None:
-                slot.control.send(msg)
+            with self._send_lock:
+                if slot.control is not None:
+                    slot.control.send(msg)
         except OSError:
             pass
 
@@ -269,6 +326,8 @@ class WorkerPool:
             slot.feed.join(1)
             slot.feed = None
         slot.process, slot.control = None, None
+        with self._answered:  # a reload waiting for this process stops waiting
+            self._answered.notify_all()
         clean = slot.exited is not None
         finished = self._stopping and (self.bus is None or self.bus.end_of_partition(slot.spec.partition or 0))
         if clean and finished:

@@ -9,6 +9,10 @@ A worker process leaves stopping to its parent: it ignores SIGINT (a Ctrl-C reac
 group) and SIGTERM (systemd signals every process of a unit), and stops when the parent says so (the
 embedded bus answers "end"; a Kafka worker is told "stop") or when the parent disappears. It reports
 its metrics to the parent every second over a control pipe.
+
+A reload arrives on the same pipe as ("reload", generation, Config): the process builds the new chain and
+sinks beside the running ones, the worker swaps at its next batch boundary, and the process answers
+("reloaded", generation, None) or, keeping its old chain, ("reloaded", generation, "why").
 """
 
 from __future__ import annotations
@@ -125,6 +129,23 @@ class _Reporter:
             samples.extend(source_metrics())
         return samples
 
+    def _reload(self, generation: int, config: Config) -> None:
+        """Build beside the running chain (a model load must not stall the worker), then swap at a batch boundary."""
+        from pipeline.build import build_worker_chain
+
+        try:
+            chain = build_worker_chain(config)
+        except Exception as e:
+            log.error("reload %d: cannot build the new chain, keeping the old one: %s", generation, e)
+            _send(self.control, ("reloaded", generation, f"cannot build the new chain: {e}"))
+            return
+        try:
+            self.worker.request_swap(chain).result()
+        except Exception as e:  # logged by the worker
+            _send(self.control, ("reloaded", generation, f"kept the old chain: {e}"))
+            return
+        _send(self.control, ("reloaded", generation, None))
+
     def _run(self) -> None:
         next_report = time.monotonic() + STATS_INTERVAL
         while not self._stop.is_set():
@@ -133,6 +154,8 @@ class _Reporter:
                     msg = self.control.recv()
                     if msg[0] == "stop":
                         self.source.close()
+                    elif msg[0] == "reload":
+                        threading.Thread(target=self._reload, args=msg[1:], name="reload", daemon=True).start()
             except (EOFError, OSError):
                 log.error("lost the tracelake process that started this worker; stopping")
                 self.source.close()

@@ -75,6 +75,12 @@ class RunningTracelake:
             pids[int(m.group(1))] = int(m.group(2))
         return pids
 
+    def kill(self) -> None:
+        """After a test that did not stop it: no drain, nothing left running."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -119,9 +125,7 @@ def tracelake(tmp_path: Path) -> Iterator[RunningTracelake]:
     try:
         yield tl
     finally:
-        if tl.proc.poll() is None:
-            tl.proc.kill()
-            tl.proc.wait()
+        tl.kill()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -222,6 +222,13 @@ class TailSampler:
             return self._release([])
         return self._release(list(self._pending))
 
+    def retire(self) -> pa.Table:
+        """A reload replaces the chain: decide every pending trace with these policies now and release it, on
+        Kafka too (a replay would reach the new chain, not this one). Traces of revoked partitions waiting
+        for forget() stay frozen: their next owner replays them."""
+        self._frozen_all = False
+        return self._release([t for t, trace in self._pending.items() if not self._is_frozen(trace)])
+
     def on_revoke(self, sources: set[str]) -> pa.Table:
         """Partitions move away: decide their traces (embedded) or freeze them until forget() (Kafka)."""
         if self.replayable:
