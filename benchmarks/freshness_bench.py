@@ -12,7 +12,7 @@
     applications. Exports go over raw gRPC from separate client processes, each recording the moment its
     export was acknowledged (CLOCK_MONOTONIC, shared by every process of the machine).
     - *span freshness* = first moment the span is in a file a new query would read (`pipeline.query`'s own
-      listing, `pipeline.maintenance.replaced.table_files`, polled every 100 ms; each new file's trace and
+      listing, `sinks.parquet.layout.table_files`, polled every 100 ms; each new file's trace and
       span ids read with pyarrow) minus the acknowledgement of the export that carried it. Resolution 0.1 s.
     - *trace freshness*: the same for the trace's row in `traces` (a summary is written `worker.trace_idle`
       after the trace's last span).
@@ -67,12 +67,11 @@ from core.conventions import normalize
 from pipeline.config import load as load_config
 from pipeline.config.model import CompactionConfig
 from pipeline.demo import emit_traces, make_providers
-from pipeline.maintenance import hour_partitions
 from pipeline.maintenance.compact import Compactor
-from pipeline.maintenance.replaced import live_files, table_files
 from pipeline.otlp.wire import decode_bodies
 from pipeline.query import connect
 from sinks.parquet.config import ParquetSinkConfig
+from sinks.parquet.layout import hour_partitions, live_files, table_files
 from sinks.parquet.sink import ParquetSink
 
 REPO = Path(__file__).resolve().parent.parent

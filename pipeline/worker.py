@@ -31,6 +31,7 @@ from core.conventions import Normalizer
 from core.processor import Processor, Sampler, StatefulProcessor
 from core.sink import SinkWriteError
 from pipeline.bus.base import Delivery, Source
+from pipeline.holdback import Holdback
 from pipeline.otlp.attributes import RawAttributesRequest
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.otlp.wire import NotCanonical, decode_bodies
@@ -51,9 +52,7 @@ class WorkerStats:
     traces_summarised: int = 0
     undecodable_messages: int = 0
     commits: int = 0
-    spans_held_back: int = 0
     feedback_events: int = 0
-    promoted_traces: int = 0
 
 
 @dataclass
@@ -80,18 +79,6 @@ def _by_partition(deliveries: list[Delivery]) -> Iterable[tuple[str | None, list
     for d in deliveries:
         groups.setdefault(d.partition, []).append(d)
     return groups.items()
-
-
-def _dedupe_spans(rows: pa.Table) -> pa.Table:
-    """One row per (trace_id, span_id): the holdback may hold a replayed span twice."""
-    first = (
-        pa.table({"k": pc.binary_join_element_wise(rows.column("trace_id"), rows.column("span_id"), ":")})
-        .append_column("i", pa.array(range(rows.num_rows), pa.int64()))
-        .group_by("k", use_threads=False)
-        .aggregate([("i", "min")])
-    )
-    keep = first.column("i_min")
-    return rows.take(keep.take(pc.sort_indices(keep)))
 
 
 class Worker:
@@ -121,8 +108,7 @@ class Worker:
         self.stopped = threading.Event()
         self.error: BaseException | None = None
         self._last_commit = 0.0
-        self.holdback_retention = holdback_retention
-        self._last_expiry = 0.0
+        self.holdback = Holdback(sinks, holdback_retention)
         self._last_busy = time.monotonic()
         self._released = True
         self._bind(processors)
@@ -142,16 +128,16 @@ class Worker:
 
     def metrics(self) -> list[metrics.Sample]:
         """This worker's counters, its processors' and its sinks', read at the moment of the call."""
-        s = self.stats
+        s, held = self.stats, self.holdback
         out = [
             metrics.counter(name, doc, value)
             for name, value, doc in (
                 ("tracelake_worker_spans_in", s.spans_in, "spans decoded from the bus (feedback events not counted)"),
                 ("tracelake_worker_spans_out", s.spans_out, "spans written to the spans table"),
-                ("tracelake_worker_spans_held_back", s.spans_held_back, "spans sampled out into the holdback area"),
+                ("tracelake_worker_spans_held_back", held.spans_held, "spans sampled out into the holdback area"),
                 ("tracelake_worker_traces_summarised", s.traces_summarised, "trace summary rows written"),
                 ("tracelake_worker_feedback_events", s.feedback_events, "feedback rows written"),
-                ("tracelake_worker_promoted_traces", s.promoted_traces, "dropped traces promoted by late feedback"),
+                ("tracelake_worker_promoted_traces", held.promoted_traces, "dropped traces promoted by late feedback"),
                 ("tracelake_worker_undecodable_messages", s.undecodable_messages, "bus messages skipped"),
                 ("tracelake_worker_offset_commits", s.commits, "offset commit rounds"),
             )
@@ -274,29 +260,16 @@ class Worker:
         for sink in self.sinks:
             sink.write("spans", kept, source, offsets)
             sink.write("feedback", events, source, offsets)
-            if dropped is not None:
-                sink.write("holdback", dropped, source, offsets)
-        self.stats.spans_held_back += 0 if dropped is None else dropped.num_rows
+        if dropped is not None:
+            self.holdback.hold(dropped, source, offsets)
         self.stats.feedback_events += events.num_rows
 
     def _promote(self, samplers: list[Sampler] | None = None) -> None:
-        """Late negative feedback for dropped traces: move their held-back spans into `spans`."""
+        """Late negative feedback for dropped traces: the holdback moves their spans into `spans`."""
         requests: list[tuple[str, str]] = []
         for sampler in self._samplers if samplers is None else samplers:
             requests.extend(sampler.take_promotions())
-        if not requests or not self.sinks:
-            return
-        reasons = dict(requests)
-        sink = self.sinks[0]
-        rows = sink.read_holdback(sorted(reasons))
-        if rows.num_rows == 0:
-            return
-        rows = _dedupe_spans(rows)
-        for s in self.sinks:
-            s.write("spans", rows)
-            s.write("traces", self.summarizer.promotion_rows(rows, reasons))
-        self.stats.promoted_traces += len(set(rows.column("trace_id").to_pylist()))
-        log.info("promoted %d held-back spans of %d traces after late feedback", rows.num_rows, len(reasons))
+        self.holdback.promote(requests)
 
     def _emit_released(self, spans: pa.Table, position: int) -> None:
         """Spans the processor at `position` held and now releases: the rest of the chain, then the sinks,
@@ -327,16 +300,7 @@ class Worker:
             for sink in self.sinks:
                 sink.write("traces", part.rows, part.source, part.offsets)
         self._flush_due()
-        self._expire_holdback()
-
-    def _expire_holdback(self) -> None:
-        now = time.monotonic()
-        if self.holdback_retention is None or now - self._last_expiry < 60:
-            return
-        self._last_expiry = now
-        for sink in self.sinks:
-            for path in sink.expire("holdback", self.holdback_retention):
-                log.info("deleted held-back spans older than the late-feedback window: %s", path)
+        self.holdback.expire()
 
     def _flush_due(self) -> None:
         for sink in self.sinks:
