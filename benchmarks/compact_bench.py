@@ -34,10 +34,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline import schema
-from pipeline.config.model import ParquetSinkConfig
+from core import schema
 from pipeline.maintenance.compact import Compactor
 from pipeline.query import connect
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
 HOUR_NS = 3600 * 10**9

@@ -31,13 +31,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import Normalizer
+from core.conventions import Normalizer
+from core.processor import Processor
 from pipeline.demo import build_requests
 from pipeline.otlp.wire import decode_bodies
 from pipeline.service import use_server_memory_pool
-from processors.base import Processor
 from processors.cost import CostConfig, CostProcessor
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
 

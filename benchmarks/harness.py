@@ -83,9 +83,9 @@ def worker_path(batches: Sequence[Sequence[bytes]], chain: Sequence[Any], lake: 
     (`pipeline.otlp.wire.decode_bodies`, protobuf parsing inside) → normalize → each processor's
     `process` → `ParquetSink.write`, then `flush_all` (sort, zstd, fsync). Wall seconds per stage.
     `chain`: processors; `sink`: a ParquetSink (default: one over `lake` that rolls only at the end)."""
-    from pipeline.config.model import ParquetSinkConfig
-    from pipeline.conventions import Normalizer
+    from core.conventions import Normalizer
     from pipeline.otlp.wire import decode_bodies
+    from sinks.parquet.config import ParquetSinkConfig
     from sinks.parquet.sink import ParquetSink
 
     shutil.rmtree(lake, ignore_errors=True)

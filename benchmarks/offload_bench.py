@@ -27,11 +27,11 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import Normalizer
+from core.conventions import Normalizer
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
 from processors.offload_artifacts import ArtifactOffloader, OffloadArtifactsConfig
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
 

@@ -41,12 +41,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.traffic import SHAPES, build, describe
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import Normalizer
+from core.conventions import Normalizer
+from core.processor import ProcessorContext
 from pipeline.otlp.wire import decode_bodies
 from pipeline.service import use_server_memory_pool
-from processors.base import ProcessorContext
 from processors.redact_pii import PiiRedactor, RedactPiiConfig
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
 CHAINS: dict[str, dict[str, Any] | None] = {

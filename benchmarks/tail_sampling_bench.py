@@ -27,10 +27,10 @@ from collections.abc import Callable
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline.conventions import Normalizer
+from core.conventions import Normalizer
+from core.processor import ProcessorContext
 from pipeline.demo import build_requests
 from pipeline.otlp.decode import SourcedRequest, decode
-from processors.base import ProcessorContext
 from processors.tail_sampling import TailSampler, TailSamplingConfig
 
 POLICIES = [

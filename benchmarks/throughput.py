@@ -63,6 +63,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -285,6 +286,8 @@ class Spy:
     def __init__(self, out: Path | None, label: str) -> None:
         self.out, self.label = out, label
         self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        beside = Path(sys.executable).parent / "py-spy"  # installed into the same virtualenv
+        self.exe = str(beside) if beside.exists() else (shutil.which("py-spy") or "py-spy")
 
     def start(self, roles: dict[str, int]) -> None:
         if self.out is None:
@@ -292,7 +295,7 @@ class Spy:
         self.out.mkdir(parents=True, exist_ok=True)
         for role, pid in roles.items():
             path = self.out / f"{self.label}.{role}.txt"
-            cmd = ["py-spy", "record", "--pid", str(pid), "--rate", "50", "--format", "raw", "-o", str(path)]
+            cmd = [self.exe, "record", "--pid", str(pid), "--rate", "50", "--format", "raw", "-o", str(path)]
             self.procs.append((role, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path))
 
     def stop(self) -> None:
@@ -307,6 +310,36 @@ class Spy:
             if path.exists():
                 print_spy(f"{self.label} {role}", path)
         self.procs = []
+
+
+class Timeline:
+    """Cores used by each server process, sampled every 0.25 s (--timeline)."""
+
+    STEP = 0.25
+
+    def __init__(self, roles: dict[str, int]) -> None:
+        self.roles = roles
+        self.samples: list[tuple[float, dict[str, float], float]] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            cpu = {r: harness.own_cpu(p) for r, p in self.roles.items()}
+            self.samples.append((time.monotonic(), cpu, harness.busy_cores_seconds()))
+            self._stop.wait(self.STEP)
+
+    def print(self, label: str, t0: float, acked: float, done: float) -> None:
+        self._stop.set()
+        print(f"    timeline {label}: cores per process every {self.STEP}s from the first send "
+              f"(last OK at {acked - t0:.2f}s, durable at {done - t0:.2f}s; 'machine': all processes)")  # fmt: skip
+        print("      " + "".join(f"{r:>9}" for r in ["t", *self.roles, "machine"]))
+        for (t1, c1, m1), (t2, c2, m2) in zip(self.samples, self.samples[1:], strict=False):
+            if t2 < t0 or t1 > done:
+                continue
+            dt = t2 - t1
+            cells = [f"{t2 - t0:9.2f}"] + [f"{max(0.0, c2[r] - c1[r]) / dt:9.2f}" for r in self.roles]
+            print("      " + "".join(cells) + f"{(m2 - m1) / dt:9.2f}")
 
 
 def print_spy(title: str, path: Path, top: int = 12) -> None:
@@ -382,6 +415,7 @@ class Setup:
     spy: Path | None
     quiet: float  # wait until other work on the machine uses under this many cores (0: don't)
     broker: Any = None
+    timeline: bool = False  # print each server process's CPU over the run
 
 
 @dataclass
@@ -408,11 +442,14 @@ def _timed(
     label = f"{setup.traffic.shape}-{setup.chain}-{setup.processes}-{bus.replace(' ', '-')}"
     profiler = Spy(setup.spy, label)
     profiler.start(roles)
+    timeline = Timeline(roles) if setup.timeline else None
     burst = harness.send_burst(setup.traffic.file, ingress.grpc, setup.clients)
     me1 = harness.own_and_children_cpu()
     done, drain, c1 = finish()
     sys1 = harness.busy_cores_seconds()
     profiler.stop()
+    if timeline is not None:
+        timeline.print(label, burst.t0, burst.acks[-1][0], done)
     receiver, total, broker = c1.receiver - c0.receiver, c1.total - c0.total, c1.broker - c0.broker
     durable = done - burst.t0
     others_cores = ((sys1 - sys0) - total - broker - (me1 - me0)) / durable
@@ -650,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CORES",
         help="before each timed burst, wait (up to 5 min) until other work uses under CORES cores; 0: don't",
     )
+    ap.add_argument("--timeline", action="store_true", help="print each server process's CPU over each run")
     ap.add_argument("--skip-in-process", action="store_true")
     ap.add_argument("--profile", choices=["floor", "worker"], default=None, help="cProfile of (1)")
     ap.add_argument("--py-spy", type=Path, default=None, metavar="DIR", help="py-spy every server process")
@@ -704,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
                         for fn in todo:
                             k += 1
                             cell = Setup(t, chain, proc, args.clients, workdir / f"run{k}", args.py_spy,
-                                         args.wait_quiet, broker)  # fmt: skip
+                                         args.wait_quiet, broker, args.timeline)  # fmt: skip
                             r = fn(cell)
                             rnd.append(r)
                             print(line(r), flush=True)

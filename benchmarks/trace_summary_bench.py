@@ -25,7 +25,7 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.conventions import normalize
+from core.conventions import normalize
 from pipeline.demo import build_requests
 from pipeline.otlp.wire import decode_bodies
 from pipeline.trace_summary import TraceSummarizer

@@ -6,14 +6,14 @@ worker process; `tracelake worker` builds only workers. Each piece is built in t
 
 from __future__ import annotations
 
+from core.conventions import CorrelationKeys, Normalizer
+from core.processor import Processor, ProcessorContext
+from core.sink import Sink, SinkContext
 from pipeline.bus.base import Source
 from pipeline.config import Config
 from pipeline.config.model import KafkaBusConfig
-from pipeline.conventions import CorrelationKeys, Normalizer
 from pipeline.trace_summary import TraceSummarizer
 from pipeline.worker import Worker
-from processors.base import Processor, ProcessorContext
-from sinks.parquet.sink import ParquetSink
 
 
 def build_normalizer(config: Config) -> Normalizer:
@@ -29,7 +29,7 @@ def build_chain(config: Config, stage: str, normalizer: Normalizer) -> list[tupl
     for pid in getattr(config.pipeline, stage):
         spec = config.processors[pid]
         ctx = ProcessorContext(processor_id=pid, normalizer=normalizer, stage=stage, replayable_source=replayable)
-        chain.append((pid, spec.factory.create(spec.config, ctx)))
+        chain.append((pid, spec.factory.build(spec.config, ctx)))
     return chain
 
 
@@ -42,16 +42,21 @@ def holdback_retention(config: Config) -> float | None:
     return max(windows) if windows else None
 
 
+def build_sink(config: Config, sink_id: str) -> Sink:
+    spec = config.sinks[sink_id]
+    return spec.factory.create(spec.config, SinkContext(sink_id))
+
+
 def build_worker(config: Config, source: Source) -> Worker:
     raw = config.raw
     normalizer = build_normalizer(config)
-    sinks = [ParquetSink(config.sinks[sid], sink_id=sid) for sid in config.pipeline.sinks]
+    sinks = [build_sink(config, sid) for sid in config.pipeline.sinks]
     return Worker(
         source,
         build_chain(config, "process", normalizer),
         sinks,
         normalizer,
-        TraceSummarizer(raw.worker.trace_idle),
+        TraceSummarizer(raw.worker.trace_idle, trace_max_wait=raw.worker.trace_max_wait),
         max_batch_spans=raw.worker.max_batch_spans,
         max_batch_delay=raw.worker.max_batch_delay,
         commit_interval=getattr(raw.bus, "commit_interval", 1.0),

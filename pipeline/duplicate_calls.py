@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schema import TOKEN_COLUMNS
+from core.schema import TOKEN_COLUMNS
 
 CALL_TYPES = pa.array(["llm", "embedding"], pa.string())
 INPUT_SIDE = ("input_tokens", "cache_read_tokens", "cache_write_tokens")

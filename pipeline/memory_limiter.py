@@ -16,7 +16,7 @@ import threading
 
 import pyarrow as pa
 
-from pipeline import metrics
+from core import metrics
 
 log = logging.getLogger("tracelake.memory_limiter")
 

@@ -14,64 +14,68 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline import schema
+from core import schema
+from pipeline.maintenance.replaced import table_files
 
 
-def _glob(lake: Path, table: str) -> str:
-    return str(lake / table / "*" / "*" / "*.parquet")
+def table_source(
+    con: duckdb.DuckDBPyConnection, lake: Path, table: str, files: Sequence[str | Path] | None = None
+) -> str:
+    """A FROM clause for the table's raw rows (replays included, `dt`/`hour` columns): every live file of the
+    table, or only `files`. Unioned by name with an empty relation of the current schema, so every column
+    exists even when only files written before it was added are there (or none at all).
 
-
-def _has_files(lake: Path, table: str) -> bool:
-    return any((lake / table).glob("*/*/*.parquet"))
-
-
-def _source(con: duckdb.DuckDBPyConnection, lake: Path, table: str) -> str:
-    """A FROM clause for the table's raw rows. Unioned by name with an empty relation of the current schema,
-    so every column exists even when only files written before it was added are there (or none at all)."""
+    The files are listed now, once: the connection reads the lake as it is when it is opened (open a
+    new one to see newer files). Files that compaction replaced are left out of the listing, and the
+    listed ones stay on disk for `compaction.grace`, so a query never fails for a file compaction
+    removed and never reads a row twice (pipeline/maintenance/replaced.py)."""
     empty = schema.empty(table)
     empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int32()))
     name = f"_empty_{table}"
     con.register(name, empty)
-    if not _has_files(lake, table):
+    if files is None:
+        files = table_files(lake, table)
+    if not files:
         return name
-    path = _glob(lake, table).replace("'", "''")
+    paths = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
     return (
-        f"(SELECT * FROM read_parquet('{path}', hive_partitioning=true, union_by_name=true,"
+        f"(SELECT * FROM read_parquet({paths}, hive_partitioning=true, union_by_name=true,"
         f" hive_types={{'dt': DATE, 'hour': INTEGER}}) UNION ALL BY NAME SELECT * FROM {name})"
     )
 
 
+# One row per identity: a replay may have written a row twice (identical but for lake_source, so a row
+# filter may go before this clause, as the UI does with partition and trace-id filters, and the result
+# is what filtering the view gives). Compacted files hold one row per identity already.
+DEDUP = {
+    "spans": "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY lake_source) = 1",
+    "traces": "QUALIFY row_number() OVER (PARTITION BY trace_id, part_id ORDER BY lake_source) = 1",
+    "feedback": (
+        'QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, name, "time", source ORDER BY lake_source) = 1'
+    ),
+}
+
+
 # duplicate_of: as written, or as the trace's summary decided it (a span written before the span it
-# duplicates arrived is listed in traces.duplicate_spans; the summary sees the whole trace).
-SPANS_VIEW = """
-CREATE OR REPLACE VIEW spans AS
-WITH rows AS (
-  SELECT * FROM {src}
-  QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY lake_source) = 1
-),
-decided AS (
+# duplicates arrived is listed in traces.duplicate_spans; the summary sees the whole trace). `{rows}`: spans,
+# one per identity; `{traces_src}`: summary parts of (at least) the same traces.
+SPANS_DECIDED = """
+WITH decided AS (
   SELECT trace_id, d.span_id AS span_id, min(d.duplicate_of) AS duplicate_of
   FROM (SELECT trace_id, unnest(duplicate_spans) AS d FROM {traces_src} WHERE len(duplicate_spans) > 0)
   GROUP BY ALL
 )
 SELECT rows.* REPLACE (coalesce(decided.duplicate_of, rows.duplicate_of) AS duplicate_of)
-FROM rows LEFT JOIN decided ON rows.trace_id = decided.trace_id AND rows.span_id = decided.span_id
+FROM {rows} AS rows LEFT JOIN decided ON rows.trace_id = decided.trace_id AND rows.span_id = decided.span_id
 """
-
-FEEDBACK_VIEW = """
-CREATE OR REPLACE VIEW feedback AS
-SELECT * FROM {src}
-QUALIFY row_number() OVER (
-  PARTITION BY trace_id, span_id, name, "time", source ORDER BY lake_source) = 1
-"""
-
-# Parts of one trace (late spans) are merged; a replayed part (same part_id) counts once.
-TRACES_VIEW = """
-CREATE OR REPLACE VIEW traces AS
-WITH parts AS (
-  SELECT * FROM {src}
-  QUALIFY row_number() OVER (PARTITION BY trace_id, part_id ORDER BY lake_source) = 1
+SPANS_VIEW = "CREATE OR REPLACE VIEW spans AS" + SPANS_DECIDED.replace(
+    "{rows}", "(SELECT * FROM {src}\n" + DEDUP["spans"] + ")"
 )
+
+FEEDBACK_VIEW = "CREATE OR REPLACE VIEW feedback AS\nSELECT * FROM {src}\n" + DEDUP["feedback"] + "\n"
+
+# Parts of one trace (late spans, late feedback) merged into one row; `{parts}` holds one row per part.
+TRACES_MERGE = """
 SELECT
   trace_id,
   any_value(root_name) FILTER (WHERE root_name IS NOT NULL) AS root_name,
@@ -102,9 +106,12 @@ SELECT
   count(*) AS parts,
   min(dt) AS dt,
   min(hour) AS hour
-FROM parts
+FROM {parts} AS parts
 GROUP BY trace_id
 """
+TRACES_VIEW = "CREATE OR REPLACE VIEW traces AS" + TRACES_MERGE.replace(
+    "{parts}", "(SELECT * FROM {src}\n" + DEDUP["traces"] + ")"
+)
 
 
 def connect(
@@ -117,9 +124,9 @@ def connect(
     lake = Path(lake)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
-    traces = _source(con, lake, "traces")
-    con.execute(SPANS_VIEW.format(src=_source(con, lake, "spans"), traces_src=traces))
+    traces = table_source(con, lake, "traces")
+    con.execute(SPANS_VIEW.format(src=table_source(con, lake, "spans"), traces_src=traces))
     con.execute(TRACES_VIEW.format(src=traces))
-    con.execute(FEEDBACK_VIEW.format(src=_source(con, lake, "feedback")))
+    con.execute(FEEDBACK_VIEW.format(src=table_source(con, lake, "feedback")))
     register_artifact_function(con, list(artifact_stores or [str(lake / "_artifacts")]))
     return con

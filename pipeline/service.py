@@ -12,23 +12,30 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import pyarrow as pa
 
-from pipeline import feedback
 from pipeline.build import build_chain, build_normalizer
 from pipeline.bus.base import Publisher
 from pipeline.bus.embedded import EmbeddedBus
 from pipeline.config import Config
 from pipeline.config.model import EmbeddedBusConfig, KafkaBusConfig, resolve_processes, split_endpoint
+from pipeline.maintenance.background import BackgroundCompactor
 from pipeline.memory_limiter import MemoryLimiter
+from pipeline.receiver.feedback import http_route as feedback_route
 from pipeline.receiver.grpc_server import GrpcReceiver
 from pipeline.receiver.http_server import HttpReceiver
 from pipeline.receiver.intake import IngestChain, Intake
 from pipeline.telemetry import TelemetryServer
 from pipeline.worker_pool import WorkerPool, WorkerStartError
+from sinks.parquet.config import ParquetSinkConfig
 
 log = logging.getLogger("tracelake")
+
+# A span waiting this long in the bus misses the freshness target (README: Freshness): say so, once a minute.
+BEHIND_WARNING_S = 5.0
+BEHIND_WARNING_EVERY_S = 60.0
 
 
 def use_server_memory_pool() -> str:
@@ -47,6 +54,10 @@ def use_server_memory_pool() -> str:
     with contextlib.suppress(NotImplementedError):  # a pyarrow built without jemalloc keeps its default
         pa.set_memory_pool(pa.jemalloc_memory_pool())
     return pa.default_memory_pool().backend_name
+
+
+def _lakes(config: Config) -> list[ParquetSinkConfig]:
+    return [s for sid in config.pipeline.sinks if isinstance(s := config.sinks[sid].config, ParquetSinkConfig)]
 
 
 class Service:
@@ -81,15 +92,14 @@ class Service:
                 self.publisher = KafkaPublisher(bus_cfg, retry_after=otlp.retry_after)
         self.workers: WorkerPool | None = None
         if role in ("all", "worker"):
-            # started first: worker processes import and build their chains while this process builds its own
             self.workers = WorkerPool(config, processes, self.bus, log_level=log_level, log_json=log_json)
-            self.workers.launch()
-        try:
-            self._build_receivers()
-        except BaseException:
-            if self.workers is not None:
-                self.workers.kill()
-            raise
+        # the lakes the workers write keep themselves compact, from this process (one compaction per lake at a time)
+        self.compactors = (
+            [BackgroundCompactor(s.path, raw.compaction, s.compression_level) for s in _lakes(config)]
+            if raw.compaction.background and self.workers is not None
+            else []
+        )
+        self._build_receivers()
 
     def _build_receivers(self) -> None:
         config, raw = self.config, self.config.raw
@@ -114,12 +124,18 @@ class Service:
             if otlp.http is not None:
                 host, port = split_endpoint(otlp.http.endpoint)
                 self.http = HttpReceiver(self.intake, host, port, otlp.max_request_bytes)
-                self.http.routes["/v1/feedback"] = feedback.http_route(self.intake)
+                self.http.routes["/v1/feedback"] = feedback_route(self.intake)
         self._stop = threading.Event()
+        self._behind_warned_at = -BEHIND_WARNING_EVERY_S
         self.telemetry: TelemetryServer | None = None
         if raw.telemetry.endpoint is not None:
             host, port = split_endpoint(raw.telemetry.endpoint)
             self.telemetry = self._telemetry(host, port)
+        self.ui = None
+        if raw.ui.enabled and self.workers is not None:  # the lake this process writes, in a browser
+            from pipeline.ui import ui_server
+
+            self.ui = ui_server(config, feedback_route=self.http.routes["/v1/feedback"] if self.http else None)
 
     def _telemetry(self, host: str, port: int) -> TelemetryServer:
         """Every component's metrics and readiness, wired once; telemetry knows no component."""
@@ -151,10 +167,14 @@ class Service:
             self.telemetry.start()
         if self.workers is not None:
             self.workers.start()  # processes are built before the receivers accept anything
+        for compactor in self.compactors:
+            compactor.start()
         if self.grpc:
             self.grpc.start()
         if self.http:
             self.http.start()
+        if self.ui is not None:
+            self.ui.start()
         parts = []
         if self.grpc:
             parts.append(f"grpc={self.grpc.address}")
@@ -178,6 +198,8 @@ class Service:
             self.http.stop()
         if self.publisher is not None and self.publisher is not self.bus:
             self.publisher.close()
+        for compactor in self.compactors:
+            compactor.stop()
         ok = True
         if self.workers is not None:
             ok = self.workers.stop()
@@ -185,6 +207,8 @@ class Service:
             self.memory.stop()
         if self.telemetry is not None:
             self.telemetry.stop()
+        if self.ui is not None:
+            self.ui.stop()
         self.failed = not ok
         if self.workers is not None:
             totals = {s.name: s.value for s in self.workers.metrics() if not s.labels}
@@ -199,6 +223,22 @@ class Service:
 
     failed = False
 
+    def warn_if_behind(self, now: float | None = None) -> bool:
+        """Log (at most once a minute) when spans wait in the embedded bus longer than the freshness target."""
+        wait = self.bus.oldest_wait if self.bus is not None else None  # Kafka has its consumer lag metric
+        now = time.monotonic() if now is None else now
+        if wait is None or wait < BEHIND_WARNING_S or now - self._behind_warned_at < BEHIND_WARNING_EVERY_S:
+            return False
+        self._behind_warned_at = now
+        held = self.bus.held_spans if self.bus is not None else 0
+        log.warning(
+            "the worker is %.0f s behind: %d spans wait in the bus and reach queries that late; the processors "
+            "take longer than the traffic leaves them (README: Freshness)",
+            wait,
+            held,
+        )
+        return True
+
     def serve(self) -> int:
         """Run until SIGINT/SIGTERM, then stop cleanly. Returns the exit code."""
         try:
@@ -209,6 +249,6 @@ class Service:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stop.set())
         while not self._stop.wait(0.5):  # a wait with a timeout lets the signal handlers run
-            pass
+            self.warn_if_behind()
         self.stop()
         return 1 if self.failed else 0

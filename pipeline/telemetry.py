@@ -18,7 +18,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from pipeline import metrics
+from core import metrics
 
 log = logging.getLogger("tracelake.telemetry")
 

@@ -27,9 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import feedback, schema
+from core import feedback, schema
+from core.schema import TOKEN_COLUMNS
 from pipeline.duplicate_calls import CALL_TYPES, call_rows, find_duplicates
-from pipeline.schema import TOKEN_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,17 @@ def _members(trace_ids: pa.Array, values: pa.Array | pa.ChunkedArray, member: in
 
 
 class TraceSummarizer:
-    def __init__(self, trace_idle: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, trace_idle: float, clock: Callable[[], float] = time.monotonic, trace_max_wait: float | None = None
+    ) -> None:
         self.trace_idle = trace_idle
+        # A trace that keeps receiving spans is summarised in parts this often: an open trace holds the
+        # offsets of its first spans uncommitted, and a long agent session must not hold them for an hour.
+        self.trace_max_wait = trace_max_wait
         self._clock = clock
         self._pending: deque[_Pending] = deque()
         self._last_seen: dict[str, float] = {}
+        self._opened: dict[str, float] = {}  # when the open part of each trace began, oldest first
 
     @property
     def open_traces(self) -> int:
@@ -179,7 +185,12 @@ class TraceSummarizer:
         members = distinct.select(["trace_id", "member", "value"])
         marked = self._mark_duplicates(spans, calls)
         self._pending.append(_Pending(now, agg, members, calls))
-        self._last_seen.update(dict.fromkeys(agg.column("trace_id").to_pylist(), now))
+        ids = agg.column("trace_id").to_pylist()
+        if self.trace_max_wait is not None:
+            opened = self._opened
+            for t in ids:
+                opened.setdefault(t, now)
+        self._last_seen.update(dict.fromkeys(ids, now))
         return marked
 
     def _mark_duplicates(self, spans: pa.Table, calls: pa.Table) -> pa.Table:
@@ -212,8 +223,9 @@ class TraceSummarizer:
         """Summaries of traces idle for `trace_idle`; with `force`, of all open traces (of `sources`)."""
         now = self._clock()
         cutoff = now - self.trace_idle
+        aged = self._aged(now) if not force else set()
         old: list[_Pending] = []
-        while self._pending and (force or self._pending[0].seen <= cutoff):
+        while self._pending and (force or aged or self._pending[0].seen <= cutoff):
             old.append(self._pending.popleft())
         if not old:
             return []
@@ -229,9 +241,10 @@ class TraceSummarizer:
             due_ids = candidates
         else:
             seen = self._last_seen
-            due_ids = [t for t in candidates if seen[t] <= cutoff]
+            due_ids = [t for t in candidates if seen[t] <= cutoff or t in aged]
         for t in due_ids:
             del self._last_seen[t]
+            self._opened.pop(t, None)
         due_set = pa.array(due_ids, pa.string())
         is_due = pc.is_in(rows.column("trace_id"), due_set)
         member_due = pc.is_in(members.column("trace_id"), due_set)
@@ -258,6 +271,18 @@ class TraceSummarizer:
             offsets = (lo, hi) if lo is not None and hi is not None else None
             out.append(SummaryBatch(_traces_rows(part), source, offsets))
         return out
+
+    def _aged(self, now: float) -> set[str]:
+        """Open traces whose current part began `trace_max_wait` ago (they are written as a part now)."""
+        if self.trace_max_wait is None:
+            return set()
+        limit = now - self.trace_max_wait
+        aged = set()
+        for t, began in self._opened.items():  # insertion order: the oldest parts first
+            if began > limit:
+                break
+            aged.add(t)
+        return aged
 
     def promotion_rows(self, spans: pa.Table, reasons: dict[str, str]) -> pa.Table:
         """Summary parts that turn dropped traces into kept ones (their counts are already summarised)."""

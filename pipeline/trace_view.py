@@ -15,7 +15,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import duckdb
 
@@ -239,18 +239,29 @@ def _bar(a: float, b: float, w: int) -> str:
     return "".join(out)
 
 
-def _tree(rows: list[_Span]) -> list[tuple[_Span, int, bool]]:
+class SpanNode(Protocol):
+    @property
+    def span_id(self) -> str: ...
+    @property
+    def parent(self) -> str: ...
+
+
+Node = TypeVar("Node", bound=SpanNode)
+
+
+def span_tree(rows: list[Node]) -> list[tuple[Node, int, bool]]:
     """Spans depth-first in start order: (span, depth, orphan). Orphans (parent not in the lake, or a
-    parent cycle that no root reaches) go to the top level, flagged, instead of vanishing."""
+    parent cycle that no root reaches) go to the top level, flagged, instead of vanishing. The terminal
+    view and the web UI (`pipeline.ui.trace_detail`) both lay a trace out with it."""
     ids = {r.span_id for r in rows}
-    children: dict[str, list[_Span]] = defaultdict(list)
-    tops: list[tuple[_Span, int, bool]] = []
+    children: dict[str, list[Node]] = defaultdict(list)
+    tops: list[tuple[Node, int, bool]] = []
     for r in rows:
         if r.parent and r.parent in ids and r.parent != r.span_id:
             children[r.parent].append(r)
         else:
             tops.append((r, 0, bool(r.parent)))
-    out: list[tuple[_Span, int, bool]] = []
+    out: list[tuple[Node, int, bool]] = []
     seen: set[str] = set()
     for top in [*tops, *((r, 0, True) for r in rows)]:  # the tail only matters for cycles
         stack = [top]  # iterative: deep agent loops must not hit the recursion limit
@@ -485,7 +496,7 @@ def render_text(t: Trace, width: int = 80, color: bool = False, limits: _Limits 
             facts.append(f"{label}: {', '.join(present)}")
     if summary is not None and summary[10] and summary[11]:
         facts.append(f"kept: {', '.join(summary[11])}")
-    nodes = _tree(t.spans)
+    nodes = span_tree(t.spans)
     body = _span_lines(nodes, agg[2], agg[3], width, color)
     order = [s for s, _, _ in nodes]
     return "\n".join([title, *_pack(facts, width), "", *body, *_said_lines(t, order, width, color, limits), *said])

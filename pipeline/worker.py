@@ -22,16 +22,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf.message import DecodeError
 
-from core import source_ref
-from pipeline import feedback, metrics, schema
+from core import feedback, metrics, schema, source_ref
+from core.conventions import Normalizer
+from core.processor import Processor, Sampler, StatefulProcessor
+from core.sink import SinkWriteError
 from pipeline.bus.base import Delivery, Source
-from pipeline.conventions import Normalizer
 from pipeline.otlp.attributes import RawAttributesRequest
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.otlp.wire import NotCanonical, decode_bodies
 from pipeline.trace_summary import TraceSummarizer
-from processors.base import Processor
-from sinks.parquet.sink import ParquetSink, SinkWriteError
+from sinks.parquet.sink import ParquetSink
 
 log = logging.getLogger("tracelake.worker")
 
@@ -102,6 +102,12 @@ class Worker:
         self._last_expiry = 0.0
         self._last_busy = time.monotonic()
         self._released = True
+        # the processor hooks, bound once (core/processor.py): who holds spans, who promotes traces
+        self._holders: list[tuple[int, StatefulProcessor]] = [
+            (i, proc) for i, (_pid, proc) in enumerate(processors) if isinstance(proc, StatefulProcessor)
+        ]
+        self._samplers: list[Sampler] = [proc for _pid, proc in processors if isinstance(proc, Sampler)]
+        self._processors_shut_down = False
         if hasattr(source, "on_revoke"):
             source.on_revoke = self.handle_revoke  # type: ignore[attr-defined]
 
@@ -139,7 +145,7 @@ class Worker:
                 )
             )
         for pid, proc in self.processors:
-            for key, value in metrics.flatten_stats(getattr(proc, "stats", {}) or {}):
+            for key, value in metrics.flatten_stats(proc.stats):
                 out.append(
                     metrics.gauge(
                         "tracelake_processor_stat",
@@ -243,13 +249,11 @@ class Worker:
         self.stats.spans_held_back += 0 if dropped is None else dropped.num_rows
         self.stats.feedback_events += events.num_rows
 
-    def _promote(self) -> None:
+    def _promote(self, samplers: list[Sampler] | None = None) -> None:
         """Late negative feedback for dropped traces: move their held-back spans into `spans`."""
         requests: list[tuple[str, str]] = []
-        for _pid, proc in self.processors:
-            take = getattr(proc, "take_promotions", None)
-            if take is not None:
-                requests.extend(take())
+        for sampler in self._samplers if samplers is None else samplers:
+            requests.extend(sampler.take_promotions())
         if not requests or not self.sinks:
             return
         reasons = dict(requests)
@@ -283,12 +287,11 @@ class Worker:
             self._emit(spans.filter(mask), key, (mm["min"].as_py(), mm["max"].as_py()))
 
     def _tick(self, force: bool = False, sources: set[str] | None = None) -> None:
-        now_ns = time.time_ns()
-        for i, (_pid, proc) in enumerate(self.processors):
-            tick = getattr(proc, "tick", None)
-            if tick is not None:
-                self._emit_released(tick(now_ns), i)
-        self._promote()
+        if not self._processors_shut_down:
+            now_ns = time.time_ns()
+            for i, holder in self._holders:
+                self._emit_released(holder.tick(now_ns), i)
+            self._promote()
         for part in self.summarizer.due(force=force, sources=sources):
             self.stats.traces_summarised += part.rows.num_rows
             for sink in self.sinks:
@@ -315,10 +318,7 @@ class Worker:
         held: dict[str, int] = {}
         parts: list[dict[str, int]] = [s.low_watermarks() for s in self.sinks]
         parts.append(self.summarizer.low_watermarks())
-        for _pid, proc in self.processors:
-            marks = getattr(proc, "low_watermarks", None)
-            if marks is not None:
-                parts.append(marks())
+        parts.extend(holder.low_watermarks() for _i, holder in self._holders)
         for marks in parts:
             for k, v in marks.items():
                 held[k] = min(held.get(k, v), v)
@@ -334,10 +334,9 @@ class Worker:
     def handle_revoke(self, sources: list[str]) -> None:
         """Before partitions move to another worker: write what we hold of them, commit it."""
         revoked = set(sources)
-        for i, (_pid, proc) in enumerate(self.processors):
-            release = getattr(proc, "on_revoke", None)
-            if release is not None:
-                self._emit_released(release(revoked), i)
+        if not self._processors_shut_down:  # leaving the group after shutdown revokes too
+            for i, holder in self._holders:
+                self._emit_released(holder.on_revoke(revoked), i)
         self._tick(force=True, sources=revoked)
         for sink in self.sinks:
             try:
@@ -350,10 +349,8 @@ class Worker:
 
     def _forget(self, sources: set[str] | None) -> None:
         """After the commit: processors drop state the next owner of these partitions will replay."""
-        for _pid, proc in self.processors:
-            forget = getattr(proc, "forget", None)
-            if forget is not None:
-                forget(sources)
+        for _i, holder in self._holders:
+            holder.forget(sources)
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
@@ -371,11 +368,13 @@ class Worker:
             self.stopped.set()
 
     def shutdown(self) -> None:
-        """Release what processors hold, summarise every open trace, flush every sink, commit."""
-        for i, (_pid, proc) in enumerate(self.processors):
-            stop = getattr(proc, "shutdown", None)
-            if stop is not None:
-                self._emit_released(stop(), i)
+        """Release what processors hold, summarise every open trace, flush every sink, commit.
+        No processor hook but low_watermarks and forget runs after a processor's shutdown()."""
+        for i, holder in self._holders:
+            if isinstance(holder, Sampler):
+                self._promote([holder])  # its last promotions, while it still runs
+            self._emit_released(holder.shutdown(), i)
+        self._processors_shut_down = True
         self._tick(force=True)
         for sink in self.sinks:
             attempts = 0

@@ -14,6 +14,7 @@ drain is replaced until its partition is fully committed.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing as mp
 import threading
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
-from pipeline import metrics
+from core import metrics
 from pipeline.bus.embedded import EmbeddedBus
 from pipeline.bus.pipe import PartitionFeed
 from pipeline.config import Config
@@ -84,10 +85,17 @@ class WorkerPool:
         self._done = threading.Event()
         self._monitor = threading.Thread(target=self._watch, name="worker-pool", daemon=True)
         self.failed = False  # a process exited non-zero at the end, or could not be kept running
+        self._exit_hook = False
+        self._killed = False  # kill() ran: nothing is restarted after it
 
     # -- lifecycle --------------------------------------------------------------------------
     def launch(self) -> None:
         """Start every process; they build their chains while the caller does its own set-up."""
+        if not self._exit_hook:
+            # a pool its owner never stopped (a test, an embedding program) must not keep the interpreter
+            # waiting at exit for processes that ignore SIGTERM: multiprocessing joins them after this runs
+            atexit.register(self.kill)
+            self._exit_hook = True
         for slot in self._slots:
             if slot.process is None:
                 self._spawn(slot)
@@ -112,6 +120,9 @@ class WorkerPool:
         """Drain and stop every process. Returns False when one of them failed."""
         with self._lock:
             self._stopping = True
+        if not self._monitor.is_alive():  # never started (or start failed): nothing was accepted for them
+            self._kill_all()
+            return not self.failed
         if self.bus is not None:
             self.bus.close()
         else:
@@ -225,6 +236,8 @@ class WorkerPool:
                     proc.join()
                     self._pump(slot, 0)  # a last report may still sit in the pipe
                     self._exited(slot, proc)
+                if self._killed:
+                    slot.restart_at = None
                 if slot.process is None and slot.restart_at is not None and time.monotonic() >= slot.restart_at:
                     slot.restart_at = None
                     slot.restarts += 1
@@ -269,7 +282,11 @@ class WorkerPool:
         slot.backoff = min(RESTART_BACKOFF_MAX, slot.backoff * 2)
 
     def kill(self) -> None:
-        """For a caller that failed to set up around the pool: no drain, nothing was accepted yet."""
+        """No drain: for a caller that failed to set up around the pool, and at interpreter exit for an owner
+        that never stopped it (what was not yet written stays on the bus, or in Kafka, for the next start)."""
+        with self._lock:
+            self._killed = True
+            self._stopping = True
         self._kill_all()
 
     def _kill_all(self) -> None:

@@ -81,8 +81,9 @@ def main(spec: WorkerProcessSpec, control: Connection, data: Connection | None) 
         _send(control, ("failed", str(e)))
         os._exit(3)
     reporter = _Reporter(control, worker, source)
-    reporter.start()
+    _send(control, ("metrics", reporter.snapshot()))  # /metrics has every series from the first scrape on
     _send(control, ("ready", os.getpid()))
+    reporter.start()
     worker.run()
     reporter.stop()
     code = 1 if worker.error is not None else 0
@@ -125,7 +126,7 @@ class _Reporter:
         return samples
 
     def _run(self) -> None:
-        next_report = 0.0
+        next_report = time.monotonic() + STATS_INTERVAL
         while not self._stop.is_set():
             try:
                 if self.control.poll(0.2):

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real `tracelake run` in a subprocess, and small OTLP builders."""
+"""Shared fixtures: a real `tracelake run` in a subprocess. The OTLP builders (`kv`, `make_request`) are
+pipeline.testing's, importable from here too."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from pipeline.testing import kv, make_request
+
+__all__ = ["RunningTracelake", "config_yaml", "kv", "make_request", "tracelake"]
 
 READY = re.compile(r"tracelake ready (?:grpc=(\S+))? ?(?:http=(\S+))?.*?(?:telemetry=(\S+))?$")
 
@@ -122,41 +124,11 @@ def tracelake(tmp_path: Path) -> Iterator[RunningTracelake]:
             tl.proc.wait()
 
 
-def kv(key: str, value: object) -> KeyValue:
-    if isinstance(value, bool):
-        return KeyValue(key=key, value=AnyValue(bool_value=value))
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    if isinstance(value, float):
-        return KeyValue(key=key, value=AnyValue(double_value=value))
-    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A test that leaks worker processes must not keep pytest from exiting (CI would wait out its limit)."""
+    import multiprocessing
 
-
-def make_request(
-    spans: list[dict[str, object]], service: str = "svc", resource: dict[str, object] | None = None
-) -> ExportTraceServiceRequest:
-    """spans: dicts with trace_id (32 hex), span_id (16 hex), optional parent, name, attrs, start, end."""
-    req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    rs.resource.attributes.append(kv("service.name", service))
-    for k, v in (resource or {}).items():
-        rs.resource.attributes.append(kv(k, v))
-    ss = rs.scope_spans.add()
-    ss.scope.name = "tests"
-    now = time.time_ns()
-    for s in spans:
-        sp: Span = ss.spans.add()
-        sp.trace_id = bytes.fromhex(str(s["trace_id"]))
-        sp.span_id = bytes.fromhex(str(s["span_id"]))
-        if s.get("parent"):
-            sp.parent_span_id = bytes.fromhex(str(s["parent"]))
-        sp.name = str(s.get("name", "span"))
-        sp.kind = int(s.get("kind", 1))  # type: ignore[arg-type]
-        sp.start_time_unix_nano = int(s.get("start", now))  # type: ignore[arg-type]
-        sp.end_time_unix_nano = int(s.get("end", now + 1_000_000))  # type: ignore[arg-type]
-        if s.get("error"):
-            sp.status.code = 2
-            sp.status.message = str(s["error"])
-        for k, v in dict(s.get("attrs", {})).items():  # type: ignore[call-overload]
-            sp.attributes.append(kv(k, v))
-    return req
+    for child in multiprocessing.active_children():
+        sys.stderr.write(f"\nkilling leftover process {child.name} (pid {child.pid})\n")
+        child.kill()
+        child.join(5)

@@ -1,26 +1,29 @@
-"""Compaction: closed hours only, duplicates removed, sorted output, identical views, crash and race safety."""
+"""Compaction: closed and recent hours, duplicates removed, sorted output, identical views, grace period for
+replaced files, crash and race safety (the server's background compactor included)."""
 
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 from pathlib import Path
 
+import duckdb
 import grpc
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import feedback, schema
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import normalize
-from pipeline.maintenance import MaintenanceBusy, hour_partitions, maintenance_lock, retry_vanished
-from pipeline.maintenance.compact import Compactor
+from core import feedback, schema
+from core.conventions import normalize
+from pipeline.maintenance import MaintenanceBusy, hour_partitions, maintenance_lock
+from pipeline.maintenance.compact import Compactor, PartitionPlan
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
 from pipeline.trace_summary import TraceSummarizer
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 from tests.conftest import RunningTracelake, config_yaml, make_request
 
@@ -209,7 +212,7 @@ def test_large_partitions_split_into_target_sized_files_with_disjoint_trace_rang
 class CrashAfterSwap(Compactor):
     """Dies after renaming the outputs into place, before deleting any input."""
 
-    def retire_inputs(self, inputs: list[Path]) -> None:
+    def retire_inputs(self, plan: PartitionPlan, outputs: tuple[str, ...]) -> None:
         raise KeyboardInterrupt
 
 
@@ -259,8 +262,6 @@ def test_files_of_an_older_schema_merge_into_the_current_one(tmp_path: Path) -> 
 
 def test_compaction_keeps_the_row_each_view_keeps() -> None:
     """Views and compaction must agree on identity and tie-break, or a compaction would change results."""
-    import re
-
     from pipeline import query
     from pipeline.maintenance.compact import IDENTITY, TIE_BREAK
 
@@ -280,18 +281,22 @@ def test_one_maintenance_run_at_a_time(tmp_path: Path) -> None:
 
 
 # -- racing a running writer --------------------------------------------------------------------
+GRACE_S = 3.0
+
+
 def test_compaction_racing_tracelake_run(tmp_path: Path) -> None:
-    """`tracelake run` keeps writing late spans into a closed hour (and the open one) while compaction
-    runs again and again and a reader keeps counting through the views: the reader never fails and
-    never sees the count go down, and at the end every span is there once, physically."""
-    tl = RunningTracelake(tmp_path, config_yaml())
+    """`tracelake run` writes late spans into a closed hour and spans into the open one while its own
+    background compactor and a manual `tracelake compact` loop merge them again and again, and a
+    reader keeps querying through the views with no retry: no query fails, none sees a span twice,
+    none misses a span an earlier one saw, and at the end every span is there once, physically."""
+    extra = f"compaction: {{interval: 300ms, older_than: 0s, grace: {GRACE_S}s}}\n"
+    tl = RunningTracelake(tmp_path, config_yaml(extra=extra))
     lake = tl.lake
     stop = threading.Event()
     sent: set[tuple[str, str]] = set()
     closed_sent: set[tuple[str, str]] = set()
     errors: list[str] = []
-    counts: list[int] = []
-    attempts: list[int] = []
+    reads: list[int] = []
     compactions: list[int] = []
     test_start_s = time.time()
     closed_start = time.time_ns() - 2 * HOUR_NS  # in an hour that ended at least an hour ago
@@ -332,33 +337,36 @@ def test_compaction_racing_tracelake_run(tmp_path: Path) -> None:
                 time.sleep(0.01)
 
     def compact() -> None:
+        """`tracelake compact` by hand, beside the server's own compactor: they take turns on the lock."""
         while not stop.is_set():
             try:
-                report = Compactor(lake).run(older_than_s=0)
+                report = Compactor(lake, grace_s=GRACE_S, lock_wait_s=10).run(older_than_s=0)
             except Exception as e:
                 errors.append(f"compact: {e!r}")
                 return
             errors.extend(f"compact: {r.error}" for r in report.errors)
             compactions.extend(r.rows_out for r in report.compacted)
-            time.sleep(0.3)
+            time.sleep(0.2)
 
     def read() -> None:
-        """What `tracelake query` does: connect (the views list the files) and query, retried as a whole."""
-
-        def count() -> int:
-            attempts.append(1)
-            return connect(lake).sql("select count(*) from spans").fetchall()[0][0]
-
+        """What `tracelake query` does, with no retry: connect (the views list the files), then query."""
+        seen: set[tuple[str, str]] = set()
         while not stop.is_set():
             try:
-                n = retry_vanished(count)
+                con = connect(lake)
+                rows = con.sql("select trace_id, span_id from spans").fetchall()
+                con.close()
             except Exception as e:
                 errors.append(f"read: {e!r}")
                 return
-            if counts and n < counts[-1]:
-                errors.append(f"read: span count went down from {counts[-1]} to {n}")
-            counts.append(n)
-            time.sleep(0.05)
+            ids = set(rows)
+            if len(ids) != len(rows):
+                errors.append(f"read: {len(rows) - len(ids)} spans seen twice")
+            if not seen <= ids:
+                errors.append(f"read: {len(seen - ids)} spans seen by an earlier query are missing")
+            seen = ids
+            reads.append(len(ids))
+            time.sleep(0.02)
 
     threads = [threading.Thread(target=f, daemon=True) for f in (send, compact, read)]
     try:
@@ -373,12 +381,15 @@ def test_compaction_racing_tracelake_run(tmp_path: Path) -> None:
     assert rc == 0, tl.log
     assert errors == []
     assert len(compactions) >= 2 and max(compactions) > 0, "compaction should have run while the writer wrote"
-    assert len(counts) > 10
-    print(f"{len(counts)} reads, {len(attempts) - len(counts)} retried after compaction removed a listed file")
+    assert re.search(r"compacted \d+ partitions of", tl.log), "the server's background compactor never merged"
+    assert len(reads) > 10 and reads[-1] > 0
+    retired = list(lake.rglob(".replaced-*.json"))
+    assert retired, "replaced files should still be within their grace period"
 
-    # one last compaction once the writer has written everything
+    # one last compaction once the writer has written everything, with no grace: what is left is the data
     report = Compactor(lake).run(older_than_s=0)
-    assert not report.errors
+    assert not report.errors and report.files_deleted > 0
+    assert not list(lake.rglob(".replaced-*.json"))
     con = connect(lake)
     assert con.sql("select count(*) from spans").fetchall() == [(len(sent),)]
     # the hours the late spans went to (one, unless they straddle an hour boundary): compacted, deduplicated
@@ -390,5 +401,85 @@ def test_compaction_racing_tracelake_run(tmp_path: Path) -> None:
         pq.read_table(p)  # every file is whole
         if p.name.startswith("compacted-"):
             part = next(x for x in hour_partitions(lake, p.parent.parent.parent.name) if x.path == p.parent)
-            assert part.end_s <= time.time(), f"{p}: compaction touched an open hour"
+            assert part.end_s <= time.time(), f"{p}: an open hour got a closed hour's full merge"
     assert not list(lake.rglob("*.tmp"))
+
+
+def test_held_back_spans_are_merged_too_and_a_promotion_reads_each_once(tmp_path: Path) -> None:
+    """The background compactor merges `_holdback/` as well; the worker's promotion read lists live files
+    only, so during the grace period it never reads a span from an input and from its output."""
+    sink = ParquetSink(ParquetSinkConfig(path=str(tmp_path)))
+    traces = [f"e{i:031x}" for i in range(8)]
+    for i, t in enumerate(traces):
+        sink.write("holdback", _batch([t], 3, OPEN, f"kafka:t/0@{i}"))
+        sink.flush_all()
+    before = sink.read_holdback(traces).sort_by([("trace_id", "ascending"), ("span_id", "ascending")])
+    assert before.num_rows == 24
+    report = Compactor(tmp_path, tables=["holdback"], grace_s=60).run(older_than_s=0, recent=True)
+    (result,) = report.compacted
+    assert result.inputs == 8 and len(result.outputs) == 1 and not result.error
+    (hour,) = hour_partitions(tmp_path, "holdback")
+    assert len(list(hour.path.glob("*.parquet"))) == 9  # the inputs stay on disk for the grace period
+    after = sink.read_holdback(traces).sort_by([("trace_id", "ascending"), ("span_id", "ascending")])
+    assert after.select(["trace_id", "span_id"]) == before.select(["trace_id", "span_id"])
+
+
+def test_recent_hours_merge_by_size_class_and_closed_hours_merge_once() -> None:
+    """The planning rules alone (sizes made up): a recent hour merges a size class once it holds
+    MERGE_FILES files and never touches a full-size file; a closed hour is merged whole once, then late
+    files are merged among themselves until they reach LATE_SHARE of the run."""
+    from pipeline.maintenance.compact import LATE_SHARE, MERGE_FILES
+
+    c = Compactor("/nonexistent", target_file_bytes=64 * 2**20)
+    small = [Path(f"part-{i}.parquet") for i in range(MERGE_FILES)]
+    sizes = {p: 100_000 for p in small}
+    assert c.tiered_inputs(small[:-1], sizes) == []
+    assert c.tiered_inputs(small, sizes) == sorted(small)
+    mid = [Path(f"merged-{i:016x}-000.parquet") for i in range(MERGE_FILES - 1)]
+    big = Path("merged-ffffffffffffffff-000.parquet")
+    sizes |= {p: 8 * 2**20 for p in mid} | {big: 64 * 2**20}
+    assert c.tiered_inputs([*mid, big, *small[:2]], sizes) == []  # three of one class, two of another
+    assert c.tiered_inputs([*mid, big, *small], sizes) == sorted(small)
+
+    run = [Path(f"compacted-{'a' * 16}-{i:03d}.parquet") for i in range(2)]
+    sizes |= {run[0]: 64 * 2**20, run[1]: 30 * 2**20}
+    assert c.closed_inputs(small, sizes) == (small, True)  # never merged: all of it
+    assert c.closed_inputs(run, sizes) == ([], True)  # one run: compact
+    assert c.closed_inputs([*run, small[0]], sizes) == ([], False)  # one late file: nothing to merge it with
+    assert c.closed_inputs([*run, *small[:2]], sizes) == (small[:2], False)
+    run_bytes = 94 * 2**20
+    many = [Path(f"part-late-{i}.parquet") for i in range(int(LATE_SHARE * run_bytes / 100_000) + 1)]
+    sizes |= dict.fromkeys(many, 100_000)
+    assert c.closed_inputs([*run, *many], sizes) == ([*run, *many], True)  # late data grew: the hour again
+
+
+def test_replaced_files_stay_readable_for_the_grace_period_then_go(tmp_path: Path) -> None:
+    """A connection opened before a compaction (it listed the inputs) keeps working through the grace
+    period; new connections list only the outputs; the first run after the grace period deletes the inputs."""
+    from pipeline.maintenance import vanished_file
+    from pipeline.maintenance.replaced import live_files
+
+    build_lake(tmp_path, files=4)
+    before = views(tmp_path)
+    early = connect(tmp_path)  # lists the small files
+    now = [NOW_S]
+    compactor = Compactor(tmp_path, tables=["spans"], grace_s=300, clock=lambda: now[0])
+    report = compactor.run(older_than_s=3600)
+    (result,) = report.compacted
+    closed = next(p for p in hour_partitions(tmp_path, "spans") if p.start.timestamp() * 1e9 == CLOSED)
+    on_disk = sorted(p.name for p in closed.path.glob("*.parquet"))
+    assert len(on_disk) == result.inputs + 1 and [p.name for p in live_files(closed.path)] == list(result.outputs)
+    assert early.sql(VIEWS["spans"]).to_arrow_table() == before["spans"]  # its inputs are still there
+    assert views(tmp_path) == before  # a new connection reads the outputs instead
+
+    now[0] += 299
+    assert compactor.run(older_than_s=3600).files_deleted == 0
+    assert sorted(p.name for p in closed.path.glob("*.parquet")) == on_disk
+    now[0] += 2
+    assert compactor.run(older_than_s=3600).files_deleted == result.inputs
+    assert [p.name for p in closed.path.glob("*.parquet")] == list(result.outputs)
+    assert not list(closed.path.glob(".replaced-*"))
+    assert views(tmp_path) == before
+    with pytest.raises(duckdb.Error) as gone:  # a connection older than the grace period lists deleted files
+        early.sql(VIEWS["spans"]).fetchall()
+    assert vanished_file(gone.value)

@@ -126,7 +126,7 @@ def test_durations_and_sizes() -> None:
     )
     assert cfg.raw.receivers.otlp.max_request_bytes == 4 * 2**20
     assert cfg.raw.worker.trace_idle == 1.5 and cfg.raw.worker.max_batch_delay == 2.0
-    assert cfg.sinks["parquet"].roll_seconds == 120.0 and cfg.sinks["parquet"].roll_bytes == 10_000_000
+    assert cfg.sinks["parquet"].config.roll_seconds == 120.0 and cfg.sinks["parquet"].config.roll_bytes == 10_000_000
 
 
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
@@ -163,3 +163,22 @@ def test_validate_cli(tmp_path: Path) -> None:
     lines = out.stderr.strip().splitlines()
     assert f"{bad}: bus.capcity: unknown key" in lines
     assert any(line.startswith(f"{bad}: processors.frobnicate: unknown processor type") for line in lines)
+
+
+def test_freshness_and_compaction_keys() -> None:
+    """Defaults as README's key table says; bad values name their key path."""
+    cfg = parse({}, "t.yaml", env={})
+    sink, comp = cfg.sinks["parquet"].config, cfg.raw.compaction
+    assert (sink.flush_idle, sink.roll_seconds) == (1.0, 2.0)  # type: ignore[union-attr]
+    assert (comp.background, comp.interval, comp.older_than, comp.grace) == (True, 30.0, 600.0, 300.0)
+    cfg = parse({"compaction": {"interval": "2m", "grace": "0s", "background": False}}, "t.yaml", env={})
+    assert (cfg.raw.compaction.interval, cfg.raw.compaction.grace) == (120.0, 0.0)
+    for doc, expected in [
+        ({"compaction": {"interval": 0}}, "compaction.interval: Input should be greater than 0"),
+        ({"compaction": {"grace": "-5s"}}, "compaction.grace"),
+        ({"compaction": {"background": "sometimes"}}, "compaction.background"),
+        ({"compaction": {"intervall": "1m"}}, "compaction.intervall: unknown key"),
+        ({"sinks": {"parquet": {"flush_idle": "soon"}}}, "sinks.parquet.flush_idle"),
+    ]:
+        errors = _errors(doc)
+        assert any(expected in e for e in errors), (doc, errors)

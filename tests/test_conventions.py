@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline.conventions import COLUMN_ALIASES, CorrelationKeys, MapLookup, normalize
+from core.conventions import COLUMN_ALIASES, CorrelationKeys, MapLookup, normalize
 from pipeline.otlp.decode import SourcedRequest, decode
 from tests.conftest import make_request
 

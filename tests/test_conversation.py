@@ -8,8 +8,8 @@ from collections import defaultdict
 import duckdb
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from core.conventions import normalize
 from pipeline import conversation
-from pipeline.conventions import normalize
 from pipeline.conversation import Document, Message, ToolCall, ToolExecution
 from pipeline.demo import build_requests
 from pipeline.otlp.decode import SourcedRequest, decode

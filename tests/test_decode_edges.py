@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.conventions import Normalizer, normalize
 from pipeline.bus.base import Delivery
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import Normalizer, normalize
 from pipeline.otlp.attributes import RawAttributesRequest
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
 from pipeline.trace_summary import TraceSummarizer
 from pipeline.worker import Worker
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 from tests.conftest import make_request
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline.conventions import normalize
+from core.conventions import normalize
 from pipeline.demo import DemoResult, build_requests, run_demo
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
@@ -193,3 +193,18 @@ def test_demo_over_grpc_and_http_lands_in_the_lake(tmp_path: Path) -> None:
     assert [r[0] for r in llm] == ["research-assistant", "support-bot", "ticket-summarizer"]
     assert all(n > 0 and models == n for _, n, models, _ in llm)
     assert con.execute("select count(*) from traces").fetchone() == (105,)
+
+
+def test_demo_without_the_sdk_says_which_extra_to_install() -> None:
+    """A server install (`pip install -e .`, no `demo` extra) has neither the OpenTelemetry API nor SDK."""
+    without_sdk = (
+        "import sys\n"
+        "sys.modules['opentelemetry.trace'] = sys.modules['opentelemetry.sdk'] = None  # not installed\n"
+        "from pipeline.cli import main\n"
+        "sys.exit(main(['demo', '--traces', '1']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", without_sdk], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.startswith("tracelake demo: the OpenTelemetry SDK is not installed (")
+    assert "pip install 'tracelake[demo]'" in out.stderr and "Traceback" not in out.stderr
+    assert out.stdout == ""

@@ -1,4 +1,4 @@
-"""docs/design.md stays the lake's contract: every column of every table in pipeline/schema.py is documented."""
+"""docs/design.md stays the lake's contract: every column of every table in core/schema.py is documented."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline import schema
+from core import schema
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "design.md"
 
@@ -48,7 +48,7 @@ def test_every_column_of_every_table_is_documented() -> None:
             continue
         rows = _column_rows(body)
         assert list(rows) == table_schema.names, (
-            f"{table}: documented {list(rows)} but pipeline/schema.py has {table_schema.names}"
+            f"{table}: documented {list(rows)} but core/schema.py has {table_schema.names}"
         )
         for field in table_schema:
             for name in _nested_names(field.type):  # struct fields (events, links, artifacts) too

@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import normalize
+from core.conventions import normalize
 from pipeline.duplicate_calls import CALL_COLUMNS, find_duplicates
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
 from pipeline.trace_summary import TraceSummarizer
 from processors.cost.processor import CostProcessor
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 from tests.conftest import RunningTracelake, config_yaml, make_request
 

@@ -10,15 +10,15 @@ import pyarrow.compute as pc
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from core.conventions import Normalizer, normalize
+from core.processor import ProcessorConfig, ProcessorContext, ProcessorFactory, Registry
 from pipeline.config import ConfigError, parse
-from pipeline.conventions import Normalizer, normalize
 from pipeline.demo import build_requests
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.otlp.encode import apply_table
 from pipeline.query import connect
 from pipeline.receiver.intake import IngestChain
 from pipeline.service import Service
-from processors.base import ProcessorConfig, ProcessorContext, ProcessorFactory, Registry
 from tests.conftest import make_request
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -34,6 +34,7 @@ class _Mask:
 
     def __init__(self, cfg: _MaskConfig, ctx: ProcessorContext) -> None:
         self.cfg = cfg
+        self.stats: dict[str, int] = {}
 
     def process(self, batch: pa.Table) -> pa.Table:
         batch = batch.filter(pc.not_equal(batch.column("name"), self.cfg.drop_name))

@@ -22,12 +22,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import normalize
+from core.conventions import normalize
 from pipeline.conversation import Message, ToolCall
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
 from pipeline.trace_view import load_trace, render_text
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
 ARGS = '{"order_id": "A-1"}'

@@ -11,12 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import schema
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import normalize
+from core import schema
+from core.conventions import normalize
+from core.sink import SinkWriteError
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
-from sinks.parquet.sink import ParquetSink, SinkWriteError
+from sinks.parquet.config import ParquetSinkConfig
+from sinks.parquet.sink import ParquetSink
 from tests.conftest import make_request
 
 HOUR = 3600 * 10**9
@@ -60,7 +61,8 @@ def test_partitions_by_utc_hour_and_table(tmp_path: Path) -> None:
 
 def test_rolls_on_rows_and_on_age(tmp_path: Path) -> None:
     clock = _Clock()
-    sink = ParquetSink(ParquetSinkConfig(path=str(tmp_path), roll_rows=5, roll_seconds=10), clock=clock)
+    config = ParquetSinkConfig(path=str(tmp_path), roll_rows=5, roll_seconds=10, flush_idle=100)
+    sink = ParquetSink(config, clock=clock)
     sink.write("spans", _spans(3))
     assert sink.flush_due() == []
     sink.write("spans", _spans(3, trace_prefix="b"))
@@ -71,6 +73,23 @@ def test_rolls_on_rows_and_on_age(tmp_path: Path) -> None:
     clock.now += 1
     assert [w.rows for w in sink.flush_due()] == [1]
     assert sink.buffered_rows == 0
+
+
+def test_an_idle_buffer_is_written_and_a_busy_one_by_age(tmp_path: Path) -> None:
+    """Freshness: a partition that got nothing new for flush_idle is written; one that keeps getting
+    rows is written when its oldest row is roll_seconds old, not later."""
+    clock = _Clock()
+    sink = ParquetSink(ParquetSinkConfig(path=str(tmp_path), roll_seconds=3, flush_idle=1), clock=clock)
+    sink.write("spans", _spans(2))
+    clock.now += 0.9
+    assert sink.flush_due() == []
+    clock.now += 0.1
+    assert [w.rows for w in sink.flush_due()] == [2]
+    for i in range(6):  # a row every 0.5 s: never idle for 1 s
+        sink.write("spans", _spans(1, trace_prefix="bcdef0"[i]))
+        assert sink.flush_due() == [], i
+        clock.now += 0.5
+    assert [w.rows for w in sink.flush_due()] == [6]  # 3 s after the first of them
 
 
 def test_same_rows_same_file_name(tmp_path: Path) -> None:

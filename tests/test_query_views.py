@@ -7,12 +7,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import schema
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import normalize
+from core import schema
+from core.conventions import normalize
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
 from pipeline.trace_summary import TraceSummarizer
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 from tests.conftest import make_request
 

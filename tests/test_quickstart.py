@@ -5,8 +5,10 @@ Only the ports move (the config's own environment hooks) so the test can run bes
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -117,3 +119,62 @@ def test_default_config_end_to_end(tmp_path: Path) -> None:
     assert compact.returncode == 0 and "0 partitions compacted" in compact.stdout, compact.stdout + compact.stderr
     retention = _cli(tmp_path, "retention", "--config", str(tl.config), "--older-than", "0s", "--dry-run")
     assert retention.returncode == 0 and retention.stdout.startswith("0 partitions to remove"), retention.stdout
+
+
+# -- the Quickstart as written, against a running server ---------------------------------------
+FRESH_S = 5.0  # README, Freshness: a span is queryable this long after its export was acknowledged
+
+
+def quickstart_commands() -> list[list[str]]:
+    """The README Quickstart's shell block as argument lists (quoted SQL spans lines; comments dropped)."""
+    readme = (REPO / "README.md").read_text()
+    m = re.search(r"^## Quickstart\n.*?```sh\n(.*?)```", readme, re.S | re.M)
+    assert m, "README.md has no Quickstart shell block"
+    commands: list[list[str]] = []
+    pending = ""
+    for line in m.group(1).splitlines():
+        pending += line + "\n"
+        if pending.count('"') % 2 == 0:
+            commands.append(shlex.split(pending, comments=True))
+            pending = ""
+    return [c for c in commands if c]
+
+
+def test_readme_quickstart_works_as_written_while_the_server_runs(tmp_path: Path) -> None:
+    """The shipped config, never stopped: a span exported with the OTel SDK is queryable within 5 s of its
+    acknowledgement (before: only after the sink's 60 s roll, and tail sampling's 5 s wait), and the
+    Quickstart's commands, run in order with its own sleep, find the demo's spans and traces."""
+    tl = RunningTracelake(tmp_path, (REPO / "conf" / "tracelake.yaml").read_text(), env=PORTS)
+    try:
+        sent = run_demo(tl.grpc, traces=3, seed=11)  # returns once every export was acknowledged
+        acked = time.monotonic()
+        visible = 0
+        while visible < sent.spans and time.monotonic() - acked < 3 * FRESH_S:
+            visible = connect(tl.lake).sql("SELECT count(*) FROM spans").fetchall()[0][0]
+            time.sleep(0.05)
+        waited = time.monotonic() - acked
+        assert visible == sent.spans and waited <= FRESH_S, f"{visible}/{sent.spans} spans after {waited:.1f}s"
+
+        printed = []
+        for argv in quickstart_commands():
+            if argv[0] == "sleep":
+                time.sleep(float(argv[1]))
+                continue
+            assert argv[0] == ".venv/bin/tracelake", argv
+            args = [a.replace("127.0.0.1:4317", tl.grpc) for a in argv[1:]]
+            if args[0] == "trace":  # the placeholder: the slowest trace, as the second query lists it first
+                top = connect(tl.lake).sql("SELECT trace_id FROM traces ORDER BY duration_ms DESC LIMIT 1")
+                args = ["trace", top.fetchall()[0][0]]
+            done = _cli(tmp_path, *args)
+            assert done.returncode == 0, f"{args}: {done.stderr}"
+            if args[0] == "query":  # it printed rows, and they are what the lake holds now
+                rows = connect(tl.lake).sql(args[1]).fetchall()
+                values = [str(row[0])[:12] for row in rows if row[0] is not None]
+                assert values and all(v in done.stdout for v in values), (args[1], done.stdout)
+            printed.append((args, done.stdout))
+    finally:
+        assert tl.stop() == 0, tl.log
+    assert [args[0] for args, _ in printed] == ["demo", "query", "query", "query", "trace"]
+    assert printed[0][1].startswith("sent 50 traces")
+    trace_args, trace_out = printed[-1]
+    assert trace_out.startswith(f"trace {trace_args[1]}")

@@ -9,14 +9,14 @@ import grpc
 import pyarrow as pa
 import pytest
 
-from pipeline import feedback
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import normalize
+from core import feedback
+from core.conventions import normalize
 from pipeline.maintenance import MaintenanceBusy, hour_partitions, maintenance_lock
 from pipeline.maintenance.retention import TRASH, apply_retention
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
 from pipeline.trace_summary import TraceSummarizer
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 from tests.conftest import RunningTracelake, config_yaml, make_request
 

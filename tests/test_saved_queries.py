@@ -20,9 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline import feedback
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import normalize
+from core import feedback
+from core.conventions import normalize
 from pipeline.maintenance.saved_queries import (
     BUILTIN_DIR,
     SavedQueryError,
@@ -37,6 +36,7 @@ from pipeline.maintenance.saved_queries import (
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
 from pipeline.trace_summary import TraceSummarizer
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 from tests.conftest import RunningTracelake, config_yaml, make_request
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipeline.conventions import normalize
+from core.conventions import normalize
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.trace_summary import TraceSummarizer, _splitmix64, span_id_hashes
 from tests.conftest import make_request
@@ -103,3 +103,34 @@ def test_different_spans_make_different_parts() -> None:
         (part,) = s.due()
         ids.add(part.rows.column("part_id")[0].as_py())
     assert len(ids) == 3
+
+
+def test_a_trace_that_never_goes_idle_is_written_in_parts_and_releases_its_offsets() -> None:
+    """A long agent session keeps sending spans: without `trace_max_wait` it would hold the offset of its first
+    span uncommitted for as long as it runs (and the embedded bus would keep everything since then)."""
+    clock = [0.0]
+    s = TraceSummarizer(trace_idle=5, clock=lambda: clock[0], trace_max_wait=10)
+    for i in range(25):  # one span a second for 25 s: never idle for 5 s
+        clock[0] = float(i)
+        span = {"trace_id": LONG, "span_id": f"{i + 1:016x}", "name": f"step {i}", "start": T0 + i, "end": T0 + i + 1}
+        s.observe(_spans([span], f"k:p0@{i}"), "p0", (i, i))
+        for part in s.due():
+            assert part.rows.column("trace_id").to_pylist() == [LONG]
+            assert part.offsets is not None
+    # parts of spans 0-10 and 11-21 were written at 10 s and 21 s: the trace holds only what came after
+    assert s.low_watermarks() == {"p0": 22}
+    clock[0] = 40.0
+    (last,) = s.due()
+    assert last.offsets == (22, 24)
+    assert s.open_traces == 0
+
+
+def test_without_trace_max_wait_an_active_trace_holds_its_first_offset() -> None:
+    clock = [0.0]
+    s = TraceSummarizer(trace_idle=5, clock=lambda: clock[0])
+    for i in range(25):
+        clock[0] = float(i)
+        span = {"trace_id": LONG, "span_id": f"{i + 1:016x}", "name": f"step {i}", "start": T0 + i, "end": T0 + i + 1}
+        s.observe(_spans([span], f"k:p0@{i}"), "p0", (i, i))
+        assert s.due() == []
+    assert s.low_watermarks() == {"p0": 0}

@@ -12,12 +12,12 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from pipeline import schema
-from pipeline.config.model import ParquetSinkConfig
+from core import schema
 from pipeline.query import connect
 from pipeline.trace_view import load_trace, render_trace, trace_document
 from sinks.artifacts.refs import make_ref
 from sinks.artifacts.store import ArtifactStore
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
 T0 = 1_763_800_000 * 10**9  # 2025-11-22 08:26:40 UTC

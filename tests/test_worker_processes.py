@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -95,3 +96,30 @@ def test_a_killed_worker_process_loses_and_duplicates_nothing(tmp_path: Path) ->
     assert con.execute("SELECT count(*) FROM traces").fetchone() == (1200,)
     for path in tl.lake.rglob("*.parquet"):  # every file whole
         pq.read_table(path)
+
+
+def test_a_program_that_never_stops_its_service_still_exits(tmp_path: Path) -> None:
+    """Worker processes ignore SIGTERM (their parent decides when they stop), so an embedding program (or a
+    test) that starts a Service and never stops it must not hang at exit waiting for them."""
+    import subprocess
+    import sys
+
+    script = textwrap.dedent(
+        f"""
+        from pipeline.config import parse
+        from pipeline.service import Service
+        doc = {{"receivers": {{"otlp": {{"grpc": {{"endpoint": "127.0.0.1:0"}}}}}},
+               "sinks": {{"parquet": {{"path": {str(tmp_path / "lake")!r}}}}},
+               "worker": {{"processes": 2}}, "telemetry": {{"endpoint": None}}}}
+        svc = Service(parse(doc, "embedded.yaml"))
+        svc.start()
+        print(*svc.workers.pids(), flush=True)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2
+    time.sleep(0.5)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from core import metrics
 from core.source_ref import source_ref
-from pipeline import metrics
 from pipeline.bus.base import BusRefused, Delivery
 from pipeline.otlp.split import split_by_share
 
@@ -36,6 +36,7 @@ class _Message:
     offset: int
     value: bytes
     spans: int
+    published: float  # time.monotonic() when the receiver appended it
 
 
 @dataclass
@@ -92,6 +93,19 @@ class EmbeddedBus:
             ),
         ]
 
+    @property
+    def oldest_wait(self) -> float:
+        """Seconds the oldest message no worker process has read yet has waited: how late queries see
+        what arrives now."""
+        now = time.monotonic()
+        with self._cond:
+            waits = [
+                now - p.log[p.cursor - p.committed].published
+                for p in self._partitions
+                if p.unread() and p.cursor - p.committed < len(p.log)
+            ]
+        return max(waits, default=0.0)
+
     def publish(self, request: ExportTraceServiceRequest, raw: bytes | None, spans: int) -> None:
         value = raw if raw is not None else request.SerializeToString()
         try:
@@ -111,9 +125,10 @@ class EmbeddedBus:
                     f"{self._held_bytes} of {self.capacity_bytes} bytes not yet written to the lake)",
                     self.retry_after,
                 )
+            now = time.monotonic()
             for share, body, n in shares:
                 part = self._partitions[share]
-                part.log.append(_Message(part.next_offset, body, n))
+                part.log.append(_Message(part.next_offset, body, n, now))
                 part.next_offset += 1
                 self._held_spans += n
                 self._held_bytes += len(body)
@@ -236,4 +251,3 @@ class PartitionReader:
     @property
     def drained(self) -> bool:
         return self.bus.end_of_partition(self.partition)
-

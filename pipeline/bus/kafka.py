@@ -32,8 +32,8 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from core import metrics
 from core.source_ref import source_ref
-from pipeline import metrics
 from pipeline.bus.base import BusRefused, Delivery, RevokeHandler
 from pipeline.config.model import KafkaBusConfig
 
@@ -269,6 +269,9 @@ class KafkaSource:
         self._drain_until: dict[str, int] = {}
         self._drain_deadline = 0.0
         self.drain_timeout = 10.0
+        # between a revoke (or the start) and the next assignment: what this member will own is not known
+        # yet, so a stop waits for the assignment before it decides what to drain
+        self._rebalancing = True
         self._consumer.subscribe([cfg.topic], on_assign=self._assigned, on_revoke=self._revoked)
 
     def _on_stats(self, stats_json: str) -> None:
@@ -295,10 +298,12 @@ class KafkaSource:
 
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned partitions %s", ",".join(str(p.partition) for p in partitions))
+        self._rebalancing = False
 
     def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [self.key(p.topic, p.partition) for p in partitions]
         log.info("partitions revoked: %s; flushing what belongs to them", ",".join(keys))
+        self._rebalancing = True
         if self.on_revoke is not None:
             self.on_revoke(keys)  # flushes sinks and commits what became durable
         for k in keys:
@@ -350,7 +355,15 @@ class KafkaSource:
 
     def _begin_drain(self) -> None:
         """Read what the assigned partitions already hold (bounded), so that a clean stop of
-        `tracelake run` leaves nothing behind; a worker's successor would read it otherwise."""
+        `tracelake run` leaves nothing behind; a worker's successor would read it otherwise.
+
+        In the middle of a rebalance (several worker processes start, or one leaves first) the assignment
+        is not known yet: keep consuming, which completes the rebalance, and decide once it is."""
+        if self._rebalancing:
+            if not self._drain_deadline:
+                self._drain_deadline = time.monotonic() + self.drain_timeout
+            if time.monotonic() < self._drain_deadline:
+                return
         try:
             assignment = self._consumer.assignment()
         except KafkaException:
@@ -364,7 +377,7 @@ class KafkaSource:
             position = self._next.get(pk, self._committed.get(pk, 0))
             if high > position:
                 self._drain_until[pk] = high
-        self._drain_deadline = time.monotonic() + self.drain_timeout
+        self._drain_deadline = max(self._drain_deadline, time.monotonic() + self.drain_timeout)
         self._closing = True
 
     def finish(self) -> None:

@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from pipeline.config.model import ParquetSinkConfig, PipelineConfig, RawConfig
-from processors.base import ProcessorConfig, ProcessorFactory, Registry, processor_type
+from core import sink
+from core.command import ConfigView
+from core.processor import ProcessorConfig, ProcessorFactory, Registry, processor_type
+from core.registry import component_type
+from pipeline.config.model import PipelineConfig, RawConfig
 
 _ENV = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-SINK_TYPES: dict[str, type[BaseModel]] = {"parquet": ParquetSinkConfig}
 
 
 @dataclass(frozen=True)
@@ -42,17 +44,35 @@ class ProcessorSpec:
 
 
 @dataclass(frozen=True)
+class SinkSpec:
+    id: str
+    factory: sink.SinkFactory
+    config: sink.SinkConfig
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     raw: RawConfig
     processors: dict[str, ProcessorSpec]
-    sinks: dict[str, ParquetSinkConfig]
+    sinks: dict[str, SinkSpec]
     pipeline: PipelineConfig
     warnings: list[ConfigIssue] = field(default_factory=list)
 
     @property
     def lake_path(self) -> str:
-        return next(iter(self.sinks.values())).path if self.sinks else "./lake"
+        """The lake the investigation commands read: the first sink that has a `path`."""
+        paths = (getattr(s.config, "path", None) for s in self.sinks.values())
+        return next((p for p in paths if isinstance(p, str)), "./lake")
+
+    def view(self) -> ConfigView:
+        """What a command plugin (core.command) and the lake readers may see: the validated blocks by id."""
+        return ConfigView(
+            source=self.source,
+            processors={pid: spec.config for pid, spec in self.processors.items()},
+            sinks={sid: spec.config for sid, spec in self.sinks.items()},
+            lake_path=self.lake_path,
+        )
 
 
 def _join(path: str, key: object) -> str:
@@ -160,14 +180,15 @@ def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Conf
         processors[pid] = ProcessorSpec(pid, factory, cfg)
 
     sink_blocks = document.get("sinks", {"parquet": {}})
-    sinks: dict[str, ParquetSinkConfig] = {}
+    sinks: dict[str, SinkSpec] = {}
     for sid, block in sink_blocks.items() if isinstance(sink_blocks, dict) else ():
-        model = SINK_TYPES.get(processor_type(sid))
-        if model is None:
-            issues.append(ConfigIssue(f"sinks.{sid}", f"unknown sink type {processor_type(sid)!r} (known: parquet)"))
+        sink_factory = sink.Registry.get(component_type(sid))
+        if sink_factory is None:
+            known = ", ".join(sorted(sink.Registry.factories())) or "none"
+            issues.append(ConfigIssue(f"sinks.{sid}", f"unknown sink type {component_type(sid)!r} (known: {known})"))
             continue
         try:
-            sinks[sid] = model.model_validate(block or {})  # type: ignore[assignment]
+            sinks[sid] = SinkSpec(sid, sink_factory, sink_factory.config_class.model_validate(block or {}))
         except ValidationError as err:
             issues.extend(_pydantic_issues(err, f"sinks.{sid}"))
 

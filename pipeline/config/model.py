@@ -1,73 +1,32 @@
 """Typed configuration: the YAML of docs/design.md contract 3, validated once at the edge.
 
-Unknown keys are errors everywhere (`extra="forbid"`). Durations accept `500ms`, `5s`, `10m`,
-`24h`, `7d` or a number of seconds; sizes accept `16MiB`, `64MB`, `1GiB` or a number of bytes.
+Unknown keys are errors everywhere (`extra="forbid"`). Durations and sizes are core/config.py's types.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
-_SIZE_UNITS = {
-    None: 1,
-    "B": 1,
-    "KB": 10**3,
-    "MB": 10**6,
-    "GB": 10**9,
-    "KiB": 2**10,
-    "MiB": 2**20,
-    "GiB": 2**30,
-}
+from core.config import Bytes, Seconds, Strict, parse_duration
 
 
-def parse_duration(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 5s, 500ms, 10m, 24h")
-    if isinstance(value, int | float):
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(f"expected a duration like 5s, 500ms, 10m, 24h, got {value!r}")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-
-
-def parse_size(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected a size like 16MiB or a number of bytes")
-    if isinstance(value, int):
-        return value
-    m = _SIZE.match(str(value))
-    if not m:
-        raise ValueError(f"expected a size like 16MiB, 64MB or a number of bytes, got {value!r}")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
-
-
-def _check_endpoint(value: str) -> str:
+def check_endpoint(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected host:port with a port 0-65535, got {value!r}")
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-Bytes = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
-Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
+Endpoint = Annotated[str, AfterValidator(check_endpoint)]
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     host, _, port = endpoint.rpartition(":")
     return host.strip("[]"), int(port)
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class GrpcReceiverConfig(Strict):
@@ -121,9 +80,9 @@ class KafkaBusConfig(Strict):
     commit_interval: Seconds = 1.0
     client_id: str = "tracelake"
     # librdkafka settings passed through as they are (security.protocol, sasl.*, ssl.*, ...)
-    librdkafka: dict[str, LibrdkafkaValue] = {}
-    producer: dict[str, LibrdkafkaValue] = {}
-    consumer: dict[str, LibrdkafkaValue] = {}
+    librdkafka: dict[str, LibrdkafkaValue] = Field(default_factory=dict)
+    producer: dict[str, LibrdkafkaValue] = Field(default_factory=dict)
+    consumer: dict[str, LibrdkafkaValue] = Field(default_factory=dict)
 
 
 def _default_bus_type(value: Any) -> Any:
@@ -134,10 +93,10 @@ def _default_bus_type(value: Any) -> Any:
 
 
 class CorrelationKeysConfig(Strict):
-    session: list[str] = ["session.id", "gen_ai.conversation.id"]
-    user: list[str] = ["user.id", "enduser.id"]
-    tenant: list[str] = ["tenant.id"]
-    prompt_version: list[str] = ["app.prompt_version", "prompt.version"]
+    session: list[str] = Field(default_factory=lambda: ["session.id", "gen_ai.conversation.id"])
+    user: list[str] = Field(default_factory=lambda: ["user.id", "enduser.id"])
+    tenant: list[str] = Field(default_factory=lambda: ["tenant.id"])
+    prompt_version: list[str] = Field(default_factory=lambda: ["app.prompt_version", "prompt.version"])
 
 
 def resolve_processes(value: int | Literal["auto"]) -> int:
@@ -156,6 +115,9 @@ class WorkerConfig(Strict):
     processes: Annotated[int, Field(gt=0, le=256)] | Literal["auto"] = "auto"
     # A trace is summarised once it has had no new span for this long (and at shutdown).
     trace_idle: Seconds = 5.0
+    # A trace still receiving spans after this long is summarised in parts (the traces view merges them):
+    # an open trace keeps the bus offsets of its first spans uncommitted. null: never.
+    trace_max_wait: Seconds | None = 30.0
     # The worker takes up to this many spans from the bus per batch, waiting at most max_batch_delay.
     max_batch_spans: int = Field(8192, gt=0)
     max_batch_delay: Seconds = 0.2
@@ -176,19 +138,10 @@ class MemoryLimiterConfig(Strict):
     check_interval: Seconds = 1.0
 
 
-class ParquetSinkConfig(Strict):
-    path: str = "./lake"
-    # A partition's open file is written when it reaches any of these.
-    roll_rows: int = Field(500_000, gt=0)
-    roll_bytes: Bytes = 64 * 2**20
-    roll_seconds: Seconds = 60.0
-    compression_level: int = Field(3, ge=1, le=22)
-
-
 class PipelineConfig(Strict):
-    ingest: list[str] = []
-    process: list[str] = []
-    sinks: list[str] = ["parquet"]
+    ingest: list[str] = Field(default_factory=list)
+    process: list[str] = Field(default_factory=list)
+    sinks: list[str] = Field(default_factory=lambda: ["parquet"])
 
 
 class RetentionConfig(Strict):
@@ -203,13 +156,51 @@ class RetentionConfig(Strict):
 
 
 class CompactionConfig(Strict):
-    """`tracelake compact`: closed hours become few large files sorted by trace id."""
+    """Compaction of the lake's small files: in the background of `tracelake run` / `worker`, and
+    `tracelake compact`. See pipeline/maintenance/compact.py."""
 
-    older_than: Seconds = 3600.0
+    # the running server merges small files (every hour, tiered) and closed hours (fully), one
+    # process per lake at a time; false leaves it to `tracelake compact` (cron)
+    background: bool = True
+    interval: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 30.0
+    # an hour that ended this long ago gets its final full merge (`tracelake compact`: which hours)
+    older_than: Seconds = 600.0
+    # replaced files stay readable this long (queries that listed them keep working), then go
+    grace: Seconds = 300.0
     target_file_bytes: Bytes = 128 * 2**20
     row_group_rows: int = Field(default=64 * 1024, gt=0)
     memory_limit: str | None = None  # DuckDB's setting, e.g. "2GB"
-    threads: int | None = Field(default=None, gt=0)
+    threads: int | None = Field(default=None, gt=0)  # DuckDB threads; the background compactor uses 1 unless set
+
+
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True when `host:port` only accepts connections from this machine (127.0.0.0/8, ::1, localhost)."""
+    host = split_endpoint(endpoint)[0]
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class UiConfig(Strict):
+    """`tracelake ui`, and the same UI inside `tracelake run` when `enabled`."""
+
+    enabled: bool = False  # serve the UI inside `tracelake run`; `tracelake ui` ignores this
+    endpoint: Endpoint = "127.0.0.1:8890"
+    # required when `endpoint` is not a loopback address: browsers open /?token=…, API clients send
+    # `Authorization: Bearer …`
+    auth_token: str | None = Field(default=None, min_length=16)
+    # where `POST /v1/feedback` is when the UI runs alone (default: receivers.otlp.http.endpoint);
+    # inside `tracelake run` feedback goes straight to the receiver's intake
+    feedback_url: str | None = None
+    sql_max_rows: int = Field(default=5000, gt=0)
+    sql_timeout: Seconds = 30.0
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> UiConfig:
+        if not is_loopback(self.endpoint) and not self.auth_token:
+            raise ValueError(f"endpoint {self.endpoint} is not a loopback address: set ui.auth_token")
+        return self
 
 
 class RawConfig(Strict):
@@ -219,7 +210,7 @@ class RawConfig(Strict):
     bus: Annotated[
         EmbeddedBusConfig | KafkaBusConfig, Field(discriminator="type"), BeforeValidator(_default_bus_type)
     ] = Field(default_factory=EmbeddedBusConfig)
-    processors: dict[str, dict[str, Any] | None] = {}
+    processors: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
     sinks: dict[str, dict[str, Any] | None] = Field(default_factory=lambda: {"parquet": {}})
     pipelines: dict[str, PipelineConfig] = Field(default_factory=lambda: {"traces": PipelineConfig()})
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
@@ -227,3 +218,4 @@ class RawConfig(Strict):
     memory_limiter: MemoryLimiterConfig | None = None
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     compaction: CompactionConfig = Field(default_factory=CompactionConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)

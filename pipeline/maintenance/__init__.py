@@ -1,13 +1,17 @@
-"""Lake maintenance: compaction (`compact.py`), retention (`retention.py`), saved investigations (`saved_queries.py`).
+"""Lake maintenance: compaction (`compact.py`, `background.py`, `replaced.py`), retention (`retention.py`),
+forgetting a user (`forget.py`), saved investigations (`saved_queries.py`).
 
-This module holds what the first two share: the hour partitions of a table (docs/design.md contract 2:
-`<lake>/<table>/dt=YYYY-MM-DD/hour=HH/`) and a per-lake lock so that two maintenance runs never
-rewrite or delete the same partition at once. Writers (`tracelake run` / workers) never take the
-lock: maintenance is built to be safe while they write.
+This module holds what they share: the hour partitions of a table (docs/design.md contract 2:
+`<lake>/<table>/dt=YYYY-MM-DD/hour=HH/`) and a per-lake lock so that two maintenance runs (in any
+process: the background compactor of each server writing the lake, `tracelake compact`, retention,
+forget) never rewrite or delete the same partition at once. Writers (`tracelake run` / workers)
+never take the lock: maintenance is built to be safe while they write.
 
-Readers take no lock either. A query that listed a file just before compaction or retention deleted
-it fails with "Cannot open file … No such file or directory" — loudly, never with partial rows — and
-succeeds when run again; `retry_vanished` wraps tracelake's own queries in that retry.
+Readers take no lock either. Compaction keeps the files it replaced for a grace period, hidden from
+new listings (`replaced.py`), so a query never fails for a file compaction removed unless it runs
+longer than that. Retention removes whole hours: a query that listed one of its files a moment
+before fails with "Cannot open file … No such file or directory" — loudly, never with partial rows —
+and succeeds when run again; `retry_vanished` runs a query again in that case.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from typing import TypeVar
 
 import duckdb
 
-from pipeline import schema
+from core import schema
 
 T = TypeVar("T")
 
-# Tables that maintenance manages. The holdback area is the worker's (it expires it itself).
+# Tables that retention and `tracelake compact` manage. The holdback area is the worker's: it expires it itself;
+# the background compactor merges it too.
 TABLES = ("spans", "traces", "feedback")
 LOCK_NAME = ".maintenance.lock"
 HOUR_S = 3600.0
@@ -109,7 +114,9 @@ def fsync_dir(path: Path) -> None:
 def vanished_file(error: BaseException) -> bool:
     """True for DuckDB's error when a listed file was deleted before the scan opened it."""
     text = str(error)
-    return isinstance(error, duckdb.IOException) and "Cannot open file" in text and "No such file" in text
+    return isinstance(error, duckdb.IOException) and (
+        ("Cannot open file" in text and "No such file" in text) or "No files found that match the pattern" in text
+    )
 
 
 def retry_vanished(query: Callable[[], T], attempts: int = 3) -> T:

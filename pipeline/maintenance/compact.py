@@ -1,44 +1,57 @@
-"""Compaction: the many small files of a closed hour become a few large, sorted, de-duplicated ones.
+"""Compaction: the many small files the sink writes become a few large, sorted, de-duplicated ones.
 
-Why: the sink rolls a file per partition every `roll_seconds` (and per Kafka partition), so a busy
-hour holds hundreds of small files and every query opens every footer. After compaction an hour is
-one file per `target_file_bytes`, rows sorted by trace_id then time, in row groups of
-`row_group_rows`; the Parquet min/max statistics of those row groups let DuckDB skip almost all of a
-file for `WHERE trace_id = …`. Replay duplicates are dropped physically (docs/design.md, "Delivery guarantees").
+Why: the sink writes a file per partition whenever a buffer goes idle or old (seconds, so that
+data is queryable at once) and per Kafka partition, so a busy hour would hold thousands of small
+files and every query would open every footer. Compaction keeps an hour at a few files, rows sorted
+by trace_id then time in row groups of `row_group_rows`, so that the Parquet min/max statistics let
+DuckDB skip almost all of a file for `WHERE trace_id = …`. Replay duplicates are dropped physically (docs/design.md,
+"Delivery guarantees").
+
+Two kinds of merge, so that no byte is rewritten often:
+- **Recent hours** (the open hour, and hours that ended less than `older_than` ago; only when
+  `run(recent=True)`, as the server's background compactor does): size-tiered. Files below
+  `target_file_bytes` fall into size classes a factor `MERGE_FILES` apart; a class holding
+  `MERGE_FILES` or more files is merged into one (`merged-…` files). An hour then holds at most
+  about `MERGE_FILES - 1` files per size class plus what the sink wrote since the last run, and a row
+  is rewritten about once per class it climbs, not once per run.
+- **Closed hours** (ended more than `older_than` ago): everything is merged once into one sorted run
+  of `compacted-…` files of `target_file_bytes` with disjoint trace-id ranges. Files arriving later
+  (late spans) are merged among themselves while they are small next to the run, and the whole hour
+  again once they reach a quarter of it.
 
 Safe while workers write:
-- Only hours that ended more than `older_than` ago are touched: never the open hour, never anything
-  newer. A closed hour can still receive late spans; the inputs are the files listed when the
-  partition is planned, and files written after that are left for the next run.
-- Outputs are written to `.compacted-<digest>-NNN.parquet.<pid>.tmp` in the partition directory (a
+- The inputs are the files listed when a partition is planned; files written after that are left
+  for the next run. Writers only ever add files (or replace one with the same rows, a replay).
+- Outputs are written to `.<prefix><digest>-NNN.parquet.<pid>.tmp` in the partition directory (a
   `*.parquet` glob never matches it), fsynced, checked, renamed into place and the directory fsynced.
-  Only then are the inputs deleted.
-- Between the renames and the deletes a reader sees every row twice, in an input and in an output.
-  The views de-duplicate spans by (trace_id, span_id), trace parts by (trace_id, part_id) and
-  feedback by (trace_id, span_id, name, time, source), keeping the lowest lake_source; compaction
-  keeps exactly the row the view keeps, so the views return the same rows before, during and after.
-  Raw `read_parquet` users may see duplicates for that moment, as they already may after a replay.
-- A query lists the files when it starts and opens them while it scans: one that listed an input just
-  before its deletion fails with "Cannot open file … No such file" (never with partial results).
-  Running it again lists the outputs instead; `pipeline.maintenance.retry_vanished` does that for
-  tracelake's own readers. No delay between swap and delete would avoid this: a query that starts
-  during the delay still lists the inputs. (Table formats such as Iceberg or DuckLake avoid it with
-  a manifest; this lake has none, by design.)
+  Then the inputs are retired (pipeline/maintenance/replaced.py): a record next to them hides them
+  from new readers, and they are deleted `grace` seconds later, by a later run. A query that listed
+  them just before therefore still reads them, and never fails for a file compaction removed unless
+  it (or its connection) is older than the grace period; `retry_vanished` runs such a query again.
+- While a reader sees an input and an output at once, the views de-duplicate spans by (trace_id,
+  span_id), trace parts by (trace_id, part_id) and feedback by (trace_id, span_id, name, time,
+  source), keeping the lowest lake_source; compaction keeps exactly the row the view keeps, so the
+  views return the same rows before, during and after.
 - The output name is a digest of the input names, so a re-run over the same inputs rewrites the same
   name instead of adding a copy. A crash after the rename leaves inputs and outputs side by side
-  (invisible through the views); the next run merges them all and drops the duplicates. Temp files
+  (read once through the views); the next run merges them all and drops the duplicates. Temp files
   of a crashed run are removed.
-- Two maintenance runs never overlap (`maintenance_lock`); writers take no lock.
+- One compaction at a time per lake, whichever process runs it (`maintenance_lock`: the background
+  compactor of every `tracelake run` / `worker` sharing the lake, `tracelake compact`, retention and
+  forget take it); writers take no lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -49,17 +62,19 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import schema
-from pipeline.maintenance import TABLES, HourPartition, fsync_dir, hour_partitions, maintenance_lock
+from core import schema
+from pipeline.maintenance import TABLES, HourPartition, fsync_dir, hour_partitions, maintenance_lock, replaced
 from sinks.parquet.sink import pid_alive
 
 log = logging.getLogger("tracelake.compact")
 
-# Identity and tie-break of each table, exactly as pipeline/query.py's views de-duplicate.
+# Identity and tie-break of each table, exactly as pipeline/query.py's views de-duplicate (held-back spans:
+# as the worker does when it promotes them).
 IDENTITY = {
     "spans": ("trace_id", "span_id"),
     "traces": ("trace_id", "part_id"),
     "feedback": ("trace_id", "span_id", "name", "time", "source"),
+    "holdback": ("trace_id", "span_id"),
 }
 TIE_BREAK = "lake_source"
 # Output order: a trace's rows sit together (trace-id lookups read one row group), then by time.
@@ -67,17 +82,29 @@ SORT = {
     "spans": ("trace_id", "start_time", "span_id"),
     "traces": ("trace_id", "start_time", "part_id"),
     "feedback": ("trace_id", "time", "name"),
+    "holdback": ("trace_id", "start_time", "span_id"),
 }
-PREFIX = "compacted-"
-_OUTPUT = re.compile(r"^compacted-([0-9a-f]{16})-\d{3}\.parquet$")
-_TMP = re.compile(r"^\.compacted-[0-9a-f]{16}-\d{3}\.parquet\.(\d+)\.tmp$")
+FULL_PREFIX = "compacted-"  # a closed hour's one sorted run
+TIER_PREFIX = "merged-"  # a size-tiered merge of a recent hour, or of late files next to a run
+_OUTPUT = re.compile(r"^(compacted|merged)-([0-9a-f]{16})-\d{3}\.parquet$")
+# temp files of a run: outputs being written, a replacement record being written
+_TMP = re.compile(r"^\.(?:(?:compacted|merged)-[0-9a-f]{16}-\d{3}\.parquet|replaced-[0-9a-f]{16}\.json)\.(\d+)\.tmp$")
 STALE_TMP_S = 3600.0
+# Size classes of the tiered merge are this factor apart; a class with this many files is merged.
+MERGE_FILES = 4
+# Late files next to a closed hour's run are merged on their own until they reach this share of the run.
+LATE_SHARE = 0.25
 
 
 @dataclass(frozen=True)
 class PartitionPlan:
     partition: HourPartition
     inputs: tuple[Path, ...]
+    full: bool = True  # a closed hour's full merge (`compacted-`), else a tiered one (`merged-`)
+
+    @property
+    def prefix(self) -> str:
+        return FULL_PREFIX if self.full else TIER_PREFIX
 
     @property
     def digest(self) -> str:
@@ -110,9 +137,10 @@ class PartitionResult:
 class CompactionReport:
     compacted: list[PartitionResult] = field(default_factory=list)
     planned: list[PartitionPlan] = field(default_factory=list)  # filled on dry runs
-    skipped: int = 0  # closed partitions that were already compact
-    open_partitions: int = 0  # too recent to touch
+    skipped: int = 0  # partitions with nothing to merge
+    open_partitions: int = 0  # hours not closed for `older_than` yet, left alone (run without `recent`)
     cutoff_s: float | None = None  # hours ending after this (now - older_than) are too recent
+    files_deleted: int = 0  # inputs of earlier runs whose grace period ended
 
     @property
     def errors(self) -> list[PartitionResult]:
@@ -122,7 +150,8 @@ class CompactionReport:
         """Human-readable summary, one line per partition, for the CLI."""
         out = []
         for p in self.planned:
-            out.append(f"would compact {p.partition.table}/{p.partition.name}: {len(p.inputs)} files")
+            kind = "compact" if p.full else "merge"
+            out.append(f"would {kind} {p.partition.table}/{p.partition.name}: {len(p.inputs)} files")
         for r in self.compacted:
             if r.error:
                 out.append(f"FAILED {r.table}/{r.partition}: {r.error}")
@@ -132,6 +161,8 @@ class CompactionReport:
                 f"{len(r.outputs)} files, {r.bytes_out:,} B; {r.rows_out:,} rows "
                 f"({r.duplicates_removed:,} duplicates removed) in {r.seconds:.2f}s"
             )
+        if self.files_deleted:
+            out.append(f"deleted {self.files_deleted} files replaced by an earlier run (grace period over)")
         done = (
             f"{len(self.planned)} partitions to compact"
             if self.planned
@@ -155,13 +186,21 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _is_output(path: Path) -> str | None:
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # replaced by a writer's replay this instant: the next run sees it
+        return None
+
+
+def _full_run(path: Path) -> str | None:
+    """The run digest of a closed hour's full-merge output, else None."""
     m = _OUTPUT.match(path.name)
-    return m.group(1) if m else None
+    return m.group(2) if m and m.group(1) == "compacted" else None
 
 
 class Compactor:
-    """Compacts the closed hour partitions of a lake. One instance per run; not thread-safe."""
+    """Compacts the hour partitions of a lake. Not thread-safe; `interrupt` may be called from another thread."""
 
     def __init__(
         self,
@@ -173,6 +212,7 @@ class Compactor:
         tables: Iterable[str] = TABLES,
         threads: int | None = None,
         memory_limit: str | None = None,
+        grace_s: float = 0.0,
         lock_wait_s: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -186,62 +226,111 @@ class Compactor:
                 raise ValueError(f"unknown table {t!r}: expected one of {', '.join(IDENTITY)}")
         self.threads = threads
         self.memory_limit = memory_limit
+        self.grace_s = grace_s
         self.lock_wait_s = lock_wait_s
         self._clock = clock
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._interrupted = threading.Event()
 
     # -- planning -----------------------------------------------------------------------------
-    def needs_compaction(self, files: list[Path]) -> bool:
-        """A partition is compact when it holds the output of one run only, or one file of target size."""
-        if not files:
-            return False
-        digests = {_is_output(f) for f in files}
-        if len(digests) == 1 and None not in digests:
-            return False
-        return not (len(files) == 1 and files[0].stat().st_size >= self.target_file_bytes)
+    def closed_inputs(self, files: list[Path], sizes: dict[Path, int]) -> tuple[list[Path], bool]:
+        """What to merge in a closed hour, and whether it is a full merge."""
+        runs: dict[str, list[Path]] = {}
+        for f in files:
+            digest = _full_run(f)
+            if digest is not None:
+                runs.setdefault(digest, []).append(f)
+        if not runs:  # never merged: all of it, unless it is one file of target size already
+            if len(files) == 1 and sizes[files[0]] >= self.target_file_bytes:
+                return [], True
+            return files, True
+        main = max(runs.values(), key=lambda run: sum(sizes[f] for f in run))
+        late = [f for f in files if f not in main]
+        if not late:
+            return [], True
+        if sum(sizes[f] for f in late) >= LATE_SHARE * sum(sizes[f] for f in main):
+            return files, True
+        return (late, False) if len(late) >= 2 else ([], False)
 
-    def plan(self, older_than_s: float, now_s: float | None = None) -> tuple[list[PartitionPlan], int, int]:
-        """(plans, already-compact count, too-recent count) for hours that ended before now - older_than."""
+    def tiered_inputs(self, files: list[Path], sizes: dict[Path, int]) -> list[Path]:
+        """What to merge in a recent hour: every size class that holds MERGE_FILES or more files."""
+        classes: dict[int, list[Path]] = {}
+        for f in files:
+            if sizes[f] < self.target_file_bytes:
+                rank = int(math.log(self.target_file_bytes / max(sizes[f], 1), MERGE_FILES))
+                classes.setdefault(rank, []).append(f)
+        return sorted(f for group in classes.values() if len(group) >= MERGE_FILES for f in group)
+
+    def plan(
+        self, older_than_s: float, now_s: float | None = None, recent: bool = False
+    ) -> tuple[list[PartitionPlan], int, int]:
+        """(plans, nothing-to-do count, left-alone count): closed hours (ended before now - older_than)
+        get their full merge; with `recent`, the other hours get their tiered merges."""
         now_s = self._clock() if now_s is None else now_s
         cutoff = now_s - older_than_s
         plans: list[PartitionPlan] = []
-        skipped = recent = 0
+        skipped = left = 0
         for table in self.tables:
             for part in hour_partitions(self.lake, table):
-                if not part.closed_before(cutoff):
-                    recent += 1
+                closed = part.closed_before(cutoff)
+                if not closed and not recent:
+                    left += 1
                     continue
-                files = sorted(p for p in part.path.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
-                if self.needs_compaction(files):
-                    plans.append(PartitionPlan(part, tuple(files)))
+                files = replaced.live_files(part.path)
+                sizes = {f: size for f in files if (size := _size(f)) is not None}
+                files = [f for f in files if f in sizes]
+                if closed:
+                    inputs, full = self.closed_inputs(files, sizes)
+                else:
+                    inputs, full = self.tiered_inputs(files, sizes), False
+                if inputs:
+                    plans.append(PartitionPlan(part, tuple(inputs), full))
                 else:
                     skipped += 1
-        return plans, skipped, recent
+        return plans, skipped, left
 
     # -- running ------------------------------------------------------------------------------
-    def run(self, older_than_s: float, now_s: float | None = None, dry_run: bool = False) -> CompactionReport:
+    def run(
+        self, older_than_s: float, now_s: float | None = None, dry_run: bool = False, recent: bool = False
+    ) -> CompactionReport:
+        """Under the lake's maintenance lock: delete what earlier runs replaced (past the grace period),
+        then merge what `plan` finds."""
         report = CompactionReport()
-        if not self.lake.is_dir():
+        if not self.lake.is_dir() or self._interrupted.is_set():
             return report
         with maintenance_lock(self.lake, self.lock_wait_s):
             now_s = self._clock() if now_s is None else now_s
             report.cutoff_s = now_s - older_than_s
-            plans, report.skipped, report.open_partitions = self.plan(older_than_s, now_s)
+            if not dry_run:
+                report.files_deleted = self.expire_replaced()
+            plans, report.skipped, report.open_partitions = self.plan(older_than_s, now_s, recent)
             if dry_run:
                 report.planned = plans
                 return report
             with tempfile.TemporaryDirectory(prefix="tracelake-compact-") as spill:
-                con = self._connect(spill)
+                self._con = self._connect(spill)
                 try:
                     for plan in plans:
+                        if self._interrupted.is_set():
+                            break
                         self._remove_stale_tmp(plan.partition.path)
-                        result = self.compact_partition(con, plan)
+                        result = self.compact_partition(self._con, plan)
                         report.compacted.append(result)
                         if result.error is None:
-                            self.retire_inputs(list(plan.inputs))
-                            fsync_dir(plan.partition.path)
+                            self.retire_inputs(plan, result.outputs)
                 finally:
+                    con, self._con = self._con, None
                     con.close()
         return report
+
+    def interrupt(self) -> None:
+        """Stop a run from another thread, for good: the partition being merged is abandoned (temp
+        files removed, inputs untouched) and no further partition is started, now or in later runs."""
+        self._interrupted.set()
+        con = self._con
+        if con is not None:
+            with contextlib.suppress(duckdb.Error):  # closed by the run in the meantime
+                con.interrupt()
 
     def _connect(self, spill_dir: str) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:")
@@ -254,14 +343,28 @@ class Compactor:
             con.execute(f"SET memory_limit = {_sql_str(self.memory_limit)}")
         return con
 
-    def retire_inputs(self, inputs: list[Path]) -> None:
-        """Delete compacted inputs (their rows are in the outputs). Separate so tests can simulate a crash."""
-        for p in inputs:
-            p.unlink(missing_ok=True)
+    def retire_inputs(self, plan: PartitionPlan, outputs: tuple[str, ...]) -> None:
+        """Hide the inputs from new readers now, delete them after the grace period (at once when it is 0)."""
+        directory = plan.partition.path
+        outputs_left = set(outputs)
+        inputs = tuple(p.name for p in plan.inputs if p.name not in outputs_left)
+        now = self._clock()
+        replaced.write_record(replaced.Replacement(directory, plan.digest, now, inputs, tuple(outputs)))
+        if self.grace_s <= 0:
+            replaced.expire(directory, 0.0, now)
+
+    def expire_replaced(self) -> int:
+        """Delete the inputs of earlier runs whose grace period is over; returns how many files went."""
+        now = self._clock()
+        deleted = 0
+        for table in self.tables:
+            for part in hour_partitions(self.lake, table):
+                deleted += sum(len(r.inputs) for r in replaced.expire(part.path, self.grace_s, now))
+        return deleted
 
     def _remove_stale_tmp(self, directory: Path) -> None:
         """Temp files of a crashed compaction: never read (not *.parquet), but they take space."""
-        for p in directory.glob(".compacted-*.tmp"):
+        for p in directory.glob(".*.tmp"):
             m = _TMP.match(p.name)
             if m is None:
                 continue
@@ -297,7 +400,10 @@ class Compactor:
         except (OSError, duckdb.Error, pa.ArrowException) as e:
             for t in tmps:
                 t.unlink(missing_ok=True)
-            log.error("cannot compact %s/%s: %s", table, part.name, e)
+            if self._interrupted.is_set():
+                log.info("compaction of %s/%s interrupted: inputs left as they were", table, part.name)
+            else:
+                log.error("cannot compact %s/%s: %s", table, part.name, e)
             return PartitionResult(table, part.name, len(plan.inputs), (), 0, 0, 0, 0, time.perf_counter() - t0, str(e))
         rows_out = sum(r for _t, r in outputs)
         bytes_out = sum(f.stat().st_size for f in finals)
@@ -345,7 +451,7 @@ class Compactor:
 
         def open_next() -> None:
             nonlocal writer, fh, rows_in_file
-            name = f".{PREFIX}{plan.digest}-{len(outputs):03d}.parquet.{os.getpid()}.tmp"
+            name = f".{plan.prefix}{plan.digest}-{len(outputs):03d}.parquet.{os.getpid()}.tmp"
             tmp = plan.partition.path / name
             tmps.append(tmp)
             fh = open(tmp, "wb")  # noqa: SIM115 - closed in close_current

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import schema
+from core import schema
 from pipeline.maintenance import fsync_dir, maintenance_lock
 from sinks.artifacts.gc import lake_files, referenced_refs
 from sinks.artifacts.refs import is_ref

@@ -4,7 +4,7 @@ The decode for parsed requests, and the reference for `pipeline.otlp.wire`, whic
 on serialized ones and which hands back here whatever it does not read itself. Span fields go
 through the protobuf API into flat column lists (a Python loop per span, no per-span dicts); span
 attributes are read on columns by `pipeline.otlp.attributes`; map/list columns are built from
-offsets. Typed LLM columns are derived afterwards, on columns, by `pipeline.conventions.normalize`.
+offsets. Typed LLM columns are derived afterwards, on columns, by `core.conventions.normalize`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from pipeline import schema
+from core import schema
 from pipeline.otlp.attributes import RawAttributesRequest, key_value_columns
 
-SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
-STATUS_CODES = ("UNSET", "OK", "ERROR")
+SPAN_KINDS, STATUS_CODES = schema.SPAN_KINDS, schema.STATUS_CODES
 
 
 def any_value_to_python(v: AnyValue) -> object:

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from pipeline.conventions import PII_FOUND_ATTRIBUTE
+from core.conventions import PII_FOUND_ATTRIBUTE
 from pipeline.otlp.decode import any_value_to_str
 
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from pipeline import schema
+from core import schema
 from pipeline.otlp import decode as reference
 from pipeline.otlp.attributes import (
     key_value_columns_at,

@@ -16,13 +16,13 @@ import pyarrow as pa
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline import metrics
+from core import metrics
+from core.conventions import Normalizer
+from core.processor import Processor
 from pipeline.bus.base import BusRefused, Publisher
-from pipeline.conventions import Normalizer
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.otlp.encode import apply_table
 from pipeline.otlp.wire import NotCanonical, decode_bodies
-from processors.base import Processor
 
 log = logging.getLogger("tracelake.receiver")
 
@@ -145,7 +145,7 @@ class Intake:
 
         `rejected_earlier`: one reason per span the transport already left out of `request` (ids in
         OTLP/JSON that are not hex); they are rejected like spans with wrong-length ids. `feedback`:
-        the request holds feedback events as synthetic spans (pipeline/feedback.py): they are counted
+        the request holds feedback events as synthetic spans (core/feedback.py): they are counted
         as feedback, not as OTLP requests or spans."""
         total, rejected, reasons = _drop_invalid_spans(request)
         total += len(rejected_earlier)

@@ -5,9 +5,9 @@ Modelled on the OpenTelemetry Collector's attributes processor; see README.md be
 
 from __future__ import annotations
 
+from core.processor import ProcessorContext, ProcessorFactory
 from processors.attributes.config import AttributeAction, AttributesConfig
 from processors.attributes.processor import AttributesProcessor
-from processors.base import ProcessorContext, ProcessorFactory
 
 
 def _create(config: AttributesConfig, context: ProcessorContext) -> AttributesProcessor:
@@ -19,6 +19,7 @@ factory = ProcessorFactory(
     config_class=AttributesConfig,
     create=_create,
     description="insert/update/upsert/delete/hash/rename span and resource attributes (Collector-style)",
+    example_config={"actions": [{"key": "*", "action": "hash"}]},
 )
 
 __all__ = ["AttributeAction", "AttributesConfig", "AttributesProcessor", "factory"]

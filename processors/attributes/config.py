@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PlainValidator, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from processors.base import ProcessorConfig
+from core.processor import ProcessorConfig
 from processors.keyglob import glob_to_re2, is_glob, re2_error
 
 ActionName = Literal["insert", "update", "upsert", "delete", "hash", "rename"]

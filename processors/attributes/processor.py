@@ -1,7 +1,7 @@
 """AttributesProcessor: Collector-style insert/update/upsert/delete/hash/rename on attribute maps.
 
-Everything is column work on the flattened map children (keys / items / offsets): key matching
-is one pyarrow.compute call per action, moving entries is numpy index arithmetic plus one `take`.
+Everything is column work on the flattened map children (core.maps.MapColumn): key matching is one
+pyarrow.compute call per action, moving entries is numpy index arithmetic plus one `take`.
 Python loops only over the *distinct* values a hash action hashes, never over spans.
 
 Synthetic feedback spans (scope `tracelake.feedback`) pass through untouched: their attributes are
@@ -14,115 +14,21 @@ import hashlib
 import hmac
 import logging
 import os
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.feedback import is_synthetic
-from pipeline.schema import STR_MAP
+from core.feedback import is_synthetic
+from core.maps import MapColumn
+from core.processor import ProcessorContext
 from processors.attributes.config import AttributeAction, AttributesConfig
-from processors.base import ProcessorContext
 from processors.keyglob import glob_to_re2, is_glob
 
 log = logging.getLogger("tracelake.processor.attributes")
 
 SCOPE_COLUMNS = {"span": "attributes", "resource": "resource_attributes"}
-# typed scalars: an untyped Python scalar makes pyarrow try `import dateutil` on every call (~0.3 ms)
-FALSE = pa.scalar(False, pa.bool_())
-
-
-@dataclass(frozen=True)
-class Maps:
-    """A map<string,string> column taken apart: offsets start at 0 and index keys/items directly."""
-
-    offsets: np.ndarray  # int64, rows + 1
-    keys: pa.Array
-    items: pa.Array
-    valid: np.ndarray  # bool per row; False is a null map
-
-    @classmethod
-    def of(cls, column: pa.ChunkedArray | pa.Array) -> Maps:
-        arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-        offsets = arr.offsets.to_numpy().astype(np.int64)
-        start, end = int(offsets[0]), int(offsets[-1])
-        maps = cls(
-            offsets - start,
-            arr.keys.slice(start, end - start),
-            arr.items.slice(start, end - start),
-            arr.is_valid().to_numpy(zero_copy_only=False),
-        )
-        if not maps.valid.all():
-            # Arrow allows entries under a null slot; drop them so a row's length is what it holds
-            maps = maps.select(maps.valid[maps.parents])
-        return maps
-
-    def to_arrow(self) -> pa.MapArray:
-        mask = None if self.valid.all() else pa.array(~self.valid)
-        return pa.MapArray.from_arrays(
-            pa.array(self.offsets, pa.int32()), self.keys, self.items, type=STR_MAP, mask=mask
-        )
-
-    @property
-    def rows(self) -> int:
-        return len(self.offsets) - 1
-
-    @cached_property
-    def parents(self) -> np.ndarray:
-        """For every entry, the row it belongs to (ascending)."""
-        return np.repeat(np.arange(self.rows), np.diff(self.offsets))
-
-    def key_mask(self, key: str, regex: str | None = None) -> np.ndarray:
-        """Per entry: is its key `key` (or, given a regex, does the key match it)."""
-        if len(self.keys) == 0:
-            return np.zeros(0, dtype=bool)
-        if regex is not None:
-            hit = pc.match_substring_regex(self.keys, regex)
-        else:
-            hit = pc.equal(self.keys, pa.scalar(key, pa.string()))
-        return pc.fill_null(hit, FALSE).to_numpy(zero_copy_only=False)
-
-    def row_any(self, entries: np.ndarray) -> np.ndarray:
-        """Per row: does any of its entries have `entries` set."""
-        out = np.zeros(self.rows, dtype=bool)
-        out[self.parents[np.flatnonzero(entries)]] = True
-        return out
-
-    def first_index(self, entries: np.ndarray) -> np.ndarray:
-        """Per row: the position of its first entry with `entries` set, -1 when none."""
-        out = np.full(self.rows, -1, dtype=np.int64)
-        pos = np.flatnonzero(entries)
-        if len(pos):
-            rows = self.parents[pos]  # ascending, so a row's first hit is where the row number changes
-            first = np.concatenate(([True], rows[1:] != rows[:-1]))
-            out[rows[first]] = pos[first]
-        return out
-
-    def select(self, keep: np.ndarray) -> Maps:
-        """Only the entries with `keep` set; rows shrink accordingly."""
-        removed = np.bincount(self.parents[np.flatnonzero(~keep)], minlength=self.rows)
-        offsets = np.concatenate(([0], np.cumsum(np.diff(self.offsets) - removed)))
-        idx = pa.array(np.flatnonzero(keep), pa.int64())
-        return replace(self, offsets=offsets, keys=self.keys.take(idx), items=self.items.take(idx))
-
-    def append(self, rows: np.ndarray, key: str, values: pa.Array) -> Maps:
-        """Add `key` = values[i] at the end of the i-th row with `rows` set (a null map becomes a map)."""
-        added = rows.astype(np.int64)
-        k = int(added.sum())
-        if k == 0:
-            return self
-        m = len(self.keys)
-        before = np.cumsum(added) - added  # inserted entries in earlier rows
-        new_offsets = self.offsets + np.concatenate(([0], np.cumsum(added)))
-        src = np.empty(m + k, dtype=np.int64)
-        src[np.arange(m) + before[self.parents]] = np.arange(m)
-        src[new_offsets[1:][rows] - 1] = m + np.arange(k)
-        order = pa.array(src, pa.int64())
-        keys = pa.concat_arrays([self.keys, pa.repeat(pa.scalar(key, pa.string()), k)]).take(order)
-        items = pa.concat_arrays([self.items, values.cast(pa.string())]).take(order)
-        return Maps(new_offsets, keys, items, self.valid | rows)
 
 
 class Hasher:
@@ -160,12 +66,12 @@ class CompiledAction:
         regex = glob_to_re2(a.key) if is_glob(a.key) else None
         return cls(a.action, a.key, regex, a.value_string, a.from_attribute, a.new_key)
 
-    def apply(self, maps: Maps, hasher: Hasher) -> Maps:
+    def apply(self, maps: MapColumn, hasher: Hasher) -> MapColumn:
         hit = maps.key_mask(self.key, self.regex)
         if self.action == "delete":
             return maps.select(~hit) if hit.any() else maps
         if self.action == "hash":
-            return replace(maps, items=hasher(maps.items, hit)) if hit.any() else maps
+            return maps.with_items(hasher(maps.items, hit)) if hit.any() else maps
         if self.action == "rename":
             return self._rename(maps, hit)
         source = None
@@ -177,29 +83,29 @@ class CompiledAction:
             maps = self._insert(maps, hit, source)
         return maps
 
-    def _update(self, maps: Maps, hit: np.ndarray, source: np.ndarray | None) -> Maps:
+    def _update(self, maps: MapColumn, hit: np.ndarray, source: np.ndarray | None) -> MapColumn:
         if not hit.any():
             return maps
         if source is None:
             value = pa.scalar(self.value, pa.string())
-            return replace(maps, items=pc.if_else(pa.array(hit), value, maps.items))
+            return maps.with_items(pc.if_else(pa.array(hit), value, maps.items))
         # copy from the source entry of the same row; rows without the source keep their value
         src = source[maps.parents]
         target = hit & (src >= 0)
         gather = np.arange(len(maps.items))
         gather[target] = src[target]
-        return replace(maps, items=maps.items.take(pa.array(gather, pa.int64())))
+        return maps.with_items(maps.items.take(pa.array(gather, pa.int64())))
 
-    def _insert(self, maps: Maps, hit: np.ndarray, source: np.ndarray | None) -> Maps:
+    def _insert(self, maps: MapColumn, hit: np.ndarray, source: np.ndarray | None) -> MapColumn:
         rows = ~maps.row_any(hit)
         if source is None:
             values = pa.repeat(pa.scalar(self.value, pa.string()), int(rows.sum()))
         else:
             rows &= source >= 0
             values = maps.items.take(pa.array(source[rows], pa.int64()))
-        return maps.append(rows, self.key, values)
+        return maps.append(np.flatnonzero(rows), self.key, values)
 
-    def _rename(self, maps: Maps, hit: np.ndarray) -> Maps:
+    def _rename(self, maps: MapColumn, hit: np.ndarray) -> MapColumn:
         if not hit.any():
             return maps
         assert self.new_key is not None
@@ -210,7 +116,7 @@ class CompiledAction:
             maps = maps.select(~clash)
             hit = maps.key_mask(self.key)
         keys = pc.if_else(pa.array(hit), pa.scalar(self.new_key, pa.string()), maps.keys)
-        return replace(maps, keys=keys)
+        return maps.with_keys(keys)
 
 
 class AttributesProcessor:
@@ -231,6 +137,7 @@ class AttributesProcessor:
                 config.hash_key_env,
             )
         self.hasher = Hasher(None if secret is None else secret.encode())
+        self.stats: dict[str, int] = {}  # nothing on /metrics beyond the worker's spans in/out per processor
 
     def process(self, batch: pa.Table) -> pa.Table:
         if batch.num_rows == 0:
@@ -250,7 +157,7 @@ class AttributesProcessor:
         for scope, column in SCOPE_COLUMNS.items():
             if not self.actions[scope]:
                 continue
-            maps = Maps.of(batch.column(column))
+            maps = MapColumn.of(batch.column(column))
             for action in self.actions[scope]:
                 maps = action.apply(maps, self.hasher)
             idx = batch.schema.get_field_index(column)

@@ -20,15 +20,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from core.conventions import Normalizer, normalize
+from core.feedback import FEEDBACK_SCOPE
+from core.maps import MapColumn
+from core.processor import ProcessorContext, Registry
+from core.schema import STR_MAP
 from pipeline.config import ConfigError, parse
-from pipeline.conventions import Normalizer, normalize
-from pipeline.feedback import FEEDBACK_SCOPE
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.receiver.intake import IngestChain
-from pipeline.schema import STR_MAP
 from processors.attributes import AttributesConfig, AttributesProcessor, factory
-from processors.attributes.processor import Maps
-from processors.base import ProcessorContext, Registry
 from processors.keyglob import glob_to_re2
 from tests.conftest import kv as _kv
 
@@ -544,7 +544,7 @@ def test_glob_translation_agrees_with_fnmatch() -> None:
             for _ in range(20)
         ]
         try:
-            m = Maps.of(pa.array([list(zip(keys, keys, strict=True))], STR_MAP))
+            m = MapColumn.of(pa.array([list(zip(keys, keys, strict=True))], STR_MAP))
             got = m.key_mask(pattern, glob_to_re2(pattern)).tolist()
         except pa.ArrowInvalid:
             continue  # e.g. a reversed range; the config refuses such globs

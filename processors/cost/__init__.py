@@ -6,7 +6,7 @@ See README.md beside this file for the config keys, the token arithmetic per att
 
 from __future__ import annotations
 
-from processors.base import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorContext, ProcessorFactory
 from processors.cost.config import CostConfig, PriceOverride, load_overrides_file
 from processors.cost.prices import GENAI_PRICES_VERSION, PriceTable, ResolvedPrice, describe
 from processors.cost.processor import CostProcessor

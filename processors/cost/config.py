@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from processors.base import ProcessorConfig
+from core.processor import ProcessorConfig
 
 Dialect = Literal["genai", "openinference", "openllmetry_legacy"]
 SpanType = Literal["retrieval", "rerank", "tool", "agent", "chain", "guardrail", "other"]

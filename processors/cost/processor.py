@@ -21,8 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.conventions import alias_keys
-from processors.base import ProcessorContext
+from core.conventions import alias_keys
+from core.maps import MapColumn, MapLookup
+from core.processor import ProcessorContext
 from processors.cost.config import CostConfig, Dialect
 from processors.cost.prices import PriceRow, PriceTable, ResolvedPrice
 
@@ -137,65 +138,6 @@ def _masked(values: np.ndarray, keep: np.ndarray) -> pa.Array:
     return pa.array(values, pa.float64(), mask=~keep)
 
 
-def _append_entries(
-    maps: pa.MapArray, rows: np.ndarray, keys: list[str], values: list[pa.Array], strip_prefix: str
-) -> pa.MapArray:
-    """Each map, without its keys starting with `strip_prefix`, plus the non-null `values[k][i]` under
-    `keys[k]` for the map at `rows[i]`. Column work: one gather over the map's entries."""
-    n, m, k = len(maps), len(rows), len(keys)
-    offsets = maps.offsets.to_numpy().astype(np.int64)
-    base = int(offsets[0])
-    offsets = offsets - base
-    old_keys = maps.keys.slice(base, int(offsets[-1]))
-    old_items = maps.items.slice(base, int(offsets[-1]))
-    old_len = np.diff(offsets)
-    stale = pc.starts_with(old_keys, strip_prefix)
-    keep = None
-    if pc.any(stale).as_py():
-        keep = ~stale.to_numpy(zero_copy_only=False)
-    # new entries, row-major (all entries of subset row i together, in `keys` order)
-    flat = pa.concat_arrays(values) if m else pa.array([], pa.string())
-    order = (np.arange(m)[:, None] + np.arange(k)[None, :] * m).ravel()
-    flat = flat.take(pa.array(order, pa.int64()))
-    flat_keys = pa.array(keys, pa.string()).take(pa.array(np.tile(np.arange(k), m), pa.int64()))
-    present = flat.is_valid().to_numpy(zero_copy_only=False)
-    flat, flat_keys = flat.filter(pa.array(present)), flat_keys.filter(pa.array(present))
-    new_per_sub = present.reshape(m, k).sum(axis=1) if m else np.zeros(0, np.int64)
-    new_count = np.zeros(n, np.int64)
-    new_count[rows] = new_per_sub
-    if keep is None and not new_count.any():
-        return maps
-    if keep is None:
-        kept_len = old_len
-        out_off = np.concatenate([[0], np.cumsum(kept_len + new_count)])
-        gather = np.empty(int(out_off[-1]), np.int64)
-        # an old entry moves right by the number of new entries in the rows before its own
-        shift = out_off[:-1] - offsets[:-1]
-        gather[np.arange(len(old_keys)) + np.repeat(shift, old_len)] = np.arange(len(old_keys))
-    else:
-        parent = np.repeat(np.arange(n), old_len)
-        csum = np.concatenate([[0], np.cumsum(keep)])
-        kept_len = csum[offsets[1:]] - csum[offsets[:-1]]
-        kept_idx = np.flatnonzero(keep)
-        kept_parent = parent[kept_idx]
-        rank = csum[kept_idx] - csum[offsets[kept_parent]]
-        out_off = np.concatenate([[0], np.cumsum(kept_len + new_count)])
-        gather = np.empty(int(out_off[-1]), np.int64)
-        gather[out_off[kept_parent] + rank] = kept_idx
-    n_new = len(flat)
-    new_parent = np.repeat(rows, new_per_sub)
-    sub_start = np.concatenate([[0], np.cumsum(new_per_sub)[:-1]]) if m else np.zeros(0, np.int64)
-    new_rank = np.arange(n_new) - np.repeat(sub_start, new_per_sub)
-    gather[out_off[new_parent] + kept_len[new_parent] + new_rank] = len(old_keys) + np.arange(n_new)
-    idx = pa.array(gather, pa.int64())
-    out_keys = pa.concat_arrays([old_keys, flat_keys.cast(old_keys.type)]).take(idx)
-    out_items = pa.concat_arrays([old_items, flat.cast(old_items.type)]).take(idx)
-    mask = None
-    if maps.null_count:
-        mask = pa.array(maps.is_null().to_numpy(zero_copy_only=False) & (new_count == 0))
-    return pa.MapArray.from_arrays(pa.array(out_off, pa.int32()), out_keys, out_items, type=maps.type, mask=mask)
-
-
 class CostProcessor:
     def __init__(
         self, config: CostConfig | None = None, context: ProcessorContext | None = None, table: PriceTable | None = None
@@ -223,7 +165,7 @@ class CostProcessor:
             return batch
         self.stats["batches"] += 1
         span_type = _combined(batch.column("span_type"))
-        attrs = _combined(batch.column("attributes"))
+        attrs = MapColumn.of(batch.column("attributes"))
         inp = _combined(batch.column("input_tokens"))
         out = _combined(batch.column("output_tokens"))
         has_usage = pc.or_(pc.is_valid(inp), pc.is_valid(out))
@@ -308,9 +250,13 @@ class CostProcessor:
             pc.if_else(pa.array(priced), arr.source.take(pa.array(row)), pa.scalar(None, pa.string())),
             _notes(cache_added, reasoning_added, invalid),
         ]
-        new_attrs = _append_entries(attrs, rows, ENTRY_KEYS, values, ATTR_PREFIX)
-        if new_attrs is not attrs:
-            out_table = _set(out_table, "attributes", new_attrs)
+        # what an earlier pass wrote (a replay, a second cost processor) goes; null values add no entry
+        stale = pc.starts_with(attrs.keys, ATTR_PREFIX)
+        if pc.any(stale).as_py():
+            attrs = attrs.select(~stale.to_numpy(zero_copy_only=False))
+        attrs = attrs.append_columns(rows, dict(zip(ENTRY_KEYS, values, strict=True)))
+        if attrs.changed:
+            out_table = _set(out_table, "attributes", attrs.to_arrow())
         return out_table
 
     # -- per distinct key ---------------------------------------------------------------------
@@ -343,13 +289,14 @@ class CostProcessor:
         self._plans[key] = found = (plan, res.model or "(none)")
         return found
 
-    def _dialect_excludes_cache(self, attrs: pa.MapArray, sel: pa.Array) -> np.ndarray:
+    def _dialect_excludes_cache(self, attrs: MapColumn, sel: pa.Array) -> np.ndarray:
         out = np.zeros(len(sel), bool)
         if not self.config.input_excludes_cache or len(sel) == 0:
             return out
         seen = np.zeros(len(sel), bool)
+        found = MapLookup(attrs, DIALECT_KEYS.values())
         for dialect, key in DIALECT_KEYS.items():  # the first key present filled input_tokens
-            present = pc.is_valid(pc.map_lookup(attrs, pa.scalar(key, pa.string()), "first").take(sel))
+            present = pc.is_valid(found(key).take(sel))
             here = present.to_numpy(zero_copy_only=False) & ~seen
             if dialect in self.config.input_excludes_cache:
                 out |= here

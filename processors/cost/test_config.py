@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from core.processor import Registry
 from pipeline.config.loader import ConfigError, parse
-from processors.base import Registry
 from processors.cost import CostConfig, CostProcessor, PriceTable, factory, load_overrides_file
 
 
@@ -115,6 +115,6 @@ def test_through_the_config_loader(tmp_path: Path) -> None:
 
 
 def _ctx():  # type: ignore[no-untyped-def]
-    from processors.base import ProcessorContext
+    from core.processor import ProcessorContext
 
     return ProcessorContext(processor_id="cost")

@@ -13,14 +13,14 @@ import pytest
 from genai_prices import Usage, calc_price
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from core.conventions import Normalizer
 from pipeline.bus.embedded import EmbeddedBus
-from pipeline.config.model import ParquetSinkConfig
-from pipeline.conventions import Normalizer
 from pipeline.demo import build_requests
 from pipeline.query import connect
 from pipeline.trace_summary import TraceSummarizer
 from pipeline.worker import Worker
 from processors.cost import CostProcessor
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
 

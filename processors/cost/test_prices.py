@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from genai_prices import Usage, calc_price, data_snapshot
 
-from pipeline import schema
+from core import schema
 from processors.cost import CostConfig, CostProcessor, PriceTable, describe
 from processors.cost.prices import PROVIDER_ALIASES
 

@@ -14,10 +14,11 @@ import pyarrow as pa
 import pytest
 from genai_prices import Usage, calc_price
 
+from pipeline.testing import rows as as_rows
+from pipeline.testing import spans_batch
 from pipeline.trace_summary import TraceSummarizer
 from processors.cost import CostConfig, CostProcessor
-from processors.cost.testing import DIALECTS, Call, cost_attrs, span, spans_batch
-from processors.cost.testing import rows as as_rows
+from processors.cost.testing import DIALECTS, Call, cost_attrs, span
 
 # USD per million tokens, from genai-prices 0.2.3 (checked below)
 GPT_4O = {"input": 2.5, "cache_read": 1.25, "output": 10.0}

@@ -1,14 +1,9 @@
-"""Test support for the cost tests: LLM spans in each attribute dialect, built the way the worker builds batches."""
+"""Test support for the cost tests: LLM calls as the attributes of each dialect (batches: pipeline.testing)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-import pyarrow as pa
-
-from pipeline.conventions import normalize
-from pipeline.otlp.decode import SourcedRequest, decode
 
 TRACE = "c0" * 16
 
@@ -91,25 +86,9 @@ def openllmetry(c: Call) -> dict[str, Any]:
 DIALECTS = {"genai": genai, "openinference": openinference, "openllmetry": openllmetry}
 
 
-def spans_batch(spans: list[dict[str, Any]], source: str = "test@1") -> pa.Table:
-    """make_request() spans → decode → normalize: a `spans` batch as the worker hands it to the chain."""
-    from tests.conftest import make_request
-
-    return normalize(decode([SourcedRequest(make_request(spans), source)]))
-
-
 def span(i: int, attrs: dict[str, Any], **kw: Any) -> dict[str, Any]:
     return {"trace_id": TRACE, "span_id": f"{i + 1:016x}", "attrs": attrs, **kw}
 
 
 def cost_attrs(row: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in (row["attributes"] or []) if k.startswith("tracelake.cost.")}
-
-
-def rows(table: pa.Table) -> list[dict[str, Any]]:
-    """Rows as Python values; times as int ns (datetime cannot hold nanoseconds), events left out."""
-    table = table.drop_columns(["events", "links"])
-    for name in ("start_time", "end_time"):
-        idx = table.schema.get_field_index(name)
-        table = table.set_column(idx, name, table.column(name).cast(pa.int64()))
-    return table.to_pylist()

@@ -5,7 +5,7 @@ Modelled on the OpenTelemetry Collector's filter processor; see README.md beside
 
 from __future__ import annotations
 
-from processors.base import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorContext, ProcessorFactory
 from processors.filter.config import FilterConfig, SpanCondition, SpanFilter
 from processors.filter.processor import FilterProcessor
 
@@ -19,6 +19,7 @@ factory = ProcessorFactory(
     config_class=FilterConfig,
     create=_create,
     description="drop spans matching any exclude condition, or not matching any include condition",
+    example_config={"spans": {"include": [{"span_type": ["llm"]}]}},
 )
 
 __all__ = ["FilterConfig", "FilterProcessor", "SpanCondition", "SpanFilter", "factory"]

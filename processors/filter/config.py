@@ -15,9 +15,8 @@ import pyarrow.compute as pc
 from pydantic import BeforeValidator, Field, PlainValidator, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from pipeline.otlp.decode import SPAN_KINDS, STATUS_CODES
-from pipeline.schema import SPAN_TYPES
-from processors.base import ProcessorConfig
+from core.processor import ProcessorConfig
+from core.schema import SPAN_KINDS, SPAN_TYPES, STATUS_CODES
 
 SpanType = Literal["llm", "embedding", "retrieval", "rerank", "tool", "agent", "chain", "guardrail", "other"]
 StatusCode = Literal["UNSET", "OK", "ERROR"]

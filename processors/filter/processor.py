@@ -15,8 +15,8 @@ import logging
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.feedback import is_synthetic
-from processors.base import ProcessorContext
+from core.feedback import is_synthetic
+from core.processor import ProcessorContext
 from processors.filter.config import AttributeMatch, FilterConfig, SpanCondition, exact_string
 
 log = logging.getLogger("tracelake.processor.filter")
@@ -76,6 +76,7 @@ class FilterProcessor:
         self.config = config
         self.context = context or ProcessorContext(processor_id="filter")
         self.spans_dropped = 0
+        self.stats: dict[str, int] = {}  # nothing on /metrics beyond the worker's spans in/out per processor
 
     def keep_mask(self, batch: pa.Table) -> Mask:
         spans = self.config.spans

@@ -12,17 +12,17 @@ import pytest
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from core.conventions import Normalizer, normalize
+from core.feedback import FEEDBACK_SCOPE
+from core.processor import ProcessorContext, Registry
+from core.schema import STR_MAP
 from pipeline.config import ConfigError, parse
-from pipeline.conventions import Normalizer, normalize
-from pipeline.feedback import FEEDBACK_SCOPE
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.receiver.intake import IngestChain
-from pipeline.schema import STR_MAP
+from pipeline.testing import make_request
 from processors.attributes import factory as attributes_factory
-from processors.base import ProcessorContext, Registry
 from processors.filter import FilterConfig, FilterProcessor, factory
 from processors.filter.config import SpanCondition
-from tests.conftest import kv as _kv
 
 # -- building batches the way the worker does: OTLP request → decode → normalize -------------------
 
@@ -33,26 +33,13 @@ def request(
     resource: dict[str, Any] | None = None,
     scope: str = "tests",
 ) -> ExportTraceServiceRequest:
-    """spans: dicts with name, optional kind (int), error (bool) and attrs."""
-    req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    for k, v in {"service.name": service, **(resource or {})}.items():
-        rs.resource.attributes.append(_kv(k, v))
-    ss = rs.scope_spans.add()
-    ss.scope.name = scope
-    for i, s in enumerate(spans, 1):
-        sp = ss.spans.add()
-        sp.trace_id = bytes.fromhex("cd" * 16)
-        sp.span_id = i.to_bytes(8, "big")
-        sp.name = s["name"]
-        sp.kind = s.get("kind", 1)
-        if s.get("error"):
-            sp.status.code = 2
-        sp.start_time_unix_nano = 1_700_000_000_000_000_000 + i
-        sp.end_time_unix_nano = sp.start_time_unix_nano + 1_000_000
-        for k, v in s.get("attrs", {}).items():
-            sp.attributes.append(_kv(k, v))
-    return req
+    """spans: dicts with name, optional kind (int), error (bool) and attrs; one trace, ids and times made up."""
+    start = 1_700_000_000_000_000_000
+    made = [
+        {**s, "trace_id": "cd" * 16, "span_id": f"{i:016x}", "start": start + i, "end": start + i + 1_000_000}
+        for i, s in enumerate(spans, 1)
+    ]
+    return make_request(made, service=service, resource=resource, scope=scope)
 
 
 def batch(*requests: ExportTraceServiceRequest) -> pa.Table:

@@ -6,7 +6,7 @@ must run after redact_pii.
 
 from __future__ import annotations
 
-from processors.base import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorContext, ProcessorFactory
 from processors.offload_artifacts.config import OffloadArtifactsConfig
 from processors.offload_artifacts.order import order_warnings
 from processors.offload_artifacts.processor import ArtifactOffloader, ArtifactStoreError

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.config.model import Bytes, Seconds
-from processors.base import ProcessorConfig
+from core.config import Bytes, Seconds
+from core.processor import ProcessorConfig
 from processors.keyglob import globs_to_re2
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from processors.base import processor_type
+from core.processor import processor_type
 
 OFFLOAD = "offload_artifacts"
 REDACT = "redact_pii"

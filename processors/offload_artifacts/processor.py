@@ -23,11 +23,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schema import ARTIFACT
-from processors.base import ProcessorContext
+from core.maps import MapColumn, NestedMapColumn, single_array
+from core.processor import ProcessorContext
+from core.schema import ARTIFACT
 from processors.offload_artifacts.config import OffloadArtifactsConfig, glob_to_regex
 from sinks.artifacts.refs import REF_PREFIX, make_ref
 from sinks.artifacts.store import ArtifactStore
@@ -45,43 +47,10 @@ class ArtifactStoreError(RuntimeError):
 
 
 @dataclass
-class _MapColumn:
-    """A MapArray taken apart, offsets rebased to 0 so positions index keys/items directly."""
-
-    offsets: pa.Array  # int32, len(maps) + 1
-    keys: pa.Array
-    items: pa.Array
-    mask: pa.Array | None  # null maps
-    type: pa.DataType
-
-    @classmethod
-    def of(cls, arr: pa.MapArray) -> _MapColumn:
-        offsets = arr.offsets
-        start, end = offsets[0].as_py(), offsets[-1].as_py()
-        if start:
-            offsets = pc.subtract(offsets, pa.scalar(start, offsets.type))
-        return cls(
-            offsets,
-            arr.keys.slice(start, end - start),
-            arr.items.slice(start, end - start),
-            arr.is_null() if arr.null_count else None,
-            arr.type,
-        )
-
-    def rebuild(self, items: pa.Array) -> pa.MapArray:
-        return pa.MapArray.from_arrays(self.offsets, self.keys, items, type=self.type, mask=self.mask)
-
-    def parents(self) -> pa.Array:
-        """For every entry, the index of the map (row) it belongs to."""
-        # list_parent_indices aborts on MapArray in pyarrow 26: ask a ListArray over the same offsets
-        return pc.list_parent_indices(pa.ListArray.from_arrays(self.offsets, self.keys))
-
-
-@dataclass
 class _Candidates:
     """Entries of one map column that are large enough (`big`) and, among those, selected (`sel`)."""
 
-    col: _MapColumn
+    col: MapColumn
     big: pa.Array  # bool over all entries
     big_idx: pa.Array  # positions where big
     values: pa.Array  # items at big_idx
@@ -131,21 +100,19 @@ class ArtifactOffloader:
         if batch.num_rows == 0:
             return batch
         self.stats["batches"] += 1
-        attrs = _MapColumn.of(_combined(batch.column("attributes")))
+        attrs = MapColumn.of(batch.column("attributes"))
         found: list[tuple[str, _Candidates]] = []
         cand = self._candidates(attrs)
         if cand is not None:
             found.append(("attributes", cand))
-        events = ev_offsets = ev_struct = None
+        events = None
         if self.config.events and "events" in batch.column_names:
-            events = _combined(batch.column("events"))
-            if events.null_count < len(events):
-                ev_offsets, ev_struct = _list_parts(events)
-                if len(ev_struct):
-                    ev_attrs = _MapColumn.of(ev_struct.field("attributes"))
-                    ev_cand = self._candidates(ev_attrs)
-                    if ev_cand is not None:
-                        found.append(("events", ev_cand))
+            column = batch.column("events")
+            if column.null_count < len(column):
+                events = NestedMapColumn.of(column)
+                ev_cand = self._candidates(events.maps)
+                if ev_cand is not None:
+                    found.append(("events", ev_cand))
         if not found:
             return batch
 
@@ -174,19 +141,19 @@ class ArtifactOffloader:
             part = slice(start, start + n)
             start += n
             new_items, entries = self._apply(
-                c, refs[part], sizes[part], previews[part], ok[part], ev_offsets if source == "events" else None
+                c, refs[part], sizes[part], previews[part], ok[part], events if source == "events" else None
             )
             if source == "attributes":
-                batch = _set(batch, "attributes", attrs.rebuild(new_items))
+                batch = _set(batch, "attributes", attrs.with_items(new_items).to_arrow())
             else:
-                assert events is not None and ev_offsets is not None and ev_struct is not None
-                batch = _set(batch, "events", _rebuild_events(events, ev_offsets, ev_struct, c.col.rebuild(new_items)))
+                assert events is not None
+                batch = _set(batch, "events", events.with_maps(c.col.with_items(new_items)).to_arrow())
             assert len(entries.offsets) == batch.num_rows + 1
             components.append(entries)
         return _set(batch, "artifacts", _artifacts_column(components, batch.num_rows, existing is not None, batch))
 
     # -- finding candidates ---------------------------------------------------------------------
-    def _candidates(self, col: _MapColumn) -> _Candidates | None:
+    def _candidates(self, col: MapColumn) -> _Candidates | None:
         if len(col.items) == 0:
             return None
         big = pc.fill_null(pc.greater_equal(pc.binary_length(col.items), self.config.min_bytes), False)
@@ -292,40 +259,33 @@ class ArtifactOffloader:
         sizes: pa.Array,
         previews: pa.Array,
         ok: pa.Array,
-        ev_offsets: pa.Array | None,
+        events: NestedMapColumn | None,
     ) -> tuple[pa.Array, _Entries]:
         """New map items with references in place, and the `artifacts` entries for this source.
 
-        `ev_offsets` is given for event attributes: their maps are events, which map to spans."""
+        `events` is given for event attributes: their maps are events, which map to spans."""
         ref_big = pc.replace_with_mask(pa.nulls(len(c.values), pa.string()), c.sel, refs)
         new_items = pc.replace_with_mask(c.col.items, c.big, pc.coalesce(ref_big, c.values))
         offloaded = pc.replace_with_mask(c.big, c.big, pc.is_valid(ref_big))
         # the entries of map i are cumulative[offsets[i]] .. cumulative[offsets[i+1]]
-        cumulative = pa.concat_arrays([pa.array([0], pa.int64()), pc.cumulative_sum(offloaded.cast(pa.int64()))])
-        per_map = cumulative.take(c.col.offsets)
+        cumulative = np.concatenate(([0], np.cumsum(offloaded.to_numpy(zero_copy_only=False))))
+        per_map = cumulative[c.col.offsets]
         keys = c.keys.filter(c.sel).filter(ok)
-        map_rows = c.col.parents().take(c.big_idx).filter(c.sel).filter(ok)
-        if ev_offsets is None:
+        map_rows = c.col.parents[c.big_idx.filter(c.sel).filter(ok).to_numpy()]
+        if events is None:
             rows, per_row = map_rows, per_map
         else:
-            span_of_event = pc.list_parent_indices(
-                pa.ListArray.from_arrays(ev_offsets, pa.nulls(len(c.col.offsets) - 1, pa.int8()))
-            )
-            rows = span_of_event.take(map_rows)
-            position = pc.subtract(map_rows, ev_offsets.cast(pa.int64()).take(rows))
-            keys = pc.binary_join_element_wise("events[", position.cast(pa.string()), "].", keys, "")
-            per_row = per_map.take(ev_offsets)
+            rows = events.element_rows[map_rows]
+            position = pa.array(events.element_index[map_rows]).cast(pa.string())
+            keys = pc.binary_join_element_wise("events[", position, "].", keys, "")
+            per_row = per_map[events.offsets]
         values = pa.StructArray.from_arrays(
             [keys, refs.filter(ok), sizes.filter(ok), previews.filter(ok)], fields=list(ARTIFACT)
         )
-        return new_items, _Entries(rows.cast(pa.int64()), values, per_row)
+        return new_items, _Entries(pa.array(rows, pa.int64()), values, pa.array(per_row, pa.int64()))
 
 
 # -- Arrow helpers ---------------------------------------------------------------------------------
-def _combined(col: pa.ChunkedArray | pa.Array) -> pa.Array:
-    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-
-
 def _list_parts(arr: pa.ListArray) -> tuple[pa.Array, pa.Array]:
     """Offsets rebased to 0 and the values they index."""
     offsets = arr.offsets
@@ -342,24 +302,11 @@ def _set(batch: pa.Table, name: str, arr: pa.Array) -> pa.Table:
     return batch.append_column(pa.field(name, arr.type), arr)
 
 
-def _rebuild_events(
-    events: pa.ListArray, offsets: pa.Array, struct: pa.StructArray, attributes: pa.MapArray
-) -> pa.Array:
-    fields = list(struct.type)
-    children = [attributes if f.name == "attributes" else struct.field(f.name) for f in fields]
-    new_struct = pa.StructArray.from_arrays(
-        children, fields=fields, mask=struct.is_null() if struct.null_count else None
-    )
-    return pa.ListArray.from_arrays(
-        offsets, new_struct, type=events.type, mask=events.is_null() if events.null_count else None
-    )
-
-
 def _existing_artifacts(batch: pa.Table) -> _Entries | None:
     """Entries already in the column (a second offloader in the chain, or a replay) are kept first."""
     if "artifacts" not in batch.column_names:
         return None
-    col = _combined(batch.column("artifacts"))
+    col = single_array(batch.column("artifacts"))
     if col.null_count == len(col):
         return None
     if col.type != ARTIFACTS_TYPE:
@@ -384,6 +331,6 @@ def _artifacts_column(components: list[_Entries], num_rows: int, had_existing: b
         values = pa.concat_arrays([c.values for c in components]).take(order)
     empty = pc.equal(pc.subtract(offsets.slice(1), offsets.slice(0, num_rows)), 0)
     if had_existing:  # an empty list that was there stays an empty list
-        empty = pc.and_(empty, _combined(batch.column("artifacts")).is_null())
+        empty = pc.and_(empty, single_array(batch.column("artifacts")).is_null())
     mask = empty if pc.any(empty).as_py() else None
     return pa.ListArray.from_arrays(offsets.cast(pa.int32()), values, type=ARTIFACTS_TYPE, mask=mask)

@@ -6,7 +6,6 @@ SQL, identical payloads are stored once.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import textwrap
@@ -14,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config.model import ParquetSinkConfig
+from core.processor import Registry
+from pipeline.cli import build_parser
 from pipeline.query import connect
-from processors.base import Registry
+from pipeline.testing import attributes as attrs
+from pipeline.testing import rows as plain
+from pipeline.testing import spans_batch
 from processors.offload_artifacts import ArtifactOffloader, OffloadArtifactsConfig, factory
-from processors.offload_artifacts.testing import attrs, plain, spans_batch
-from sinks.artifacts.cli import add_commands
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
 MIN = 4096
@@ -79,9 +80,7 @@ def _config(tmp_path: Path) -> Path:
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tracelake")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser(argv[0]).parse_args(argv)
     return int(args.func(args))
 
 

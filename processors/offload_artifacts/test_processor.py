@@ -12,8 +12,11 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from core.processor import ProcessorContext, Registry
 from pipeline.config.loader import parse
-from processors.base import ProcessorContext, Registry
+from pipeline.testing import attributes as attrs
+from pipeline.testing import rows as plain
+from pipeline.testing import spans_batch
 from processors.offload_artifacts import (
     ArtifactOffloader,
     ArtifactStoreError,
@@ -21,7 +24,6 @@ from processors.offload_artifacts import (
     factory,
     order_warnings,
 )
-from processors.offload_artifacts.testing import attrs, plain, spans_batch
 from sinks.artifacts.refs import is_ref
 from sinks.artifacts.store import ArtifactStore
 

@@ -6,7 +6,7 @@ the `ingest` chain.
 
 from __future__ import annotations
 
-from processors.base import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorContext, ProcessorFactory
 from processors.redact_pii import engine as _engine  # noqa: F401  (offline tldextract before presidio loads)
 from processors.redact_pii.config import RedactPiiConfig
 from processors.redact_pii.hash_key import HashKeyMissing

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 
-from processors.base import ProcessorConfig
+from core.processor import ProcessorConfig
 from processors.redact_pii.recognizers import ALL_ENTITIES, NER_ENTITIES, SECRET_ENTITIES, STRUCTURED_ENTITIES
 
 Action = Literal["redact", "mask", "hash", "drop"]

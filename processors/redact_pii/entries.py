@@ -1,7 +1,7 @@
 """Every string a span carries, as one flat keys/values column pair, and the batch rebuilt from new values.
 
-Span attributes, resource attributes, event attributes, link attributes (the MapArrays' flattened keys and
-items, with the row each entry belongs to, from the offsets) and the status message (under the key
+Span attributes, resource attributes, event attributes, link attributes (taken apart by core.maps: the
+flattened keys and items, with the span row each entry belongs to) and the status message (under the key
 `status_message`) become one column each of keys, values and rows. Redaction works on those; `rebuild`
 puts changed values back, rebuilding only the columns that changed (offsets and keys are reused, dropped
 entries shrink the offsets).
@@ -15,74 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.maps import MapColumn, NestedMapColumn, single_array
+
 STATUS_KEY = "status_message"
 SOURCES = ("attributes", "resource_attributes", "events", "links", STATUS_KEY)
-
-
-@dataclass
-class MapParts:
-    """A MapArray taken apart: offsets rebased to 0, its keys and items sliced to its range."""
-
-    offsets: np.ndarray
-    keys: pa.Array
-    items: pa.Array
-    mask: pa.Array | None
-    type: pa.DataType
-
-    @classmethod
-    def of(cls, arr: pa.MapArray) -> MapParts:
-        offsets = arr.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
-        start, end = int(offsets[0]), int(offsets[-1])
-        return cls(
-            offsets - start,
-            arr.keys.slice(start, end - start),
-            arr.items.slice(start, end - start),
-            arr.is_null() if arr.null_count else None,
-            arr.type,
-        )
-
-    def parents(self) -> np.ndarray:
-        return np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
-
-    def rebuild(self, items: pa.Array, keep: np.ndarray | None) -> pa.MapArray:
-        keys, offsets = self.keys, self.offsets
-        if keep is not None:
-            kept = np.concatenate([[0], np.cumsum(keep)])
-            offsets = kept[offsets]
-            mask = pa.array(keep)
-            keys, items = keys.filter(mask), items.filter(mask)
-        return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), keys, items, type=self.type, mask=self.mask)
-
-
-@dataclass
-class NestedMaps:
-    """list<struct<…, attributes map>> (events, links) taken apart down to the attribute maps."""
-
-    list_offsets: np.ndarray
-    list_mask: pa.Array | None
-    struct: pa.StructArray
-    maps: MapParts
-    rows: np.ndarray  # row of every map entry
-
-    @classmethod
-    def of(cls, arr: pa.ListArray) -> NestedMaps:
-        offsets = arr.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
-        struct = arr.flatten()  # sliced to this array's range
-        # StructArray.flatten (unlike .field) honours the struct's own offset
-        children = dict(zip([f.name for f in struct.type], struct.flatten(), strict=True))
-        maps = MapParts.of(children["attributes"])
-        item_rows = np.repeat(np.arange(len(arr)), np.diff(offsets))
-        return cls(
-            offsets - offsets[0], arr.is_null() if arr.null_count else None, struct, maps, item_rows[maps.parents()]
-        )
-
-    def rebuild(self, items: pa.Array, keep: np.ndarray | None) -> pa.ListArray:
-        fields = list(self.struct.type)
-        children = list(self.struct.flatten())
-        children[self.struct.type.get_field_index("attributes")] = self.maps.rebuild(items, keep)
-        mask = self.struct.is_null() if self.struct.null_count else None
-        struct = pa.StructArray.from_arrays(children, fields=fields, mask=mask)
-        return pa.ListArray.from_arrays(pa.array(self.list_offsets, pa.int32()), struct, mask=self.list_mask)
 
 
 @dataclass
@@ -93,25 +29,25 @@ class BatchStrings:
     values: pa.Array
     rows: np.ndarray
     bounds: dict[str, tuple[int, int]]  # source → (start, end) in the flat arrays
-    attrs: MapParts
-    resource: MapParts
-    events: NestedMaps
-    links: NestedMaps
+    attrs: MapColumn
+    resource: MapColumn
+    events: NestedMapColumn
+    links: NestedMapColumn
 
     @classmethod
     def of(cls, batch: pa.Table) -> BatchStrings:
         n = batch.num_rows
-        attrs = MapParts.of(batch.column("attributes").combine_chunks())
-        resource = MapParts.of(batch.column("resource_attributes").combine_chunks())
-        events = NestedMaps.of(batch.column("events").combine_chunks())
-        links = NestedMaps.of(batch.column("links").combine_chunks())
-        status = batch.column(STATUS_KEY).combine_chunks()
+        attrs = MapColumn.of(batch.column("attributes"))
+        resource = MapColumn.of(batch.column("resource_attributes"))
+        events = NestedMapColumn.of(batch.column("events"))
+        links = NestedMapColumn.of(batch.column("links"))
+        status = single_array(batch.column(STATUS_KEY))
         status = status.cast(pa.string()) if status.type != pa.string() else status
         parts = (
-            (attrs.keys, attrs.items, attrs.parents()),
-            (resource.keys, resource.items, resource.parents()),
-            (events.maps.keys, events.maps.items, events.rows),
-            (links.maps.keys, links.maps.items, links.rows),
+            (attrs.keys, attrs.items, attrs.parents),
+            (resource.keys, resource.items, resource.parents),
+            (events.maps.keys, events.maps.items, events.entry_rows),
+            (links.maps.keys, links.maps.items, links.entry_rows),
             (pa.array([STATUS_KEY] * n, pa.string()), status, np.arange(n)),
         )
         bounds, pos = {}, 0
@@ -149,12 +85,17 @@ class BatchStrings:
                 continue
             source = {"attributes": self.attrs, "resource_attributes": self.resource}.get(name)
             if source is not None:
-                out = set_column(out, name, source.rebuild(piece, kept))
+                out = set_column(out, name, _edit(source, piece, kept).to_arrow())
                 maps_changed = True
             else:
                 nested = self.events if name == "events" else self.links
-                out = set_column(out, name, nested.rebuild(piece, kept))
+                out = set_column(out, name, nested.with_maps(_edit(nested.maps, piece, kept)).to_arrow())
         return out, maps_changed
+
+
+def _edit(maps: MapColumn, items: pa.Array, keep: np.ndarray | None) -> MapColumn:
+    maps = maps.with_items(items)
+    return maps if keep is None else maps.select(keep)
 
 
 def set_column(table: pa.Table, name: str, arr: pa.Array) -> pa.Table:

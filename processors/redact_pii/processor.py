@@ -25,7 +25,7 @@ import gc
 import hashlib
 import logging
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -33,8 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schema import SPANS
-from processors.base import ProcessorContext
+from core.maps import MapColumn
+from core.processor import ProcessorContext
+from core.schema import SPANS
 from processors.redact_pii import engine as engine_mod
 from processors.redact_pii.allow_deny import AllowList, DenyList
 from processors.redact_pii.config import DEFAULT_HASH_KEYS, RedactPiiConfig
@@ -64,7 +65,7 @@ __all__ = ["HashKeyMissing", "PiiRedactor"]
 
 log = logging.getLogger("tracelake.processor.redact_pii")
 
-# typed columns the normalizer copies out of the attribute maps (pipeline.conventions): kept in step with
+# typed columns the normalizer copies out of the attribute maps (core.conventions): kept in step with
 # the redacted maps by _fix_derived
 DERIVED_COLUMNS = (
     "service_name",
@@ -696,13 +697,11 @@ class PiiRedactor:
         rows = [np.asarray(found.rows, np.int64)]
         entities = [pa.array(found.entities, pa.string())]
         counts = [np.asarray(found.counts, np.int64)]
-        existing = batch.column("pii_found").combine_chunks() if "pii_found" in batch.column_names else None
-        if existing is not None and existing.null_count < len(existing) and len(existing.keys):
-            offsets = existing.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
-            start, end = int(offsets[0]), int(offsets[-1])
-            rows.append(np.repeat(np.arange(n), np.diff(offsets)))
-            entities.append(existing.keys.slice(start, end - start).cast(pa.string()))
-            counts.append(existing.items.slice(start, end - start).to_numpy(zero_copy_only=False).astype(np.int64))
+        existing = MapColumn.of(batch.column("pii_found")) if "pii_found" in batch.column_names else None
+        if existing is not None and len(existing.keys):
+            rows.append(existing.parents)
+            entities.append(existing.keys.cast(pa.string()))
+            counts.append(existing.items.to_numpy(zero_copy_only=False).astype(np.int64))
         table = pa.table(
             {"row": np.concatenate(rows), "entity": pa.concat_arrays(entities), "n": np.concatenate(counts)}
         )
@@ -715,14 +714,19 @@ class PiiRedactor:
             row_col, entity_col, n_col = table.column("row"), table.column("entity"), table.column("n_sum")
         else:
             row_col, entity_col, n_col = table.column("row"), table.column("entity"), table.column("n")
-        per_row = np.bincount(row_col.to_numpy(), minlength=n) if table.num_rows else np.zeros(n, np.int64)
-        found_map = pa.MapArray.from_arrays(
-            pa.array(np.concatenate([[0], np.cumsum(per_row)]), pa.int32()),
+        found_map = MapColumn.from_entries(
+            n,
+            row_col.to_numpy(),
             entity_col.combine_chunks(),
             n_col.combine_chunks().cast(pa.int32()),
-            type=PII_FOUND_TYPE,
+            PII_FOUND_TYPE,
         )
-        return set_column(batch, "pii_found", found_map)
+        # null where nothing was ever found (docs/design.md), as on spans no redaction saw
+        nothing = found_map.lengths == 0
+        if existing is not None:
+            nothing &= ~existing.valid
+        found_map = replace(found_map, valid=~nothing)
+        return set_column(batch, "pii_found", found_map.to_arrow())
 
 
 def _is_placeholder(value: str) -> bool:

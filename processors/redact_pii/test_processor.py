@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from pipeline.conventions import CorrelationKeys, Normalizer
+from core.conventions import CorrelationKeys, Normalizer
+from core.processor import ProcessorContext
 from pipeline.otlp.encode import apply_table
-from processors.base import ProcessorContext
 from processors.redact_pii import HashKeyMissing, PiiRedactor, RedactPiiConfig, factory
 from processors.redact_pii.engine import find_ner_model
 from processors.redact_pii.hash_key import hash_value, lookup_tokens
@@ -331,7 +331,7 @@ def test_output_folds_back_into_otlp_for_the_ingest_stage() -> None:
     req = make_request(
         [{"trace_id": "ab" * 16, "span_id": "01" * 8, "attrs": {"a": "x@example.com", "drop.me": "y", "n": 7}}]
     )
-    from pipeline.conventions import normalize
+    from core.conventions import normalize
     from pipeline.otlp.decode import SourcedRequest, decode
 
     table = normalize(decode([SourcedRequest(req, "ingest")]))

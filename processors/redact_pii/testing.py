@@ -1,4 +1,4 @@
-"""Test support: spans batches built the way the worker builds them (OTLP protobuf → decode → normalize)."""
+"""Test support for the redact_pii tests: batches of made-up spans, rows with every map as a dict."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.conventions import CorrelationKeys, normalize
-from pipeline.otlp.decode import SourcedRequest, decode
+from core.conventions import CorrelationKeys, Normalizer
+from pipeline.testing import spans_batch
 
 TEST_HASH_KEY = "redact-pii-tests-0123456789abcdef"
 
@@ -15,34 +15,10 @@ TEST_HASH_KEY = "redact-pii-tests-0123456789abcdef"
 def make_batch(
     spans: list[dict[str, Any]], resource: dict[str, object] | None = None, keys: CorrelationKeys | None = None
 ) -> pa.Table:
-    """spans: dicts with optional "attrs", "error" (status message), "events" [(name, {attr: value})] and
-    "links" [{attr: value}]; trace and span ids are made up."""
-    from tests.conftest import kv, make_request
-
-    protos = [
-        {
-            "trace_id": f"{i + 1:032x}",
-            "span_id": f"{i + 1:016x}",
-            "attrs": s.get("attrs", {}),
-            "error": s.get("error"),
-        }
-        for i, s in enumerate(spans)
-    ]
-    req = make_request(protos, resource=resource)
-    for span, proto in zip(spans, req.resource_spans[0].scope_spans[0].spans, strict=True):
-        for name, attrs in span.get("events", []):
-            ev = proto.events.add()
-            ev.name = name
-            ev.time_unix_nano = proto.start_time_unix_nano
-            for k, v in attrs.items():
-                ev.attributes.append(kv(k, v))
-        for attrs in span.get("links", []):
-            ln = proto.links.add()
-            ln.trace_id = bytes.fromhex("ab" * 16)
-            ln.span_id = bytes.fromhex("cd" * 8)
-            for k, v in attrs.items():
-                ln.attributes.append(kv(k, v))
-    return normalize(decode([SourcedRequest(req, "test@1")]), keys)
+    """spans: `pipeline.testing.make_request` dicts without ids ("attrs", "error", "events", "links");
+    trace and span ids are made up."""
+    with_ids = [{**s, "trace_id": f"{i + 1:032x}", "span_id": f"{i + 1:016x}"} for i, s in enumerate(spans)]
+    return spans_batch(with_ids, resource=resource, normalizer=Normalizer(keys or CorrelationKeys()))
 
 
 def rows(table: pa.Table) -> list[dict[str, Any]]:

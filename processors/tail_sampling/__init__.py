@@ -6,7 +6,7 @@ See README.md beside this file for the config keys, the policies and the contrac
 
 from __future__ import annotations
 
-from processors.base import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorContext, ProcessorFactory
 from processors.tail_sampling.config import TailSamplingConfig
 from processors.tail_sampling.processor import TailSampler
 
@@ -22,6 +22,14 @@ factory = ProcessorFactory(
     description="holds each trace until it is complete, then keeps it when any policy does (errors, cost, "
     "latency, feedback, attributes, probabilistic)",
     stateful=True,
+    example_config={
+        "decision_wait": "0s",
+        "policies": [
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "thumbs_down", "type": "feedback", "feedback": {"max_value": 0}},
+            {"name": "half", "type": "probabilistic", "probabilistic": {"sampling_percentage": 50}},
+        ],
+    },
 )
 
 __all__ = ["TailSampler", "TailSamplingConfig", "factory"]

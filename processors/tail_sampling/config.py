@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 from pydantic import AfterValidator, Field, ValidationError, ValidatorFunctionWrapHandler, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from pipeline.config.model import Seconds, Strict
-from processors.base import ProcessorConfig
+from core.config import Seconds, Strict
+from core.processor import ProcessorConfig
 
 STATUS_CODES = ("OK", "ERROR", "UNSET")
 
@@ -257,6 +257,10 @@ class TailSamplingConfig(ProcessorConfig):
     decision_cache_size: int = Field(200_000, ge=0)
     # negative feedback this long after a trace was dropped still promotes it
     late_feedback_window: Seconds = 86_400.0
+    # a trace that a policy keeps whatever else arrives (README: "Early release") is released at once and
+    # its later spans pass straight through, so kept spans are queryable in seconds; false holds every
+    # trace for decision_wait, as the Collector does
+    early_release: bool = True
     policies: list[Policy] = Field(min_length=1)
 
     @model_validator(mode="wrap")

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.feedback import FEEDBACK_SCOPE
+from core.feedback import FEEDBACK_SCOPE
 from processors.tail_sampling import config as cfg
 
 NUMERIC = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
@@ -137,6 +137,13 @@ class Policy:
     def evaluate(self, trace_id: str, values: Sequence[Any]) -> bool:
         raise NotImplementedError
 
+    @property
+    def monotone(self) -> bool:
+        """True when a trace this policy keeps stays kept whatever more of it arrives (an error stays an
+        error, a cost sum only grows): such a keep is final before decision_wait, so the trace can be
+        released early. Policies with an upper bound or an inverted match are not."""
+        return True
+
 
 class StatusCode(Policy):
     type = "status_code"
@@ -206,6 +213,10 @@ class Latency(Policy):
         self.low_ns = block.threshold_ms * 1e6
         self.high_ns = None if block.upper_threshold_ms is None else block.upper_threshold_ms * 1e6
 
+    @property
+    def monotone(self) -> bool:
+        return self.high_ns is None  # more spans can only make a trace longer
+
     def evaluate(self, trace_id: str, values: Sequence[Any]) -> bool:
         start, end = self.value(values, START), self.value(values, END)
         if start is None or end is None:
@@ -238,6 +249,10 @@ class StringAttribute(Policy):
         self.feature = Feature(f"string:{key!r}:{identity}", "any", compute)
         self.features = (self.feature,)
 
+    @property
+    def monotone(self) -> bool:
+        return not self.invert
+
     def evaluate(self, trace_id: str, values: Sequence[Any]) -> bool:
         # invert_match (Collector semantics): keep unless some span or resource has a matching value
         return bool(self.value(values, self.feature)) != self.invert
@@ -263,6 +278,10 @@ class NumericAttribute(Policy):
         self.feature = Feature(f"numeric:{key!r}:{low}:{high}", "any", compute)
         self.features = (self.feature,)
 
+    @property
+    def monotone(self) -> bool:
+        return not self.invert
+
     def evaluate(self, trace_id: str, values: Sequence[Any]) -> bool:
         return bool(self.value(values, self.feature)) != self.invert
 
@@ -276,6 +295,10 @@ class SpanCount(Policy):
     def __init__(self, name: str, block: cfg.SpanCountBlock) -> None:
         super().__init__(name)
         self.low, self.high = block.min_spans, block.max_spans
+
+    @property
+    def monotone(self) -> bool:
+        return self.high is None
 
     def evaluate(self, trace_id: str, values: Sequence[Any]) -> bool:
         n = self.value(values, SPANS) or 0
@@ -379,6 +402,10 @@ class And(Policy):
     def prepare(self, trace_ids: list[str]) -> None:
         for child in self.children:
             child.prepare(trace_ids)
+
+    @property
+    def monotone(self) -> bool:
+        return all(child.monotone for child in self.children)
 
     def evaluate(self, trace_id: str, values: Sequence[Any]) -> bool:
         return all(child.evaluate(trace_id, values) for child in self.children)

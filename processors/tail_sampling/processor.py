@@ -8,6 +8,11 @@ held batch, and a held batch is dropped once none of its traces is pending any m
 Released rows carry two extra columns, `sampling_kept` and `sampling_reasons` (names of the
 policies that kept the trace); the worker routes kept rows to `spans`, dropped rows to the
 holdback area, and every row into the trace summaries.
+
+Early release: a trace that a monotone policy already keeps (an error, a thumbs-down, a cost or
+duration past a threshold, a matching attribute, the probabilistic share) will be kept whatever
+arrives next, so its held rows are released at once and its later rows pass straight through;
+only its decision (final keep reasons, counters, the decision cache) waits for decision_wait.
 """
 
 from __future__ import annotations
@@ -22,14 +27,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core import source_ref
-from pipeline import schema
-from processors.base import ProcessorContext
+from core import schema, source_ref
+from core.processor import SAMPLING_KEPT as KEPT
+from core.processor import SAMPLING_REASONS as REASONS
+from core.processor import ProcessorContext
 from processors.tail_sampling.config import TailSamplingConfig
 from processors.tail_sampling.policies import FALSE, NULL_STR, TRUE, Feature, Feedback, Policy, Rows, build, merge
-
-KEPT = pa.field("sampling_kept", pa.bool_(), nullable=False)
-REASONS = pa.field("sampling_reasons", pa.list_(pa.string()))
 
 Decision = tuple[bool, tuple[str, ...]]
 UNDECIDED: Decision = (True, ())  # feedback rows of traces still pending
@@ -45,6 +48,8 @@ class _Trace:
     # (partition, lowest offset) pairs, usually one. Tuples rather than lists/dicts: smaller, and
     # the garbage collector stops tracking them, which matters with 50k pending traces.
     marks: tuple[tuple[str, int], ...] = ()
+    # released early: the policies keeping it so far (its rows are no longer held)
+    kept: tuple[str, ...] | None = None
 
     def partitions(self) -> set[str]:
         return {p for p, _ in self.marks}
@@ -75,7 +80,7 @@ def bus_offsets(sources: pa.Array | pa.ChunkedArray) -> tuple[list[str | None], 
 
 
 class TailSampler:
-    """The `tail_sampling` processor; see README.md for the contract with the worker."""
+    """The `tail_sampling` processor, a `core.processor.Sampler`; README.md tells how it meets that contract."""
 
     def __init__(
         self,
@@ -85,8 +90,7 @@ class TailSampler:
     ) -> None:
         self.config = config
         self.context = context or ProcessorContext("tail_sampling")
-        # read defensively: older ProcessorContexts have no such field
-        self.replayable = bool(getattr(self.context, "replayable_source", False))
+        self.replayable = self.context.replayable_source
         self._clock = clock
         self.policies: list[Policy] = [build(p) for p in config.policies]
         unique: dict[str, Feature] = {}
@@ -99,6 +103,7 @@ class TailSampler:
         for p in self.policies:
             p.bind(index)
         self.feedback_policies = [p for p in self.policies if isinstance(p, Feedback)]
+        self.monotone_policies = [p for p in self.policies if p.monotone] if config.early_release else []
 
         # least recently active first: the order of both decision_wait and early decisions
         self._pending: OrderedDict[str, _Trace] = OrderedDict()
@@ -119,6 +124,7 @@ class TailSampler:
             "traces_kept": 0,
             "traces_dropped": 0,
             "decided_early": 0,
+            "released_early": 0,
             "late_spans_kept": 0,
             "late_spans_dropped": 0,
             "promotions": 0,
@@ -173,6 +179,13 @@ class TailSampler:
                 holding_at.append(j)
             answer[tid] = UNDECIDED
 
+        if self.monotone_policies:
+            kept = self._release_kept(trace_ids, answer)
+            if kept:
+                whole += kept
+                at = [(t, j) for t, j in zip(holding, holding_at, strict=True) if t not in kept]
+                holding, holding_at = [t for t, _ in at], [j for _, j in at]
+
         release = is_feedback
         if whole:
             release = pc.or_(release, pc.is_in(batch.column("trace_id"), value_set=pa.array(whole, pa.string())))
@@ -202,10 +215,11 @@ class TailSampler:
         return self._concat(parts)
 
     def shutdown(self) -> pa.Table:
-        """Embedded bus: decide everything now. Kafka: keep it; the next owner replays the uncommitted offsets."""
+        """Embedded bus: decide everything now. Kafka: release only what is decided already (early, for
+        num_traces) and keep the rest; the next owner replays the uncommitted offsets."""
         if self.replayable:
             self._frozen_all = True
-            return self._empty()
+            return self._release([])
         return self._release(list(self._pending))
 
     def on_revoke(self, sources: set[str]) -> pa.Table:
@@ -254,6 +268,40 @@ class TailSampler:
         """(trace_id, policy name) of dropped traces that late negative feedback turned into kept ones."""
         out, self._promotions = self._promotions, []
         return out
+
+    def _release_kept(self, trace_ids: list[str], answer: dict[str, Decision]) -> set[str]:
+        """Pending traces of this batch that a monotone policy keeps: their rows in this batch are released
+        now (returned: the caller releases them), rows held from earlier batches on the next tick (with
+        their own Kafka marks, as the contract of `process` wants), and they hold nothing from now on."""
+        pending = self._pending
+        touched = [t for t in trace_ids if answer.get(t) is UNDECIDED and t in pending]
+        fresh = [t for t in touched if pending[t].kept is None]
+        for p in self.monotone_policies:
+            p.prepare(fresh)
+        newly = [t for t in fresh if any(p.evaluate(t, pending[t].values) for p in self.monotone_policies)]
+        kept = [t for t in touched if pending[t].kept is not None or t in set(newly)]
+        if not kept:
+            return set()
+        for p in self.policies:
+            p.prepare(kept)
+        for tid in kept:
+            trace = pending[tid]
+            reasons = self._intern(tuple(p.name for p in self.policies if p.evaluate(tid, trace.values)))
+            trace.kept = reasons
+            answer[tid] = (True, reasons)
+        for p in self.policies:
+            p.prepare([])
+        if newly:
+            self.stats["released_early"] += len(newly)
+            traces = {tid: pending[tid] for tid in newly}
+            earlier = self._take(newly)  # drops them from pending: put them back, holding nothing
+            for tid, trace in traces.items():
+                trace.batches, trace.marks = (), ()
+                pending[tid] = trace
+            if earlier.num_rows:
+                table = self._label(earlier, {tid: answer[tid] for tid in newly})
+                self._outbox.append((table, self._marks(table)))
+        return set(kept)
 
     # -- folding in ----------------------------------------------------------------------------
     def _aggregate(self, rows: Rows, is_feedback: pa.ChunkedArray) -> pa.Table:
@@ -349,8 +397,9 @@ class TailSampler:
         for p in self.policies:
             p.prepare(trace_ids)
         for tid in trace_ids:
-            values = self._pending[tid].values
-            reasons: tuple[str, ...] = self._intern(tuple(p.name for p in self.policies if p.evaluate(tid, values)))
+            trace = self._pending[tid]
+            names = {p.name for p in self.policies if p.evaluate(tid, trace.values)} | set(trace.kept or ())
+            reasons: tuple[str, ...] = self._intern(tuple(p.name for p in self.policies if p.name in names))
             kept = bool(reasons)
             for name in reasons:
                 self.stats[f"kept_by.{name}"] += 1

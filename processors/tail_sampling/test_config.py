@@ -10,8 +10,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from core.processor import ProcessorContext, Registry
 from pipeline.config import ConfigError, parse
-from processors.base import ProcessorContext, Registry
 from processors.tail_sampling import TailSampler, TailSamplingConfig, factory
 from processors.tail_sampling.config import AndPolicy, LatencyPolicy, ProbabilisticPolicy
 from processors.tail_sampling.testing import Clock, batch, feedback, span

@@ -7,10 +7,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from pipeline import schema
+from core import schema
+from core.feedback import FEEDBACK_SCOPE
+from core.processor import ProcessorContext, Registry
 from pipeline.config import parse
-from pipeline.feedback import FEEDBACK_SCOPE
-from processors.base import ProcessorContext, Registry
 from processors.tail_sampling import TailSampler, factory
 from processors.tail_sampling.testing import Clock, batch, concat, decisions, feedback, sampler, span, tid
 
@@ -232,6 +232,16 @@ def test_replayable_shutdown_keeps_state_until_forget() -> None:
     assert ts.low_watermarks() == {} and ts.stats["pending_traces"] == 0 and ts.stats["held_spans"] == 0
 
 
+def test_replayable_shutdown_releases_what_was_decided_early() -> None:
+    """Rows decided early (num_traces) are released by shutdown() itself: the worker ticks nothing after it."""
+    clock = Clock()
+    ts = sampler(POLICIES, clock, replayable=True, num_traces=1)
+    ts.process(batch([span(0, error="x")], source="kafka:spans/2@50"))
+    ts.process(batch([span(1)], source="kafka:spans/2@51"))  # over num_traces: trace 0 is decided now
+    assert decisions(ts.shutdown()) == {tid(0): (True, ["errors"])}
+    assert ts.low_watermarks() == {"spans/2": 51}  # trace 1 stays for the replay
+
+
 def test_embedded_shutdown_decides_everything() -> None:
     ts, _clock = _setup()
     ts.process(batch([span(0, error="x"), span(1)], source="embedded:1"))
@@ -389,9 +399,67 @@ def test_factory_from_yaml(replayable: bool) -> None:
     assert proc.config.decision_wait == 5.0
 
 
-def test_context_without_replayable_field() -> None:
-    class OldContext:
-        processor_id = "tail_sampling"
+# -- early release ------------------------------------------------------------------------------
+def _span_ids(table: pa.Table) -> list[tuple[str, str]]:
+    return sorted(zip(_ids(table), table.column("span_id").to_pylist(), strict=True))
 
-    ts = TailSampler(sampler(POLICIES).config, OldContext())  # type: ignore[arg-type]
-    assert ts.replayable is False
+
+def test_a_trace_kept_for_good_is_released_at_once_and_its_later_spans_pass_through() -> None:
+    clock = Clock()
+    ts = sampler(POLICIES, clock, early_release=True)
+    out = ts.process(batch([span(0, 1), span(1, 1, error="boom")], source="kafka:spans/0@10"))
+    assert _span_ids(out) == [(tid(1), f"{1:016x}")] and decisions(out) == {tid(1): (True, ["errors"])}
+    assert ts.low_watermarks() == {"spans/0": 10}  # trace 0 is still held
+
+    # trace 0 turns into an error: this batch's span now, the span held since offset 10 on the next tick
+    out = ts.process(batch([span(0, 2, error="late"), span(1, 2)], source="kafka:spans/0@11"))
+    assert _span_ids(out) == [(tid(0), f"{2:016x}"), (tid(1), f"{2:016x}")]
+    assert decisions(out) == {tid(0): (True, ["errors"]), tid(1): (True, ["errors"])}
+    assert ts.low_watermarks() == {"spans/0": 10}  # the released-early rows wait in the outbox
+    ticked = ts.tick(0)
+    assert _span_ids(ticked) == [(tid(0), f"{1:016x}")] and decisions(ticked) == {tid(0): (True, ["errors"])}
+    assert ts.low_watermarks() == {} and ts.stats["held_spans"] == 0
+    assert ts.stats["released_early"] == 2 and ts.stats["pending_traces"] == 2
+
+    # the decision itself still waits for decision_wait after the last span; it releases nothing more
+    clock.advance(9)
+    thumbs = ts.process(feedback(1, 0.0))  # folded into the pending trace: a second reason
+    assert decisions(thumbs, feedback_rows=True) == {tid(1): (True, ["errors", "thumbs_down"])}
+    clock.advance(2)
+    assert ts.tick(0).num_rows == 0
+    assert ts.stats["traces_kept"] == 2 and ts.stats["pending_traces"] == 0
+    assert ts.stats["kept_by.thumbs_down"] == 1
+    late = ts.process(batch([span(1, 3)]))
+    assert decisions(late) == {tid(1): (True, ["errors", "thumbs_down"])}
+
+
+def test_only_monotone_keeps_release_early() -> None:
+    """A keep that more spans could undo (an upper bound, an inverted match) waits for the decision."""
+    clock = Clock()
+    policies = [
+        {"name": "short", "type": "span_count", "span_count": {"min_spans": 1, "max_spans": 3}},
+        {
+            "name": "no_debug",
+            "type": "string_attribute",
+            "string_attribute": {"key": "debug", "values": ["1"], "invert_match": True},
+        },
+        {"name": "fast", "type": "latency", "latency": {"threshold_ms": 0, "upper_threshold_ms": 50}},
+    ]
+    ts = sampler(policies, clock, early_release=True)
+    assert ts.process(batch([span(0, 1), span(0, 2)])).num_rows == 0
+    clock.advance(11)
+    assert decisions(ts.tick(0)) == {tid(0): (True, ["short", "no_debug", "fast"])}
+    assert ts.stats["released_early"] == 0
+
+
+def test_probabilistic_100_percent_releases_every_trace_with_its_first_batch() -> None:
+    """The shipped config: baseline at 100% keeps everything, so nothing waits for decision_wait."""
+    clock = Clock()
+    baseline = {"name": "baseline", "type": "probabilistic", "probabilistic": {"sampling_percentage": 100}}
+    ts = sampler([*POLICIES, baseline], clock, early_release=True)
+    rows = [span(t, n) for t in range(40) for n in (1, 2)]
+    out = ts.process(batch(rows))
+    assert out.num_rows == 80 and {k for k, _ in decisions(out).values()} == {True}
+    assert ts.stats["held_spans"] == 0
+    clock.advance(11)
+    assert ts.tick(0).num_rows == 0 and ts.stats["traces_kept"] == 40

@@ -1,4 +1,4 @@
-"""Builders shared by this package's tests and benchmark: OTLP → decode → normalize, as the worker does."""
+"""Builders shared by this package's tests and benchmark: spans, feedback and samplers with an injected clock."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.conventions import normalize
-from pipeline.feedback import FeedbackEvent, to_request
-from pipeline.otlp.decode import SourcedRequest, decode
-from processors.base import ProcessorContext
+from core.feedback import FeedbackEvent
+from core.processor import ProcessorContext
+from pipeline.testing import feedback_batch, spans_batch
 from processors.tail_sampling.config import TailSamplingConfig
 from processors.tail_sampling.processor import TailSampler
-from tests.conftest import make_request
 
 MS = 1_000_000
 BASE_NS = 1_800_000_000_000_000_000
@@ -36,7 +34,7 @@ def batch(
     resource: dict[str, object] | None = None,
     cost: list[float | None] | None = None,
 ) -> pa.Table:
-    table = normalize(decode([SourcedRequest(make_request(spans, resource=resource), source)]))
+    table = spans_batch(spans, source, resource=resource)
     if cost is not None:
         i = table.schema.get_field_index("cost_usd")
         table = table.set_column(i, "cost_usd", pa.array(cost, pa.float64()))
@@ -50,8 +48,7 @@ def concat(*tables: pa.Table) -> pa.Table:
 def feedback(trace: int | str, value: float, name: str = "thumbs", source: str = "kafka:spans/0@900") -> pa.Table:
     """A synthetic feedback span, exactly as POST /v1/feedback puts it on the bus."""
     trace_id = trace if isinstance(trace, str) else tid(trace)
-    event = FeedbackEvent(trace_id, name, value, time_ns=BASE_NS)
-    return normalize(decode([SourcedRequest(to_request([event]), source)]))
+    return feedback_batch([FeedbackEvent(trace_id, name, value, time_ns=BASE_NS)], source)
 
 
 class Clock:
@@ -70,7 +67,11 @@ class Clock:
 def sampler(
     policies: list[dict[str, Any]], clock: Clock | None = None, replayable: bool = False, **settings: Any
 ) -> TailSampler:
-    config = TailSamplingConfig.model_validate({"decision_wait": "10s", "policies": policies, **settings})
+    """A sampler that holds every trace for decision_wait unless `early_release=True` is passed: most tests
+    here are about holding and deciding; test_processor.py's early-release tests cover the default."""
+    config = TailSamplingConfig.model_validate(
+        {"decision_wait": "10s", "early_release": False, "policies": policies, **settings}
+    )
     context = ProcessorContext("tail_sampling", replayable_source=replayable)
     return TailSampler(config, context, clock=clock or Clock())
 

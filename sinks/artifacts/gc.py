@@ -31,7 +31,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline import schema
+from core import schema
 from sinks.artifacts.refs import REF_PREFIX
 from sinks.artifacts.store import ArtifactStore
 

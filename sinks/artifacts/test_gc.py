@@ -9,11 +9,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.config.model import ParquetSinkConfig
+from pipeline.testing import attributes as attrs
+from pipeline.testing import rows as plain
+from pipeline.testing import spans_batch
 from processors.offload_artifacts import ArtifactOffloader, OffloadArtifactsConfig
-from processors.offload_artifacts.testing import attrs, plain, spans_batch
 from sinks.artifacts.gc import GcRefused, collect, referenced_refs
 from sinks.artifacts.store import ArtifactStore
+from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 
 OLD = time.time() - 7200

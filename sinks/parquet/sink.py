@@ -5,6 +5,11 @@ to a `.tmp` name, fsynced and renamed, so a reader never sees half a file. The d
 sha256 of the rows' identity columns, so the same data always gets the same name and a
 replay overwrites instead of duplicating.
 
+Freshness: rows are queryable once their file is renamed into place, so a buffer is written
+when nothing new has arrived for `flush_idle` (a quiet partition is written at once) and when
+its oldest row has waited `roll_seconds` (a busy one never waits longer). That makes many small
+files; the background compactor (pipeline/maintenance/compact.py) merges them.
+
 A failed write (disk full, permission denied) keeps the rows in memory, logs the path and the
 OS error once per failure streak, and is retried with backoff; `backlog_bytes` lets the worker
 stop taking from the bus so that receivers refuse with retryable statuses instead of anything
@@ -29,8 +34,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipeline import metrics, schema
-from pipeline.config.model import ParquetSinkConfig
+from core import metrics, schema
+from core.sink import SinkWriteError
+from pipeline.maintenance.replaced import table_files
+from sinks.parquet.config import ParquetSinkConfig
 
 log = logging.getLogger("tracelake.sink.parquet")
 
@@ -40,10 +47,6 @@ IDENTITY_COLUMNS = {
     "traces": ("trace_id", "part_id"),
     "feedback": ("trace_id", "time", "name", "lake_source"),
 }
-
-
-class SinkWriteError(Exception):
-    pass
 
 
 @dataclass
@@ -59,6 +62,7 @@ class _Buffer:
     rows: int = 0
     nbytes: int = 0
     opened: float = 0.0
+    last_write: float = 0.0
     failures: int = 0
     retry_at: float = 0.0
 
@@ -192,6 +196,7 @@ class ParquetSink:
                 buf.first_offset = lo if buf.first_offset is None else min(buf.first_offset, lo)
                 buf.last_offset = hi if buf.last_offset is None else max(buf.last_offset, hi)
             buf.parts.append(part)
+            buf.last_write = now
             buf.rows += part.num_rows
             buf.nbytes += part.nbytes
 
@@ -237,15 +242,19 @@ class ParquetSink:
 
     # -- output -----------------------------------------------------------------------------
     def flush_due(self) -> list[WrittenFile]:
+        """Write the buffers that are full, old (`roll_seconds`) or idle (`flush_idle`)."""
         now = self._clock()
-        cfg = self.config
-        due = [
-            b
-            for b in self._buffers.values()
-            if now >= b.retry_at
-            and (b.rows >= cfg.roll_rows or b.nbytes >= cfg.roll_bytes or now - b.opened >= cfg.roll_seconds)
-        ]
+        due = [b for b in self._buffers.values() if now >= b.retry_at and self._due(b, now)]
         return self._flush(due, raise_errors=False)
+
+    def _due(self, buf: _Buffer, now: float) -> bool:
+        cfg = self.config
+        return (
+            buf.rows >= cfg.roll_rows
+            or buf.nbytes >= cfg.roll_bytes
+            or now - buf.opened >= cfg.roll_seconds
+            or now - buf.last_write >= cfg.flush_idle
+        )
 
     def flush_all(self, sources: set[str] | None = None, tables: set[str] | None = None) -> list[WrittenFile]:
         """Write everything buffered (of `sources` / `tables` only, when given); raises SinkWriteError on failure."""
@@ -260,9 +269,12 @@ class ParquetSink:
         """Held-back spans of these traces (after flushing held-back rows still in memory)."""
         self.flush_all(tables={"holdback"})
         root = self.root / schema.TABLE_DIRS["holdback"]
-        if not trace_ids or not any(root.glob("*/*/*.parquet")):
+        files = table_files(self.root, "holdback") if trace_ids else []  # what compaction replaced left out
+        if not files:
             return schema.empty("holdback")
-        dataset = ds.dataset(str(root), format="parquet", partitioning="hive", schema=None)
+        dataset = ds.dataset(
+            [str(f) for f in files], format="parquet", partitioning="hive", partition_base_dir=str(root)
+        )
         columns = [c for c in schema.SPANS.names if c in dataset.schema.names]  # files from before a column existed
         found = dataset.to_table(columns=columns, filter=ds.field("trace_id").isin(pa.array(trace_ids, pa.string())))
         return schema.conform(found, schema.SPANS)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from core.schema import TOKEN_COLUMNS
 from pipeline.query import connect
-from pipeline.schema import TOKEN_COLUMNS
 from tests.compat.expected import FAMILIES
 from tests.compat.fake_provider import FakeProvider
 from tests.compat.scenarios import SCENARIO_ATTRIBUTE, Scenario

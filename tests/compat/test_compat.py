@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from genai_prices import Usage, calc_price
 
-from pipeline.schema import TOKEN_COLUMNS
+from core.schema import TOKEN_COLUMNS
 from tests.compat.conftest import Lake
 from tests.compat.expected import FAMILIES, GENAI_FINISH, Expect, Sent
 from tests.compat.scenarios import BY_NAME, Scenario

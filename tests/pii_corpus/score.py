@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
 import pyarrow as pa  # noqa: E402
 import yaml  # noqa: E402
 
-from pipeline.conventions import normalize  # noqa: E402
+from core.conventions import normalize  # noqa: E402
 from pipeline.otlp.decode import SourcedRequest, decode  # noqa: E402
 from processors.redact_pii import PiiRedactor, RedactPiiConfig  # noqa: E402
 from processors.redact_pii.recognizers import NER_ENTITIES, SECRET_ENTITIES, STRUCTURED_ENTITIES  # noqa: E402

@@ -17,6 +17,9 @@ ARTIFACT = pa.struct([("key", pa.string()), ("ref", pa.string()), ("bytes", pa.i
 DUPLICATE = pa.struct([("span_id", pa.string()), ("duplicate_of", pa.string())])
 
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+# The values of the `kind` and `status_code` columns: OTLP's enums by their OTel names, in enum order.
+SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
+STATUS_CODES = ("UNSET", "OK", "ERROR")
 SPAN_TYPES = ("llm", "embedding", "retrieval", "rerank", "tool", "agent", "chain", "guardrail", "other")
 COST_STATUSES = ("priced", "unknown_model", "no_usage")
 

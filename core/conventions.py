@@ -12,14 +12,14 @@ output includes reasoning. Dialects that report otherwise are the cost processor
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schema import TOKEN_COLUMNS
+from core.maps import MapLookup
+from core.schema import TOKEN_COLUMNS
 
 SPAN_TYPE_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
     (
@@ -176,42 +176,6 @@ class Normalizer:
         return normalize(table, self.keys)
 
 
-class MapLookup:
-    """The first value of each of a fixed set of keys in every row of a map<string,string> column.
-
-    `pc.map_lookup` walks every row's map once per key, and normalize asks for about 45 keys. This
-    finds all of them in one hash lookup per map entry; each key then costs one `take`."""
-
-    def __init__(self, maps: pa.MapArray, keys: Iterable[str]) -> None:
-        self._keys = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-        n = self._rows = len(maps)
-        offsets = np.asarray(maps.offsets)
-        first, count = int(offsets[0]), int(offsets[-1] - offsets[0])
-        self._values = maps.items.slice(first, count)
-        wanted = pc.index_in(maps.keys.slice(first, count), value_set=pa.array(list(self._keys), pa.string()))
-        code = np.asarray(pc.fill_null(wanted, -1))
-        entries = np.flatnonzero(code >= 0)
-        rows = np.repeat(np.arange(n), np.diff(offsets))[entries]
-        if maps.null_count:
-            valid = ~np.asarray(maps.is_null())
-            entries, rows = entries[valid[rows]], rows[valid[rows]]
-        # np.unique's return_index is the first occurrence: the "first" of map_lookup
-        slots, first_entry = np.unique(code[entries].astype(np.int64) * n + rows, return_index=True)
-        index = np.full(len(self._keys) * n, -1, np.int64)
-        index[slots] = entries[first_entry]
-        self._index = index.reshape(len(self._keys), n)
-
-    def __len__(self) -> int:
-        return self._rows
-
-    def __call__(self, key: str) -> pa.Array:
-        at = self._index[self._keys[key]]
-        missing = at < 0
-        if missing.all():
-            return pa.nulls(self._rows, pa.string())
-        return self._values.take(pa.array(at, mask=missing))
-
-
 def _coalesce_keys(maps: MapLookup, keys: tuple[str, ...]) -> pa.Array:
     found = [maps(k) for k in keys]
     if len(found) == 1:
@@ -338,8 +302,8 @@ def normalize(table: pa.Table, keys: CorrelationKeys | None = None) -> pa.Table:
     if table.num_rows == 0:
         return table
     correlation = (*keys.session, *keys.user, *keys.tenant, *keys.prompt_version)
-    attrs = MapLookup(table.column("attributes").combine_chunks(), (*_SPAN_KEYS, *correlation))
-    resource = MapLookup(table.column("resource_attributes").combine_chunks(), correlation)
+    attrs = MapLookup(table.column("attributes"), (*_SPAN_KEYS, *correlation))
+    resource = MapLookup(table.column("resource_attributes"), correlation)
     request_model, response_model = _models(attrs)
     derived: dict[str, pa.Array] = {
         "span_type": _span_type(attrs),

@@ -1,0 +1,81 @@
+"""What the commands share: the config (or exit 2 naming every error), the lake, `--lake | --config`.
+
+`plugin_context()` is the same for command plugins (core.command.CommandContext): they see a ConfigView.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.command import CommandContext, ConfigView
+
+if TYPE_CHECKING:  # imported where used: `tracelake run` and its worker processes never need DuckDB
+    import duckdb
+
+    from pipeline.config import Config
+
+
+def load_or_exit(path: str) -> Config:
+    """The validated config at `path`; every error printed as `FILE: key.path: what is wrong`, then exit 2."""
+    from pipeline.config import ConfigError, load
+
+    try:
+        return load(path)
+    except ConfigError as e:
+        for issue in e.issues:
+            print(f"{e.source}: {issue}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def config_or_defaults(path: str | None) -> Config:
+    """`--config` when given, else the defaults (lake ./lake)."""
+    from pipeline.config import default_config
+
+    return load_or_exit(path) if path else default_config()
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    return config_or_defaults(getattr(args, "config", None))
+
+
+def lake_from(args: argparse.Namespace, config: Config) -> Path:
+    """`--lake`, else the config's parquet sink path."""
+    return Path(args.lake) if getattr(args, "lake", None) else Path(config.lake_path)
+
+
+def add_lake_options(parser: argparse.ArgumentParser) -> None:
+    """`--lake DIR | --config FILE`, for the commands that read or maintain the lake."""
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--lake", help="lake directory (default: the config's parquet sink path, or ./lake)")
+    g.add_argument("--config", help="take the lake path from this config's parquet sink")
+
+
+def open_lake(args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
+    """The lake's views plus `artifact(ref)` over the config's artifact stores; exit 2 when there is no lake."""
+    from pipeline.query import connect
+    from sinks.artifacts.configured import store_uris
+
+    config = config_from(args)
+    lake = lake_from(args, config)
+    if not lake.is_dir():
+        where = "--lake" if getattr(args, "lake", None) else f"sinks.parquet.path of {config.source}"
+        print(
+            f"tracelake {args.command}: no lake at {lake} ({where}): the directory does not exist; "
+            "nothing has been written there yet, or the path is wrong",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    stores = store_uris(config.view()) if not getattr(args, "lake", None) else [str(lake / "_artifacts")]
+    return connect(lake, artifact_stores=stores)
+
+
+def _load_view(path: str | None) -> ConfigView:
+    return config_or_defaults(path).view()
+
+
+def plugin_context() -> CommandContext:
+    """What a `tracelake.commands` plugin is given."""
+    return CommandContext(load_config=_load_view)

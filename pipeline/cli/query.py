@@ -1,0 +1,106 @@
+"""`tracelake query` (SQL or a saved query over the lake) and `tracelake trace` (one trace, read like a story)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+
+from core.command import SubParsers
+from pipeline.cli.context import add_lake_options, open_lake
+
+
+def _table_width(args: argparse.Namespace) -> int | None:
+    """--width, else the terminal's; None (no limit) when the output goes to a file or a pipe."""
+    if args.width:
+        return int(args.width)
+    return shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else None
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from pipeline.maintenance import saved_queries
+    from pipeline.query_output import print_relation
+
+    if args.list_saved:
+        for saved in saved_queries.list_saved():
+            params = " ".join(f"{p.name}={'?' if p.required else p.default}" for p in saved.params)
+            print(f"{saved.name:<28} {saved.description}" + (f"  [{params}]" if params else ""))
+        return 0
+    if bool(args.sql) == bool(args.saved):
+        print("tracelake query: give either SQL or --saved NAME (see --list-saved)", file=sys.stderr)
+        return 2
+    con = open_lake(args)
+    try:
+        if args.saved:
+            saved = saved_queries.load_saved(args.saved)
+            rel = saved_queries.run(con, saved, saved_queries.parse_param_args(args.param))
+        else:
+            if args.param:
+                print("tracelake query: --param applies to --saved queries only", file=sys.stderr)
+                return 2
+            rel = con.sql(args.sql)
+        if rel is None:  # a statement without a result (e.g. SET)
+            return 0
+        print_relation(rel, args.format, args.max_rows, _table_width(args), args.wide)
+    except saved_queries.SavedQueryError as e:
+        print(f"tracelake query: {e}", file=sys.stderr)
+        return 2
+    except duckdb.Error as e:
+        print(f"query error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from pipeline.trace_view import FULL, SCREEN, load_trace, render_text, trace_document
+
+    con = open_lake(args)
+    trace = load_trace(con, args.trace_id)
+    if trace is None:
+        print(f"trace {args.trace_id} not found in the lake", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(trace_document(trace), sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return 0
+    width = args.width or shutil.get_terminal_size((80, 24)).columns
+    color = sys.stdout.isatty() and not args.no_color
+    print(render_text(trace, width, color, FULL if args.full else SCREEN))
+    return 0
+
+
+def add_commands(sub: SubParsers) -> None:
+    q = sub.add_parser("query", help="SQL over the lake (views: spans, traces, feedback; artifact(ref))")
+    add_lake_options(q)
+    q.add_argument(
+        "--format",
+        choices=["table", "csv", "json", "ndjson"],
+        default="table",
+        help="table (default), csv, json (one array), ndjson (one object per line)",
+    )
+    q.add_argument("--max-rows", type=int, default=None, help="at most this many rows (table default: 100)")
+    q.add_argument("--wide", action="store_true", help="table: every column and every value in full")
+    q.add_argument("--width", type=int, default=None, help="table width (default: the terminal's; none in a pipe)")
+    q.add_argument("--saved", metavar="NAME", help="run a saved query from conf/queries/ (or a path to a .sql file)")
+    q.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a saved query's parameter")
+    q.add_argument("--list-saved", action="store_true", help="list the saved queries and their parameters")
+    q.add_argument("sql", nargs="?")
+    q.set_defaults(func=cmd_query)
+
+    t = sub.add_parser(
+        "trace", help="show one trace: span tree with timings, models, tokens, cost; messages, tool calls, documents"
+    )
+    add_lake_options(t)
+    t.add_argument("--width", type=int, default=None, help="columns (default: the terminal's, else 80)")
+    t.add_argument("--no-color", action="store_true", help="plain text even on a terminal")
+    t.add_argument("--full", action="store_true", help="every message, document and line in full (default: a screen)")
+    t.add_argument(
+        "--json",
+        action="store_true",
+        help="the whole trace as one JSON document: summary, spans (all columns, conversation), feedback",
+    )
+    t.add_argument("trace_id")
+    t.set_defaults(func=cmd_trace)

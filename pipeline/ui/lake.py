@@ -1,0 +1,146 @@
+"""The lake as the UI reads it: DuckDB over only the Parquet files a page needs.
+
+The `spans` / `traces` / `feedback` views of `pipeline.query` read every file of a table and, with
+`union_by_name`, open every footer when a query binds. A page never needs all of that: the traces list
+reads the newest hours first, a trace page the hours its spans started in. So a page picks files by
+their hive directory (`dt=…/hour=…`, the hour the row's start time falls in) and runs the views' own
+de-duplicating SQL (`pipeline.query.SPANS_SQL`, …) over a source filtered before de-duplication, which
+gives exactly the view's rows (replayed rows are identical but for `lake_source`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from pipeline import query
+from pipeline.maintenance import hour_partitions, retry_vanished
+from pipeline.maintenance.compact import FULL_PREFIX as PREFIX
+from pipeline.maintenance.replaced import live_files
+from pipeline.ui.trace_id_index import TraceIdIndex
+
+T = TypeVar("T")
+HOUR_NS = 3600 * 10**9
+
+
+@dataclass(frozen=True)
+class Hour:
+    start_ns: int
+    files: tuple[Path, ...]
+
+    @property
+    def compacted(self) -> bool:
+        """Only the output of one compaction run: its rows are one per identity already."""
+        digests = {f.name[len(PREFIX) : len(PREFIX) + 16] if f.name.startswith(PREFIX) else None for f in self.files}
+        return len(digests) == 1 and None not in digests
+
+
+def lake_hours(lake: Path, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Hour]:
+    """The table's hour partitions whose hour overlaps [lo_ns, hi_ns), oldest first, with their files."""
+    out = []
+    for part in hour_partitions(lake, table):
+        start = int(part.start.timestamp()) * 10**9
+        if (lo_ns is not None and start + HOUR_NS <= lo_ns) or (hi_ns is not None and start >= hi_ns):
+            continue
+        files = tuple(live_files(part.path))  # not the inputs compaction replaced (still readable for a while)
+        if files:
+            out.append(Hour(start, files))
+    return out
+
+
+def view_rows(
+    con: duckdb.DuckDBPyConnection, lake: Path, table: str, hours: Sequence[Hour], where: str = "true"
+) -> str:
+    """A subquery: the rows of `table` in `hours` that pass `where`, one per identity, as the view has
+    them. Compacted hours are read as they are; the others are de-duplicated (after `where`: a
+    replayed row is identical but for lake_source, so filtering first gives the same rows, faster)."""
+    compacted = [f for h in hours if h.compacted for f in h.files]
+    loose = [f for h in hours if not h.compacted for f in h.files]
+    parts = [f"SELECT * FROM {query.table_source(con, lake, table, compacted)} WHERE {where}"] if compacted else []
+    if loose or not parts:
+        parts.append(f"SELECT * FROM {query.table_source(con, lake, table, loose)} WHERE {where} {query.DEDUP[table]}")
+    return "(" + " UNION ALL BY NAME ".join(parts) + ")"
+
+
+def create_views(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
+    """`spans`, `traces`, `feedback` as `pipeline.query.connect` defines them (its DEDUP, SPANS_DECIDED and
+    TRACES_MERGE), over the files there are now, without de-duplicating compacted hours again: same rows."""
+    parts = view_rows(con, lake, "traces", lake_hours(lake, "traces"))
+    spans = view_rows(con, lake, "spans", lake_hours(lake, "spans"))
+    con.execute(f"CREATE OR REPLACE VIEW spans AS {query.SPANS_DECIDED.format(rows=spans, traces_src=parts)}")
+    con.execute(f"CREATE OR REPLACE VIEW traces AS {query.TRACES_MERGE.format(parts=parts)}")
+    feedback = view_rows(con, lake, "feedback", lake_hours(lake, "feedback"))
+    con.execute(f"CREATE OR REPLACE VIEW feedback AS SELECT * FROM {feedback}")
+
+
+class LakeReader:
+    """Read-only access for the UI's pages; thread-safe (one DuckDB cursor per call)."""
+
+    def __init__(self, lake: str | Path) -> None:
+        self.lake = Path(lake)
+        self._db = duckdb.connect(":memory:")
+        self._db.execute("SET TimeZone = 'UTC'")
+        self._db.execute("SET enable_progress_bar = false")
+        # footers of files already read stay cached: the second look at a trace skips re-reading them
+        self._db.execute("SET parquet_metadata_cache = true")
+        self._lock = threading.Lock()
+        # which `traces` / `feedback` files hold a trace id
+        self.ids = {table: TraceIdIndex() for table in ("traces", "feedback")}
+
+    def warm(self) -> None:
+        """Read the id index of every `traces` and `feedback` file (a server does it once at start)."""
+        for table in self.ids:
+            self.hours_holding(table, [])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`work(cursor)` on a fresh cursor of the shared database, again if compaction removed a file."""
+
+        def attempt() -> T:
+            with self._lock:
+                cur = self._db.cursor()
+            try:
+                return work(cur)
+            finally:
+                cur.close()
+
+        return retry_vanished(attempt)
+
+    def hours(self, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Hour]:
+        return lake_hours(self.lake, table, lo_ns, hi_ns)
+
+    def files(self, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Path]:
+        return [f for h in self.hours(table, lo_ns, hi_ns) for f in h.files]
+
+    def source(self, con: duckdb.DuckDBPyConnection, table: str, files: Sequence[Path] | None) -> str:
+        """A FROM clause over `files` of `table` (None: every file), before de-duplication."""
+        return query.table_source(con, self.lake, table, files)
+
+    def rows(self, con: duckdb.DuckDBPyConnection, table: str, hours: Sequence[Hour], where: str = "true") -> str:
+        return view_rows(con, self.lake, table, hours, where)
+
+    def ids_with_parts_in(
+        self, con: duckdb.DuckDBPyConnection, table: str, hours: Sequence[Hour], ids: Sequence[str]
+    ) -> list[str]:
+        """Which of `ids` have rows in `hours`: the id index names the few files to look in, if any."""
+        holding = self.hours_holding(table, ids, hours) if hours and ids else []
+        if not holding:
+            return []
+        rows = self.rows(con, table, holding, "list_contains($ids, trace_id)")
+        return [r[0] for r in con.execute(f"SELECT DISTINCT trace_id FROM {rows}", {"ids": list(ids)}).fetchall()]
+
+    def hours_holding(self, table: str, trace_ids: Sequence[str], hours: Sequence[Hour] | None = None) -> list[Hour]:
+        """The hours (of `hours`, default all) with a `traces` or `feedback` file that may hold one of the ids."""
+        every = self.hours(table)
+        index = self.ids[table]
+        index.forget_missing([f for h in every for f in h.files])
+        hours = every if hours is None else hours
+        hits = index.files_with([f for h in hours for f in h.files], trace_ids)
+        return [h for h in hours if any(f in hits for f in h.files)]

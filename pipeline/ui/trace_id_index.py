@@ -1,0 +1,121 @@
+"""Which Parquet files hold rows of a trace id: an in-memory index of `traces` and `feedback` files.
+
+A trace's summary parts and feedback events may sit in any hour (a late part starts when its late
+spans or feedback do), and trace ids are random, so Parquet's min/max statistics cannot skip a file.
+Scanning every file's `trace_id` column for one id costs a read of the whole column (2.8 million ids
+for a 10-million-span week). Instead the UI keeps, per file, the sorted first 64 bits of the ids it
+holds (8 bytes per row: 22 MB for those 2.8 million), read once and kept while the file is unchanged
+(same path, size and mtime; compaction and retention replace files, never change them in place).
+
+An answer may name a file that does not hold the id (two ids sharing their first 64 bits, about one
+chance in 10^19 per pair), never miss one: the caller's query then filters by the whole id.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+# ASCII hex digit -> its value (anything else maps to 0: ids are validated lowercase hex elsewhere)
+_HEX = np.zeros(256, np.uint64)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _HEX[_c] = 10 + _i
+_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)  # 16 nibbles, most significant first
+
+
+def id_keys(ids: Sequence[str]) -> np.ndarray:
+    """The first 64 bits of each 32-hex-digit trace id, as uint64."""
+    raw = np.asarray(ids, dtype="S32")
+    if raw.size == 0:
+        return np.zeros(0, np.uint64)
+    return _keys_of(raw.view(np.uint8).reshape(len(raw), 32))
+
+
+def _keys_of(digits: np.ndarray) -> np.ndarray:
+    """Rows of ASCII hex digits (n, >= 16) -> uint64 of the first 16."""
+    return np.bitwise_or.reduce(_HEX[digits[:, :16]] << _SHIFTS, axis=1)
+
+
+def column_keys(column: pa.ChunkedArray) -> np.ndarray:
+    """id_keys of a Parquet `trace_id` column, straight from Arrow's buffers when every id is 32 bytes."""
+    arr = column.combine_chunks().drop_null()
+    if len(arr) == 0:
+        return np.zeros(0, np.uint64)
+    if pa.types.is_string(arr.type) and pc.all(pc.equal(pc.binary_length(arr), 32)).as_py():
+        offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
+        data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+        return _keys_of(data.reshape(len(arr), 32))
+    return id_keys(arr.to_pylist())
+
+
+def sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """np.unique for uint64 by sorting (numpy 2.4's np.unique hashes and is ~20x slower on millions)."""
+    keys = np.sort(keys)
+    return keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if keys.size else keys
+
+
+def common_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The keys in both sorted arrays."""
+    small, big = (a, b) if a.size <= b.size else (b, a)
+    if small.size == 0 or big.size == 0:
+        return small[:0]
+    pos = np.minimum(np.searchsorted(big, small), big.size - 1)
+    return small[big[pos] == small]
+
+
+class TraceIdIndex:
+    """Thread-safe; files are read on first use and forgotten when they vanish or change."""
+
+    def __init__(self) -> None:
+        self._keys: dict[Path, tuple[tuple[int, int], np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def _file_keys(self, path: Path) -> np.ndarray:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return np.zeros(0, np.uint64)
+        stamp = (st.st_size, st.st_mtime_ns)
+        with self._lock:
+            cached = self._keys.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        keys = sorted_unique(column_keys(pq.read_table(path, columns=["trace_id"]).column("trace_id")))
+        with self._lock:
+            self._keys[path] = (stamp, keys)
+        return keys
+
+    def files_with(self, files: Iterable[Path], ids: Sequence[str]) -> dict[Path, list[str]]:
+        """The files (of `files`) that may hold any of `ids`, and which ids each may hold."""
+        wanted = id_keys([i.lower() for i in ids])
+        out: dict[Path, list[str]] = {}
+        for path in files:
+            keys = self._file_keys(path)
+            if keys.size == 0:
+                continue
+            pos = np.searchsorted(keys, wanted)
+            hit = (pos < keys.size) & (keys[np.minimum(pos, keys.size - 1)] == wanted)
+            if hit.any():
+                out[path] = [i for i, h in zip(ids, hit, strict=True) if h]
+        return out
+
+    def keys(self, files: Iterable[Path]) -> np.ndarray:
+        """Every id key of `files`, sorted and unique."""
+        parts = [self._file_keys(p) for p in files]
+        return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
+
+    def forget_missing(self, present: Iterable[Path]) -> None:
+        """Drop files that are gone (compacted away, expired) so the index does not grow forever."""
+        keep = set(present)
+        with self._lock:
+            for path in [p for p in self._keys if p not in keep]:
+                del self._keys[path]
