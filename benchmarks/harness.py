@@ -129,9 +129,10 @@ def _channel(target: str) -> Any:
     return channel, channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
 
 
-def _burst_client(idx: int, clients: int, path: str, target: str, ready: Any, go: Any, out: Any) -> None:
+def _burst_client(idx: int, clients: int, path: str, target: str, ready: Any, go: Any, out: Any, leave: Any) -> None:
     """Sends every clients-th request as fast as answers come, retrying RESOURCE_EXHAUSTED and
-    UNAVAILABLE after 50 ms; reports (idx, [(monotonic time of the OK, spans)], retries, error)."""
+    UNAVAILABLE after 50 ms; reports (idx, [(monotonic time of the OK, spans)], retries, error), then
+    idles until `leave` (its exit would compete with the server for the cores)."""
     import grpc
 
     try:
@@ -157,6 +158,7 @@ def _burst_client(idx: int, clients: int, path: str, target: str, ready: Any, go
                     retries += 1
                     time.sleep(0.05)
         out.put((idx, acks, retries, ""))
+        leave.wait(3600)
         channel.close()
     except Exception as e:  # report, never hang the parent
         ready.put(idx)
@@ -164,7 +166,16 @@ def _burst_client(idx: int, clients: int, path: str, target: str, ready: Any, go
 
 
 def _paced_client(
-    idx: int, clients: int, path: str, target: str, interval: float, seconds: float, ready: Any, go: Any, out: Any
+    idx: int,
+    clients: int,
+    path: str,
+    target: str,
+    interval: float,
+    seconds: float,
+    ready: Any,
+    go: Any,
+    out: Any,
+    leave: Any,
 ) -> None:
     """Sends its share of the requests (cyclically) one every `interval` seconds; reports each call's
     duration, the sends that started over half a slot late (closed loop), and failed calls."""
@@ -199,29 +210,50 @@ def _paced_client(
         out.put((idx, ([], 0, 0), 0, f"{type(e).__name__}: {e}"))
 
 
-def _run_clients(target_fn: Callable[..., None], clients: int, args: tuple, timeout: float) -> tuple[float, list]:
-    """Start `clients` spawned processes, wait until each is connected, release them at once.
-    Returns (monotonic time of the release, their reports); raises on a client's error."""
-    ctx = mp.get_context("spawn")
-    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    procs = [ctx.Process(target=target_fn, args=(i, clients, *args, ready, go, out)) for i in range(clients)]
-    for p in procs:
-        p.start()
-    try:
-        for _ in procs:
-            ready.get(timeout=120)
-        t0 = time.monotonic()
-        go.set()
-        results = [out.get(timeout=timeout) for _ in procs]
-    finally:
-        for p in procs:
+class _ClientProcesses:
+    """`clients` spawned processes running `target_fn(i, clients, *args, ready, go, out, leave)`: started and
+    connected on entry, released together by `go()`, told to leave and joined on exit."""
+
+    def __init__(self, target_fn: Callable[..., None], clients: int, args: tuple) -> None:
+        ctx = mp.get_context("spawn")
+        self.ready, self.out, self.go_event, self.leave = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event()
+        queues = (self.ready, self.go_event, self.out, self.leave)
+        self.procs = [ctx.Process(target=target_fn, args=(i, clients, *args, *queues)) for i in range(clients)]
+
+    def __enter__(self) -> _ClientProcesses:
+        for p in self.procs:
+            p.start()
+        try:
+            for _ in self.procs:
+                self.ready.get(timeout=120)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def go(self) -> float:
+        """Releases the clients; returns time.monotonic() of the release."""
+        self.go_event.set()
+        return time.monotonic()
+
+    def cpu(self) -> float:
+        """CPU seconds of this process and of the client processes so far."""
+        return time.process_time() + sum(own_cpu(p.pid) for p in self.procs if p.pid is not None)
+
+    def results(self, timeout: float) -> list[tuple]:
+        """Every client's report; raises on a client's error."""
+        results = [self.out.get(timeout=timeout) for _ in self.procs]
+        errors = [r[3] for r in results if r[3]]
+        if errors:
+            raise RuntimeError(f"client failed: {errors[0]}")
+        return results
+
+    def __exit__(self, *exc: object) -> None:
+        self.leave.set()
+        for p in self.procs:
             p.join(10)
             if p.is_alive():
                 p.kill()
-    errors = [r[3] for r in results if r[3]]
-    if errors:
-        raise RuntimeError(f"client failed: {errors[0]}")
-    return t0, results
 
 
 @dataclass
@@ -231,6 +263,9 @@ class Burst:
     t0: float  # time.monotonic() of the first send (all clients are released together)
     acks: list[tuple[float, int]]  # (monotonic time of each OK answer, spans), in time order
     retries: int  # refusals (RESOURCE_EXHAUSTED / UNAVAILABLE) retried
+    then: Any = None  # what `send_burst`'s `then` returned
+    machine_cpu: float = 0.0  # busy core-seconds of the whole machine from the first send to the end of `then`
+    bench_cpu: float = 0.0  # of which this process and the clients
 
     @property
     def spans(self) -> int:
@@ -255,10 +290,19 @@ class Burst:
         return min(per) / seconds
 
 
-def send_burst(req_file: Path, target: str, clients: int, timeout: float = 1800) -> Burst:
-    t0, results = _run_clients(_burst_client, clients, (str(req_file), target), timeout)
+def send_burst(
+    req_file: Path, target: str, clients: int, timeout: float = 1800, then: Callable[[], Any] | None = None
+) -> Burst:
+    """Every request of `req_file` once, split over `clients` processes. `then` runs right after the last OK,
+    while the clients idle (their exit would delay it and take CPU from the server); its result is `.then`."""
+    with _ClientProcesses(_burst_client, clients, (str(req_file), target)) as procs:
+        busy0, cpu0 = busy_cores_seconds(), procs.cpu()
+        t0 = procs.go()
+        results = procs.results(timeout)
+        after = then() if then is not None else None
+        busy, cpu = busy_cores_seconds() - busy0, procs.cpu() - cpu0
     acks = sorted(a for r in results for a in r[1])
-    return Burst(t0, acks, sum(r[2] for r in results))
+    return Burst(t0, acks, sum(r[2] for r in results), after, busy, cpu)
 
 
 @dataclass
@@ -275,7 +319,9 @@ def send_paced(req_file: Path, target: str, clients: int, interval: float, secon
     """Each client sends one request every `interval` seconds for `seconds`: client-side Export latency."""
     import statistics
 
-    _, results = _run_clients(_paced_client, clients, (str(req_file), target, interval, seconds), seconds + 120)
+    with _ClientProcesses(_paced_client, clients, (str(req_file), target, interval, seconds)) as procs:
+        procs.go()
+        results = procs.results(seconds + 120)
     lat = sorted(x for r in results for x in r[1][0])
     if not lat:
         raise RuntimeError("no Export call succeeded in the paced phase")
@@ -329,12 +375,6 @@ def busy_cores_seconds() -> float:
     """CPU seconds all cores of the machine have spent busy since boot (/proc/stat: all but idle and iowait)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
-
-
-def own_and_children_cpu() -> float:
-    """CPU seconds of this process and of its reaped children (client processes, servers once reaped)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
 
 
 def wait_quiet(cores: float, timeout: float) -> float:

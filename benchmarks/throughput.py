@@ -438,21 +438,19 @@ def _timed(
     others = harness.wait_quiet(setup.quiet, 300) if setup.quiet > 0 else None
     if others is not None and others >= setup.quiet:
         print(f"    (machine still busy with other work: {others:.2f} cores; measuring anyway)", flush=True)
-    c0, sys0, me0 = cpu(), harness.busy_cores_seconds(), harness.own_and_children_cpu()
+    c0 = cpu()
     label = f"{setup.traffic.shape}-{setup.chain}-{setup.processes}-{bus.replace(' ', '-')}"
     profiler = Spy(setup.spy, label)
     profiler.start(roles)
     timeline = Timeline(roles) if setup.timeline else None
-    burst = harness.send_burst(setup.traffic.file, ingress.grpc, setup.clients)
-    me1 = harness.own_and_children_cpu()
-    done, drain, c1 = finish()
-    sys1 = harness.busy_cores_seconds()
+    burst = harness.send_burst(setup.traffic.file, ingress.grpc, setup.clients, then=finish)
+    done, drain, c1 = burst.then
     profiler.stop()
     if timeline is not None:
         timeline.print(label, burst.t0, burst.acks[-1][0], done)
     receiver, total, broker = c1.receiver - c0.receiver, c1.total - c0.total, c1.broker - c0.broker
     durable = done - burst.t0
-    others_cores = ((sys1 - sys0) - total - broker - (me1 - me0)) / durable
+    others_cores = (burst.machine_cpu - total - broker - burst.bench_cpu) / durable
     return Run(
         setup.traffic.shape, setup.chain, setup.processes, bus, burst.spans, burst.accepted_s, burst.slowest_window(),
         burst.retries, durable, drain, receiver, total - receiver, broker, others_cores,
@@ -668,8 +666,17 @@ def _list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+QUICK = {"traces": 3000, "ner_traces": 600, "warmup_traces": 100, "buses": "embedded", "skip_in_process": True}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few minutes: " + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                                          for k, v in QUICK.items()) + " (flags given win)",
+    )  # fmt: skip
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--chains", default=",".join(CHAINS))
     ap.add_argument("--processes", default="1,auto", help="worker.processes values (1, 2, ..., auto)")
@@ -691,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-in-process", action="store_true")
     ap.add_argument("--profile", choices=["floor", "worker"], default=None, help="cProfile of (1)")
     ap.add_argument("--py-spy", type=Path, default=None, metavar="DIR", help="py-spy every server process")
+    if ap.parse_known_args(argv)[0].quick:
+        ap.set_defaults(**QUICK)
     args = ap.parse_args(argv)
     shapes, chains, procs, buses = _list(args.shapes), _list(args.chains), _list(args.processes), _list(args.buses)
     for c in chains:
