@@ -13,6 +13,7 @@ The `shipped` chain runs on the first --ner-traces traces (NER is slow), the oth
 Chains (each a whole config: conf/tracelake.yaml with its processors and pipeline replaced, so that bus,
 memory limiter, sinks and worker settings are the shipped ones):
   empty     no processor
+  redact    redact_pii {ner: off} alone (issue 12 item 4: the pattern-only chain against the empty chain)
   pattern   redact_pii {ner: off}, cost, tail_sampling (errors, thumbs-down, 10% baseline),
             offload_artifacts, all in the worker
   shipped   conf/tracelake.yaml as shipped: redact_pii/ingest (patterns) in the receiver; redact_pii with
@@ -85,7 +86,7 @@ from tests.conftest import RunningTracelake  # noqa: E402
 
 SHIPPED = REPO / "conf" / "tracelake.yaml"
 HASH_KEY = "benchmark-only-key-0123456789abcdef0123456789abcdef"
-CHAINS = ("empty", "pattern", "shipped")
+CHAINS = ("empty", "redact", "pattern", "shipped")
 PATTERN_PROCESSORS: dict[str, Any] = {
     "redact_pii": {"ner": "off"},
     "cost": {},
@@ -117,6 +118,9 @@ def server_config(chain: str, processes: str, bus: dict[str, Any] | None = None,
     elif chain == "pattern":
         doc["processors"] = yaml.safe_load(yaml.safe_dump(PATTERN_PROCESSORS))
         traces["ingest"], traces["process"] = [], list(PATTERN_PROCESSORS)
+    elif chain == "redact":
+        doc["processors"] = {"redact_pii": dict(PATTERN_PROCESSORS["redact_pii"])}
+        traces["ingest"], traces["process"] = [], ["redact_pii"]
     elif chain != "shipped":
         raise ValueError(f"unknown chain {chain!r}; known: {', '.join(CHAINS)}")
     doc["worker"]["processes"] = processes if processes == "auto" else int(processes)
@@ -628,6 +632,11 @@ def summary(rounds: list[list[Run]]) -> None:
         for (shape, chain, proc, bus), r in by.items():
             if proc == "auto" and (one := by.get((shape, chain, "1", bus))):
                 out.append(f"{shape} {chain} {bus}: auto / 1 = {r.durable_rate / one.durable_rate:.2f}")
+            if chain != "empty" and (empty := by.get((shape, "empty", proc, bus))):
+                out.append(
+                    f"{shape} {chain} processes {proc} {bus}: / empty = {r.durable_rate / empty.durable_rate:.2f} "
+                    f"durable, {(r.spans / r.cpu) / (empty.spans / empty.cpu):.2f} per CPU-s"
+                )
             if bus == "kafka" and (emb := by.get((shape, chain, proc, "embedded running"))):
                 out.append(
                     f"{shape} {chain} processes {proc}: kafka / embedded = {r.durable_rate / emb.durable_rate:.2f}"
@@ -650,6 +659,12 @@ def summary(rounds: list[list[Run]]) -> None:
                   f"(target ≥ 2,000: {_met(s.durable_rate >= 2000)}); receiver acks {s.accepted_rate:,.0f}/s, "
                   f"slowest second {slow:,.0f}/s with {s.retries} refusals "
                   f"(target ≥ 20,000: {_met(slow >= 20000)})")  # fmt: skip
+        for (shape, chain, proc, bus), r in by.items():
+            if shape == "prompt-heavy" and chain == "redact" and (empty := by.get((shape, "empty", proc, bus))):
+                ratio, cpu = r.durable_rate / empty.durable_rate, (r.spans / r.cpu) / (empty.spans / empty.cpu)
+                met = _met(ratio >= 0.75)
+                print(f"  round {i}: redact_pii patterns only, prompt-heavy, processes {proc}, {bus}: {ratio:.2f} "
+                      f"of the empty chain's spans/s (target ≥ 0.75: {met}), {cpu:.2f} per CPU-s")  # fmt: skip
         for (shape, chain, proc, bus), k in by.items():
             if bus == "kafka" and chain == "pattern" and (emb := by.get((shape, chain, proc, "embedded running"))):
                 ratio = k.durable_rate / emb.durable_rate
