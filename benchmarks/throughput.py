@@ -102,6 +102,7 @@ PATTERN_PROCESSORS: dict[str, Any] = {
     "offload_artifacts": {"min_bytes": "4KiB", "store": "${env:TRACELAKE_LAKE:-./lake}/_artifacts"},
 }
 KAFKA_PARTITIONS = 4
+READY_S = 180  # a loaded 2-core machine takes a while to import spaCy and Presidio
 KAFKA_GROUP_SETTINGS = {"max.poll.interval.ms": 120000, "heartbeat.interval.ms": 500}
 
 
@@ -475,11 +476,15 @@ def _kill(servers: list[RunningTracelake]) -> None:
             tl.proc.wait()
 
 
+def _server(workdir: Path, config: str, env: dict[str, str], command: str = "run") -> RunningTracelake:
+    return RunningTracelake(workdir, config, env=env, command=command, name=command, ready_timeout=READY_S)
+
+
 def run_embedded(setup: Setup) -> Run:
     """`tracelake run`; durable = SIGTERM right after the last OK → drained exit."""
     setup.workdir.mkdir(parents=True)
     config = server_config(setup.chain, setup.processes)
-    tl = RunningTracelake(setup.workdir, config, env=server_env(setup.workdir / "lake"), name="run")
+    tl = _server(setup.workdir, config, server_env(setup.workdir / "lake"))
     pid = tl.proc.pid
     ends: list[harness.Exit] = []
 
@@ -502,7 +507,7 @@ def run_embedded_running(setup: Setup) -> Run:
     """`tracelake run`; durable = the embedded bus holds nothing that is not committed (server running)."""
     setup.workdir.mkdir(parents=True)
     config = server_config(setup.chain, setup.processes, running=True)
-    tl = RunningTracelake(setup.workdir, config, env=server_env(setup.workdir / "lake"), name="run")
+    tl = _server(setup.workdir, config, server_env(setup.workdir / "lake"))
     pid = tl.proc.pid
 
     def cpu() -> CpuSnapshot:
@@ -553,11 +558,11 @@ def run_kafka(setup: Setup) -> Run:
     config = server_config(setup.chain, setup.processes, bus=bus, running=True)
     env = server_env(setup.workdir / "lake")
     (setup.workdir / "receiver").mkdir(parents=True)
-    receiver = RunningTracelake(setup.workdir / "receiver", config, env=env, command="receiver", name="receiver")
+    receiver = _server(setup.workdir / "receiver", config, env, "receiver")
     servers = [receiver]
     committed = kafka_committed(broker.address, topic, bus["group"])
     try:
-        worker = RunningTracelake(setup.workdir, config, env=env, command="worker", name="worker")
+        worker = _server(setup.workdir, config, env, "worker")
         servers.append(worker)
         pids = (receiver.proc.pid, worker.proc.pid)
 
@@ -729,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tracelake-throughput-"))
     broker = None
     rounds: list[list[Run]] = [[] for _ in range(args.rounds)]
+    failed: list[str] = []
     try:
         traffic: dict[tuple[str, bool], Traffic] = {}
         for shape in shapes:
@@ -767,17 +773,25 @@ def main(argv: list[str] | None = None) -> int:
                             k += 1
                             cell = Setup(t, chain, proc, args.clients, workdir / f"run{k}", args.py_spy,
                                          args.wait_quiet, broker, args.timeline)  # fmt: skip
-                            r = fn(cell)
+                            try:
+                                r = fn(cell)
+                            except Exception as e:  # one cell failing must not lose the rest of a long run
+                                failed.append(f"{t.shape} {chain} {proc} {fn.__name__}: {type(e).__name__}: {e}")
+                                print(f"FAILED {failed[-1][:2000]}", flush=True)
+                                continue
+                            finally:
+                                shutil.rmtree(workdir / f"run{k}", ignore_errors=True)
                             rnd.append(r)
                             print(line(r), flush=True)
-                            shutil.rmtree(workdir / f"run{k}", ignore_errors=True)
     finally:
         if broker is not None:
             broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     summary([r for r in rounds if r])
     bad = [r for rnd in rounds for r in rnd if r.problems]
-    return 1 if bad else 0
+    for f in failed:
+        print(f"FAILED {f[:300]}")
+    return 1 if bad or failed else 0
 
 
 if __name__ == "__main__":
