@@ -462,21 +462,25 @@ class LakeCount:
 
 
 def count_lake(lake: Path) -> LakeCount:
-    """Counts over the files as written (replayed rows would count twice here; the views hide them)."""
+    """Counts over the live files as written (`table_files`: not the inputs a compaction replaced, which stay
+    on disk for a grace period); rows a replay wrote twice count twice here (the views hide them)."""
     import duckdb
 
+    from pipeline.maintenance.replaced import table_files
     from pipeline.query import connect
 
-    globs = [str(lake / t / "*" / "*" / "*.parquet") for t in ("spans", "_holdback") if (lake / t).exists()]
-    if not globs:
+    spans = [str(p) for p in table_files(lake, "spans")]
+    files = spans + [str(p) for p in table_files(lake, "holdback")]
+    if not files:
         return LakeCount(0, 0, 0, 0, 0)
     con = duckdb.connect()
-    rows = f"read_parquet({globs!r}, union_by_name = true)"
+    rows = f"read_parquet({files!r}, union_by_name = true)"
     span_rows, distinct = con.execute(f"SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM {rows}").fetchone()  # type: ignore[misc]
-    kept = 0
-    if (lake / "spans").exists():
-        kept = con.execute(f"SELECT count(*) FROM read_parquet('{lake}/spans/*/*/*.parquet')").fetchone()[0]  # type: ignore[index]
+    kept = con.execute(f"SELECT count(*) FROM read_parquet({spans!r})").fetchone()[0] if spans else 0  # type: ignore[index]
+    con.close()
     traces = split = 0
     if (lake / "traces").exists():
-        traces, split = connect(lake).execute("SELECT count(*), count(*) FILTER (parts > 1) FROM traces").fetchone()  # type: ignore[misc]
+        view = connect(lake)
+        traces, split = view.execute("SELECT count(*), count(*) FILTER (parts > 1) FROM traces").fetchone()  # type: ignore[misc]
+        view.close()
     return LakeCount(span_rows, distinct, kept, traces, split)
