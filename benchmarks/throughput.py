@@ -18,6 +18,8 @@ memory limiter, sinks and worker settings are the shipped ones):
             offload_artifacts, all in the worker
   shipped   conf/tracelake.yaml as shipped: redact_pii/ingest (patterns) in the receiver; redact_pii with
             NER, cost, tail_sampling (100% baseline), offload_artifacts in the worker processes
+  shipped-noingest  the same without the receiver's redact_pii/ingest (the worker's redact_pii runs the
+            patterns too): what the ingest stage costs the receiver's ack rate
 
 (1) in-process, one thread, no network (skip with --skip-in-process): the floor (decode → normalize →
     Parquet, per stage) and, per chain, the worker the server builds (`pipeline.build.build_worker` from the
@@ -87,7 +89,7 @@ from tests.conftest import RunningTracelake  # noqa: E402
 
 SHIPPED = REPO / "conf" / "tracelake.yaml"
 HASH_KEY = "benchmark-only-key-0123456789abcdef0123456789abcdef"
-CHAINS = ("empty", "redact", "pattern", "shipped")
+CHAINS = ("empty", "redact", "pattern", "shipped", "shipped-noingest")
 PATTERN_PROCESSORS: dict[str, Any] = {
     "redact_pii": {"ner": "off"},
     "cost": {},
@@ -123,6 +125,9 @@ def server_config(chain: str, processes: str, bus: dict[str, Any] | None = None,
     elif chain == "redact":
         doc["processors"] = {"redact_pii": dict(PATTERN_PROCESSORS["redact_pii"])}
         traces["ingest"], traces["process"] = [], ["redact_pii"]
+    elif chain == "shipped-noingest":
+        del doc["processors"]["redact_pii/ingest"]
+        traces["ingest"] = []
     elif chain != "shipped":
         raise ValueError(f"unknown chain {chain!r}; known: {', '.join(CHAINS)}")
     doc["worker"]["processes"] = processes if processes == "auto" else int(processes)
@@ -215,7 +220,7 @@ def in_process(traffic: Traffic, chains: list[str], ner_traffic: Traffic, workdi
         prof.disable()
         print_stats("floor", prof)
     for chain in chains:
-        t = ner_traffic if chain == "shipped" else traffic
+        t = ner_traffic if chain.startswith("shipped") else traffic
         lake = workdir / f"lake-inproc-{chain}"
         shutil.rmtree(lake, ignore_errors=True)
         cfg_file = workdir / f"inproc-{chain}.yaml"
@@ -662,9 +667,11 @@ def summary(rounds: list[list[Run]]) -> None:
             print(f"  round {i}: pattern chain, demo, auto: {p_auto.durable_rate:,.0f} spans/s durable "
                   f"(target ≥ 25,000: {_met(p_auto.durable_rate >= 25000)}), {ratio:.2f}× processes 1 "
                   f"(target ≥ 1.7: {_met(ratio >= 1.7)})")  # fmt: skip
-        if s := by.get(("prompt-heavy", "shipped", "auto", "embedded")):
+        for name in ("shipped", "shipped-noingest"):
+            if not (s := by.get(("prompt-heavy", name, "auto", "embedded"))):
+                continue
             slow = s.slowest_ack if s.slowest_ack is not None else s.accepted_rate
-            print(f"  round {i}: shipped chain, prompt-heavy, auto: {s.durable_rate:,.0f} spans/s durable "
+            print(f"  round {i}: {name} chain, prompt-heavy, auto: {s.durable_rate:,.0f} spans/s durable "
                   f"(target ≥ 2,000: {_met(s.durable_rate >= 2000)}); receiver acks {s.accepted_rate:,.0f}/s, "
                   f"slowest second {slow:,.0f}/s with {s.retries} refusals "
                   f"(target ≥ 20,000: {_met(slow >= 20000)})")  # fmt: skip
@@ -747,13 +754,13 @@ def main(argv: list[str] | None = None) -> int:
             n = min(args.ner_traces, args.traces)
             traffic[(shape, True)] = (
                 prepare(shape, n, args.seed, workdir, args.warmup_traces)
-                if "shipped" in chains
+                if any(c.startswith("shipped") for c in chains)
                 else traffic[(shape, False)]
             )
             print(
                 f"\n== {shape}: {describe(traffic[(shape, False)].requests)} (built in {time.perf_counter() - t0:.0f}s)"
             )
-            if "shipped" in chains:
+            if any(c.startswith("shipped") for c in chains):
                 print(f"   shipped chain on {n} traces: {traffic[(shape, True)].spans:,} spans")
             if not args.skip_in_process:
                 in_process(traffic[(shape, False)], chains, traffic[(shape, True)], workdir / shape, args.profile)
@@ -766,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in rounds:
             for shape in shapes:
                 for chain in chains:
-                    t = traffic[(shape, chain == "shipped")]
+                    t = traffic[(shape, chain.startswith("shipped"))]
                     for proc in procs:
                         todo = []
                         if "embedded" in buses:
