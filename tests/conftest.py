@@ -33,6 +33,7 @@ class RunningTracelake:
         env: dict[str, str] | None = None,
         command: str = "run",
         name: str = "tracelake",
+        ready_timeout: float = 30,
     ) -> None:
         self.workdir = workdir
         self.lake = workdir / "lake"
@@ -50,7 +51,7 @@ class RunningTracelake:
             env={**os.environ, **(env or {})},
         )
         threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(30):
+        if not self._ready.wait(ready_timeout):
             self.proc.kill()
             raise RuntimeError("tracelake did not become ready:\n" + self.log)
 
