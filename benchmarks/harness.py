@@ -466,8 +466,8 @@ def count_lake(lake: Path) -> LakeCount:
     on disk for a grace period); rows a replay wrote twice count twice here (the views hide them)."""
     import duckdb
 
-    from pipeline.maintenance.replaced import table_files
     from pipeline.query import connect
+    from sinks.parquet.layout import table_files
 
     spans = [str(p) for p in table_files(lake, "spans")]
     files = spans + [str(p) for p in table_files(lake, "holdback")]
