@@ -63,7 +63,7 @@ class TelemetryServer:
         # filled by whoever assembles the process: each component's metrics() and readiness
         self.metrics_sources: list[MetricsSource] = []
         self.readiness_checks: list[ReadinessCheck] = []
-        self.registry.register(SampleCollector(self.metrics_sources))  # type: ignore[arg-type]
+        self.registry.register(SampleCollector(self.metrics_sources))
         owner = self
 
         class Handler(BaseHTTPRequestHandler):

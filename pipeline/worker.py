@@ -109,7 +109,7 @@ class Worker:
         self._samplers: list[Sampler] = [proc for _pid, proc in processors if isinstance(proc, Sampler)]
         self._processors_shut_down = False
         if hasattr(source, "on_revoke"):
-            source.on_revoke = self.handle_revoke  # type: ignore[attr-defined]
+            source.on_revoke = self.handle_revoke
 
     def metrics(self) -> list[metrics.Sample]:
         """This worker's counters, its processors' and its sinks', read at the moment of the call."""
