@@ -19,6 +19,7 @@ the guide for their authors.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
@@ -156,7 +157,7 @@ class ProcessorFactory(Generic[ConfigT]):
     name an instance of this class."""
 
     type: str
-    config_class: type[ConfigT]
+    config_class: builtins.type[ConfigT]
     create: Callable[[ConfigT, ProcessorContext], Processor]
     description: str = ""
     # holds spans across batches: the created processor is a StatefulProcessor; not allowed in ingest

@@ -6,8 +6,10 @@ worker process; `tracelake worker` builds only workers. Each piece is built in t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from core.conventions import CorrelationKeys, Normalizer
-from core.processor import Processor, ProcessorContext
+from core.processor import Processor, ProcessorContext, Stage
 from core.sink import Sink, SinkContext
 from pipeline.bus.base import Source
 from pipeline.config import Config
@@ -15,13 +17,16 @@ from pipeline.config.model import KafkaBusConfig
 from pipeline.trace_summary import TraceSummarizer
 from pipeline.worker import Worker, WorkerChain
 
+if TYPE_CHECKING:
+    from sinks.parquet.sink import ParquetSink
+
 
 def build_normalizer(config: Config) -> Normalizer:
     k = config.raw.worker.keys
     return Normalizer(CorrelationKeys(tuple(k.session), tuple(k.user), tuple(k.tenant), tuple(k.prompt_version)))
 
 
-def build_chain(config: Config, stage: str, normalizer: Normalizer) -> list[tuple[str, Processor]]:
+def build_chain(config: Config, stage: Stage, normalizer: Normalizer) -> list[tuple[str, Processor]]:
     chain = []
     # Only Kafka outlives a stop: on the embedded bus a stateful processor decides at shutdown (a worker
     # process that dies gets no shutdown; its replacement replays from the bus either way).
@@ -51,9 +56,12 @@ def build_worker_chain(config: Config) -> WorkerChain:
     """What a worker runs that a reload may replace: processors, sinks, the non-restart-only settings."""
     w = config.raw.worker
     normalizer = build_normalizer(config)
+    # The worker reads and expires held-back spans through ParquetSink's read_holdback / expire, which the
+    # Sink protocol does not declare (yet); only tail sampling uses them.
+    sinks = cast("list[ParquetSink]", [build_sink(config, sid) for sid in config.pipeline.sinks])
     return WorkerChain(
         processors=build_chain(config, "process", normalizer),
-        sinks=[build_sink(config, sid) for sid in config.pipeline.sinks],
+        sinks=sinks,
         normalizer=normalizer,
         trace_idle=w.trace_idle,
         trace_max_wait=w.trace_max_wait,

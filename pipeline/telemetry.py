@@ -69,7 +69,7 @@ class TelemetryServer:
         self.metrics_sources: list[MetricsSource] = []
         self.readiness_checks: list[ReadinessCheck] = []
         self.post_routes: dict[str, PostRoute] = {}
-        self.registry.register(SampleCollector(self.metrics_sources))  # type: ignore[arg-type]
+        self.registry.register(SampleCollector(self.metrics_sources))
         owner = self
 
         class Handler(BaseHTTPRequestHandler):

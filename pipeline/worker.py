@@ -117,7 +117,7 @@ class Worker:
         self._swaps_closed = False  # the worker left its loop: no batch boundary comes any more
         self._swap_lock = threading.Lock()
         if hasattr(source, "on_revoke"):
-            source.on_revoke = self.handle_revoke  # type: ignore[attr-defined]
+            source.on_revoke = self.handle_revoke
 
     def _bind(self, processors: list[tuple[str, Processor]]) -> None:
         """The processor hooks, bound once per chain (core/processor.py): who holds spans, who promotes traces."""

@@ -26,8 +26,13 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from pipeline.config import Config
+
+if TYPE_CHECKING:
+    from pipeline.bus.base import Source
+    from pipeline.worker import Worker
 
 log = logging.getLogger("tracelake.worker")
 
@@ -61,7 +66,6 @@ def main(spec: WorkerProcessSpec, control: Connection, data: Connection | None) 
     """Entry point of the spawned process (multiprocessing target)."""
     _setup(spec)
     from pipeline.build import build_worker
-    from pipeline.bus.base import Source
     from pipeline.service import use_server_memory_pool
 
     use_server_memory_pool()
@@ -108,7 +112,7 @@ def _send(conn: Connection, msg: tuple) -> None:
 class _Reporter:
     """Sends metrics every second and takes the parent's orders (stop) on the control pipe."""
 
-    def __init__(self, control: Connection, worker, source) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, control: Connection, worker: Worker, source: Source) -> None:
         self.control = control
         self.worker = worker
         self.source = source

@@ -325,6 +325,7 @@ class KafkaSource:
                     log.warning("consume error: %s", err.str())
                 continue
             topic, part, off = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and part is not None and off is not None  # None only on error events
             pk = self.key(topic, part)
             if off + 1 < self._next.get(pk, 0):
                 # offsets went backwards: the topic was recreated (e.g. a broker without storage restarted)

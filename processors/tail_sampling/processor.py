@@ -180,10 +180,10 @@ class TailSampler:
             answer[tid] = UNDECIDED
 
         if self.monotone_policies:
-            kept = self._release_kept(trace_ids, answer)
-            if kept:
-                whole += kept
-                at = [(t, j) for t, j in zip(holding, holding_at, strict=True) if t not in kept]
+            kept_traces = self._release_kept(trace_ids, answer)
+            if kept_traces:
+                whole += kept_traces
+                at = [(t, j) for t, j in zip(holding, holding_at, strict=True) if t not in kept_traces]
                 holding, holding_at = [t for t, _ in at], [j for _, j in at]
 
         release = is_feedback
