@@ -56,8 +56,7 @@ def build_worker_chain(config: Config) -> WorkerChain:
     """What a worker runs that a reload may replace: processors, sinks, the non-restart-only settings."""
     w = config.raw.worker
     normalizer = build_normalizer(config)
-    # The worker reads and expires held-back spans through ParquetSink's read_holdback / expire, which the
-    # Sink protocol does not declare (yet); only tail sampling uses them.
+    # The worker also reads sinks' `buffered_rows` and `metrics()`, which the Sink protocol does not declare yet.
     sinks = cast("list[ParquetSink]", [build_sink(config, sid) for sid in config.pipeline.sinks])
     return WorkerChain(
         processors=build_chain(config, "process", normalizer),
