@@ -699,7 +699,15 @@ def _list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-QUICK = {"traces": 3000, "ner_traces": 600, "warmup_traces": 100, "buses": "embedded", "skip_in_process": True}
+QUICK = {
+    "chains": "empty,pattern,shipped",
+    "processes": "auto",
+    "buses": "embedded",
+    "traces": 3000,
+    "ner_traces": 600,
+    "warmup_traces": 100,
+    "skip_in_process": True,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
