@@ -1,9 +1,11 @@
 """Throughput of tracelake end to end: traffic shapes × processor chains × worker processes × bus, in one run.
 
-    python benchmarks/throughput.py [--shapes demo,prompt-heavy] [--chains empty,pattern,shipped]
+    python benchmarks/throughput.py [--quick] [--shapes demo,prompt-heavy]
+                                    [--chains empty,redact,pattern,shipped,shipped-noingest]
                                     [--processes 1,auto] [--buses embedded,kafka] [--rounds 1]
-                                    [--traces 15000] [--ner-traces 4000] [--clients 2] [--seed 0]
-                                    [--skip-in-process] [--profile floor|worker] [--py-spy DIR]
+                                    [--traces 15000] [--ner-traces 4000] [--warmup-traces 300] [--clients 2]
+                                    [--seed 0] [--wait-quiet 0.5] [--timeline] [--skip-in-process]
+                                    [--profile floor|worker] [--py-spy DIR]
 
 Traffic (benchmarks/traffic.py): `demo` (the `tracelake demo` generator: three applications, 512-span
 requests) and `prompt-heavy` (a support assistant: 4 spans per trace with a 1.4 KB system prompt, a unique
@@ -697,7 +699,15 @@ def _list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-QUICK = {"traces": 3000, "ner_traces": 600, "warmup_traces": 100, "buses": "embedded", "skip_in_process": True}
+QUICK = {
+    "chains": "empty,pattern,shipped",
+    "processes": "auto",
+    "buses": "embedded",
+    "traces": 3000,
+    "ner_traces": 600,
+    "warmup_traces": 100,
+    "skip_in_process": True,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
