@@ -39,6 +39,7 @@ log = logging.getLogger("tracelake.workers")
 
 RESTART_BACKOFF_MIN = 1.0
 RESTART_BACKOFF_MAX = 30.0
+LEAVE_GRACE_S = 10.0  # after a Kafka member's final commit, for its group leave
 KAFKA_STOP_TIMEOUT_S = 50.0  # drain (≤ 10 s, after a rebalance ≤ 10 s more), final flush and commit, leave (≤ 15 s)
 READY_TIMEOUT = 120.0
 # a reload waits for the current batch (redaction of 8k spans can take seconds) and a chain build (NER models)
@@ -66,6 +67,7 @@ class _Slot:
     started_at: float = 0.0
     failure: str | None = None
     reloaded: tuple[int, str | None] | None = None  # (generation, error or None) the process answered
+    leaving: tuple[float, int] | None = None  # (since, exit code): a Kafka member past its final commit
 
 
 class WorkerPool:
@@ -246,6 +248,7 @@ class WorkerPool:
         process = self._ctx.Process(
             target=main, args=(spec, control_child, data_child), name=f"tracelake-worker-{spec.index}", daemon=False
         )
+        slot.leaving = None
         process.start()
         control_child.close()
         if data_child is not None:
@@ -279,6 +282,8 @@ class WorkerPool:
                     slot.exited = msg[1]
                     with self._lock:
                         slot.samples = msg[2]
+                elif kind == "leaving":
+                    slot.leaving = (time.monotonic(), msg[1])
                 elif kind == "failed":
                     slot.failure = msg[1]
                 elif kind == "reloaded":
@@ -305,6 +310,14 @@ class WorkerPool:
             for slot in self._slots:
                 self._pump(slot, 0)
                 proc = slot.process
+                if proc is not None and slot.leaving is not None and time.monotonic() - slot.leaving[0] > LEAVE_GRACE_S:
+                    # everything is written and committed; only the group leave hangs (a broker that does not
+                    # answer it): ending the process loses nothing, the group drops the member on its own
+                    log.warning("worker process %d hangs leaving the consumer group; ending it", slot.spec.index)
+                    slot.exited = slot.leaving[1]
+                    slot.leaving = None
+                    proc.kill()
+                    proc.join(5)
                 if proc is not None and not proc.is_alive():
                     proc.join()
                     self._pump(slot, 0)  # a last report may still sit in the pipe

@@ -88,6 +88,8 @@ def main(spec: WorkerProcessSpec, control: Connection, data: Connection | None) 
         log.critical("cannot build the worker: %s", e, exc_info=not isinstance(e, OSError | ValueError))
         _send(control, ("failed", str(e)))
         os._exit(3)
+    if hasattr(source, "on_leave"):  # Kafka: past this point everything is committed
+        source.on_leave = lambda: _send(control, ("leaving", 0 if worker.error is None else 1))
     reporter = _Reporter(control, worker, source)
     _send(control, ("metrics", reporter.snapshot()))  # /metrics has every series from the first scrape on
     _send(control, ("ready", os.getpid()))

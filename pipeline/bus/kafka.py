@@ -261,6 +261,7 @@ class KafkaSource:
         consumer_cfg.update(cfg.consumer)
         self._consumer = Consumer(_client_config(cfg, consumer_cfg))
         self.on_revoke: RevokeHandler | None = None
+        self.on_leave: Callable[[], None] | None = None  # told before the group leave (the last step of a stop)
         self.lag: dict[str, int] = {}
         # per partition key ("topic/3"): the next offset to commit when nothing of it is held
         self._next: dict[str, int] = {}
@@ -390,6 +391,8 @@ class KafkaSource:
         if self._closed:
             return
         self._closed = True
+        if self.on_leave is not None:
+            self.on_leave()
         leaving = threading.Thread(target=self._consumer.close, name="kafka-leave", daemon=True)
         leaving.start()
         leaving.join(LEAVE_TIMEOUT_S)
