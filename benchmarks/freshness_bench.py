@@ -12,7 +12,7 @@
     applications. Exports go over raw gRPC from separate client processes, each recording the moment its
     export was acknowledged (CLOCK_MONOTONIC, shared by every process of the machine).
     - *span freshness* = first moment the span is in a file a new query would read (`pipeline.query`'s own
-      listing, `pipeline.maintenance.replaced.table_files`, polled every 100 ms; each new file's trace and
+      listing, `sinks.parquet.layout.table_files`, polled every 100 ms; each new file's trace and
       span ids read with pyarrow) minus the acknowledgement of the export that carried it. Resolution 0.1 s.
     - *trace freshness*: the same for the trace's row in `traces` (a summary is written `worker.trace_idle`
       after the trace's last span).
@@ -63,16 +63,18 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` (the repository root)
+
+from benchmarks import harness
 from core.conventions import normalize
 from pipeline.config import load as load_config
 from pipeline.config.model import CompactionConfig
 from pipeline.demo import emit_traces, make_providers
-from pipeline.maintenance import hour_partitions
 from pipeline.maintenance.compact import Compactor
-from pipeline.maintenance.replaced import live_files, table_files
 from pipeline.otlp.wire import decode_bodies
 from pipeline.query import connect
 from sinks.parquet.config import ParquetSinkConfig
+from sinks.parquet.layout import hour_partitions, live_files, table_files
 from sinks.parquet.sink import ParquetSink
 
 REPO = Path(__file__).resolve().parent.parent
@@ -252,11 +254,6 @@ class LivePhase:
     errors: list[str] = field(default_factory=list)
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def start_server(config: Path, work: Path, code: str | None = None) -> tuple[subprocess.Popen[str], str, list[str]]:
     env = {
         **os.environ,
@@ -308,7 +305,7 @@ def run_live(config: Path, rate: float, args: argparse.Namespace, work: Path) ->
     acked: list[tuple[float, list[tuple[str, str]]]] = []
     stop_probe = threading.Event()
     prober = threading.Thread(target=probe, args=(lake, acked, stop_probe, phase.probes), daemon=True)
-    cpu0 = _cpu_seconds(proc.pid)
+    cpu0 = harness.tree_cpu(proc.pid)
     prober.start()
     ack_of: dict[tuple[str, str], float] = {}
     trace_ack: dict[str, float] = {}
@@ -340,7 +337,7 @@ def run_live(config: Path, rate: float, args: argparse.Namespace, work: Path) ->
     stop_probe.set()
     prober.join()
     watcher.stop()
-    phase.server_cpu_s = _cpu_seconds(proc.pid) - cpu0
+    phase.server_cpu_s = harness.tree_cpu(proc.pid) - cpu0  # the run process and its worker processes
     phase.seconds = time.monotonic() - start
     phase.span_fresh = [watcher.span_seen[k] - a for k, a in ack_of.items() if k in watcher.span_seen]
     phase.trace_fresh = [watcher.trace_seen[t] - a for t, a in trace_ack.items() if t in watcher.trace_seen]

@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from core import schema
-from pipeline.maintenance.replaced import table_files
+from sinks.parquet import layout
 
 
 def table_source(
@@ -28,32 +28,27 @@ def table_source(
     The files are listed now, once: the connection reads the lake as it is when it is opened (open a
     new one to see newer files). Files that compaction replaced are left out of the listing, and the
     listed ones stay on disk for `compaction.grace`, so a query never fails for a file compaction
-    removed and never reads a row twice (pipeline/maintenance/replaced.py)."""
+    removed and never reads a row twice (sinks/parquet/layout.py, "Replaced files")."""
     empty = schema.empty(table)
     empty = empty.append_column("dt", pa.array([], pa.date32())).append_column("hour", pa.array([], pa.int32()))
     name = f"_empty_{table}"
     con.register(name, empty)
     if files is None:
-        files = table_files(lake, table)
+        files = layout.table_files(lake, table)
     if not files:
         return name
     paths = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+    hive_types = ", ".join(f"'{k}': {v}" for k, v in layout.HIVE_TYPES.items())
     return (
         f"(SELECT * FROM read_parquet({paths}, hive_partitioning=true, union_by_name=true,"
-        f" hive_types={{'dt': DATE, 'hour': INTEGER}}) UNION ALL BY NAME SELECT * FROM {name})"
+        f" hive_types={{{hive_types}}}) UNION ALL BY NAME SELECT * FROM {name})"
     )
 
 
 # One row per identity: a replay may have written a row twice (identical but for lake_source, so a row
 # filter may go before this clause, as the UI does with partition and trace-id filters, and the result
 # is what filtering the view gives). Compacted files hold one row per identity already.
-DEDUP = {
-    "spans": "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY lake_source) = 1",
-    "traces": "QUALIFY row_number() OVER (PARTITION BY trace_id, part_id ORDER BY lake_source) = 1",
-    "feedback": (
-        'QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, name, "time", source ORDER BY lake_source) = 1'
-    ),
-}
+DEDUP = {table: layout.dedup_clause(table) for table in ("spans", "traces", "feedback")}
 
 
 # duplicate_of: as written, or as the trace's summary decided it (a span written before the span it

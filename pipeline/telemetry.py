@@ -1,4 +1,5 @@
-"""Self-telemetry: Prometheus `/metrics`, `/healthz`, `/readyz` on 127.0.0.1:8888 (the Collector's port).
+"""Self-telemetry: Prometheus `/metrics`, `/healthz`, `/readyz` on 127.0.0.1:8888 (the Collector's port), and
+the POST routes the server adds (`/-/reload`: pipeline/service.py).
 
 Metrics are read from the components' own counters at scrape time (`metrics()` of each component;
 worker processes report theirs every second), so the hot path never touches a metrics library: no
@@ -7,6 +8,7 @@ cost per span. `process_*` metrics describe the `tracelake` process itself, not 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -25,6 +27,9 @@ log = logging.getLogger("tracelake.telemetry")
 
 MetricsSource = Callable[[], Iterable[metrics.Sample]]
 ReadinessCheck = Callable[[], list[str]]
+# a POST handler: request body → (HTTP status, JSON answer)
+PostRoute = Callable[[bytes], tuple[int, dict]]
+MAX_POST_BYTES = 64 * 1024
 
 
 class SampleCollector:
@@ -65,7 +70,8 @@ class TelemetryServer:
         # filled by whoever assembles the process: each component's metrics() and readiness
         self.metrics_sources: list[MetricsSource] = []
         self.readiness_checks: list[ReadinessCheck] = []
-        self.registry.register(SampleCollector(self.metrics_sources))  # type: ignore[arg-type]
+        self.post_routes: dict[str, PostRoute] = {}
+        self.registry.register(SampleCollector(self.metrics_sources))
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -84,6 +90,22 @@ class TelemetryServer:
                     self._send(503 if problems else 200, body, "text/plain")
                 else:
                     self._send(404, b"try /metrics, /healthz or /readyz\n", "text/plain")
+
+            def do_POST(self) -> None:
+                route = owner.post_routes.get(self.path.split("?", 1)[0])
+                length = int(self.headers.get("Content-Length") or 0)
+                if route is None:
+                    self._send(404, b"no such POST route\n", "text/plain")
+                    return
+                if length > MAX_POST_BYTES:
+                    self._send(413, b"body too large\n", "text/plain")
+                    return
+                try:
+                    status, answer = route(self.rfile.read(length))
+                except Exception as e:  # the server keeps running; the caller learns why
+                    log.exception("POST %s failed", self.path)
+                    status, answer = 500, {"ok": False, "errors": [f"{type(e).__name__}: {e}"]}
+                self._send(status, json.dumps(answer).encode() + b"\n", "application/json")
 
             def _send(self, status: int, body: bytes, ctype: str) -> None:
                 self.send_response(status)

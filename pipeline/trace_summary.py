@@ -285,36 +285,6 @@ class TraceSummarizer:
             aged.add(t)
         return aged
 
-    def promotion_rows(self, spans: pa.Table, reasons: dict[str, str]) -> pa.Table:
-        """Summary parts that turn dropped traces into kept ones (their counts are already summarised)."""
-        ids = spans.select(["trace_id"]).append_column("start", spans.column("start_time").cast(pa.int64()))
-        starts = ids.group_by("trace_id", use_threads=False).aggregate([("start", "min")])
-        trace_ids = starts.column("trace_id").to_pylist()
-        why = [reasons.get(t, "feedback") for t in trace_ids]
-        n = len(trace_ids)
-        zeros = pa.array(np.zeros(n, np.int64))
-        nulls = pa.nulls(n, pa.string())
-        merged = pa.table(
-            {
-                "trace_id": starts.column("trace_id"),
-                "part_id": [_digest(t, [f"promoted:{ {r} }"]) for t, r in zip(trace_ids, why, strict=True)],
-                "root_name": nulls,
-                "service_name": nulls,
-                "start": starts.column("start_min"),
-                "end": pa.nulls(n, pa.int64()),
-                **dict.fromkeys(("span_count", "error_count", "llm_count", "tool_count", "unpriced_calls"), zeros),
-                **dict.fromkeys(("cost_usd", "feedback_min"), pa.nulls(n, pa.float64())),
-                **dict.fromkeys(TOKEN_COLUMNS, pa.nulls(n, pa.int64())),
-                **dict.fromkeys(("session_id", "user_id", "tenant_id", "lake_source"), nulls),
-                "kept": pa.array([1] * n, pa.int64()),
-                "models": pa.array([[]] * n, pa.list_(pa.string())),
-                "duplicate_spans": pa.array([[]] * n, pa.list_(schema.DUPLICATE)),
-                "prompt_versions": pa.array([[]] * n, pa.list_(pa.string())),
-                "keep_reasons": pa.array([[r] for r in why], pa.list_(pa.string())),
-            }
-        )
-        return _traces_rows(merged)
-
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """A 64-bit mixer (splitmix64's finaliser): nearby inputs give unrelated outputs."""
@@ -459,3 +429,35 @@ def _traces_rows(merged: pa.Table) -> pa.Table:
     }
     arrays = [columns[f.name] if f.name in columns else merged.column(f.name).cast(f.type) for f in schema.TRACES]
     return pa.Table.from_arrays(arrays, schema=schema.TRACES)
+
+
+def promotion_parts(spans: pa.Table, reasons: dict[str, str]) -> pa.Table:
+    """Summary parts that turn dropped traces into kept ones (their counts are already summarised): what
+    pipeline/holdback.py writes when it promotes held-back spans."""
+    ids = spans.select(["trace_id"]).append_column("start", spans.column("start_time").cast(pa.int64()))
+    starts = ids.group_by("trace_id", use_threads=False).aggregate([("start", "min")])
+    trace_ids = starts.column("trace_id").to_pylist()
+    why = [reasons.get(t, "feedback") for t in trace_ids]
+    n = len(trace_ids)
+    zeros = pa.array(np.zeros(n, np.int64))
+    nulls = pa.nulls(n, pa.string())
+    merged = pa.table(
+        {
+            "trace_id": starts.column("trace_id"),
+            "part_id": [_digest(t, [f"promoted:{ {r} }"]) for t, r in zip(trace_ids, why, strict=True)],
+            "root_name": nulls,
+            "service_name": nulls,
+            "start": starts.column("start_min"),
+            "end": pa.nulls(n, pa.int64()),
+            **dict.fromkeys(("span_count", "error_count", "llm_count", "tool_count", "unpriced_calls"), zeros),
+            **dict.fromkeys(("cost_usd", "feedback_min"), pa.nulls(n, pa.float64())),
+            **dict.fromkeys(TOKEN_COLUMNS, pa.nulls(n, pa.int64())),
+            **dict.fromkeys(("session_id", "user_id", "tenant_id", "lake_source"), nulls),
+            "kept": pa.array([1] * n, pa.int64()),
+            "models": pa.array([[]] * n, pa.list_(pa.string())),
+            "duplicate_spans": pa.array([[]] * n, pa.list_(schema.DUPLICATE)),
+            "prompt_versions": pa.array([[]] * n, pa.list_(pa.string())),
+            "keep_reasons": pa.array([[r] for r in why], pa.list_(pa.string())),
+        }
+    )
+    return _traces_rows(merged)

@@ -7,6 +7,9 @@ offset that something (a sink buffer, an open trace summary, a processor) still 
 
 Stopping is cooperative: close the source, and `run()` returns once it is drained, processors
 are shut down, every sink has flushed and the final offsets are committed.
+
+Reloading (README "Changing a chain"): `request_swap(WorkerChain)` from any thread; the worker's thread
+swaps at the next batch boundary (`_swap`) and resolves the returned future.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +32,7 @@ from core.processor import Processor, Sampler, StatefulProcessor
 from core.sink import SinkWriteError
 from pipeline.bus.base import Delivery, Source
 from pipeline.feedback_scope import FeedbackScope
+from pipeline.holdback import Holdback
 from pipeline.otlp.attributes import RawAttributesRequest
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.otlp.wire import NotCanonical, decode_bodies
@@ -48,9 +53,26 @@ class WorkerStats:
     traces_summarised: int = 0
     undecodable_messages: int = 0
     commits: int = 0
-    spans_held_back: int = 0
     feedback_events: int = 0
-    promoted_traces: int = 0
+
+
+@dataclass
+class WorkerChain:
+    """What a reload replaces in a running worker, built from a config (pipeline/build.py): the processor
+    chain, the sinks, and the worker settings that are not restart-only."""
+
+    processors: list[tuple[str, Processor]]
+    sinks: list[ParquetSink]
+    normalizer: Normalizer
+    trace_idle: float
+    trace_max_wait: float | None
+    max_batch_spans: int
+    max_batch_delay: float
+    holdback_retention: float | None
+
+
+class WorkerStopping(Exception):
+    """A swap requested of a worker that stopped before its next batch boundary."""
 
 
 def _by_partition(deliveries: list[Delivery]) -> Iterable[tuple[str | None, list[Delivery]]]:
@@ -58,18 +80,6 @@ def _by_partition(deliveries: list[Delivery]) -> Iterable[tuple[str | None, list
     for d in deliveries:
         groups.setdefault(d.partition, []).append(d)
     return groups.items()
-
-
-def _dedupe_spans(rows: pa.Table) -> pa.Table:
-    """One row per (trace_id, span_id): the holdback may hold a replayed span twice."""
-    first = (
-        pa.table({"k": pc.binary_join_element_wise(rows.column("trace_id"), rows.column("span_id"), ":")})
-        .append_column("i", pa.array(range(rows.num_rows), pa.int64()))
-        .group_by("k", use_threads=False)
-        .aggregate([("i", "min")])
-    )
-    keep = first.column("i_min")
-    return rows.take(keep.take(pc.sort_indices(keep)))
 
 
 class Worker:
@@ -100,31 +110,36 @@ class Worker:
         self.stopped = threading.Event()
         self.error: BaseException | None = None
         self._last_commit = 0.0
-        self.holdback_retention = holdback_retention
-        self._last_expiry = 0.0
+        self.holdback = Holdback(sinks, holdback_retention)
         self._last_busy = time.monotonic()
         self._released = True
-        # the processor hooks, bound once (core/processor.py): who holds spans, who promotes traces
+        self._bind(processors)
+        self._processors_shut_down = False
+        self._swaps: list[tuple[WorkerChain, Future[None]]] = []
+        self._swaps_closed = False  # the worker left its loop: no batch boundary comes any more
+        self._swap_lock = threading.Lock()
+        if hasattr(source, "on_revoke"):
+            source.on_revoke = self.handle_revoke
+
+    def _bind(self, processors: list[tuple[str, Processor]]) -> None:
+        """The processor hooks, bound once per chain (core/processor.py): who holds spans, who promotes traces."""
         self._holders: list[tuple[int, StatefulProcessor]] = [
             (i, proc) for i, (_pid, proc) in enumerate(processors) if isinstance(proc, StatefulProcessor)
         ]
         self._samplers: list[Sampler] = [proc for _pid, proc in processors if isinstance(proc, Sampler)]
-        self._processors_shut_down = False
-        if hasattr(source, "on_revoke"):
-            source.on_revoke = self.handle_revoke  # type: ignore[attr-defined]
 
     def metrics(self) -> list[metrics.Sample]:
         """This worker's counters, its processors' and its sinks', read at the moment of the call."""
-        s = self.stats
+        s, held = self.stats, self.holdback
         out = [
             metrics.counter(name, doc, value)
             for name, value, doc in (
                 ("tracelake_worker_spans_in", s.spans_in, "spans decoded from the bus (feedback events not counted)"),
                 ("tracelake_worker_spans_out", s.spans_out, "spans written to the spans table"),
-                ("tracelake_worker_spans_held_back", s.spans_held_back, "spans sampled out into the holdback area"),
+                ("tracelake_worker_spans_held_back", held.spans_held, "spans sampled out into the holdback area"),
                 ("tracelake_worker_traces_summarised", s.traces_summarised, "trace summary rows written"),
                 ("tracelake_worker_feedback_events", s.feedback_events, "feedback rows written"),
-                ("tracelake_worker_promoted_traces", s.promoted_traces, "dropped traces promoted by late feedback"),
+                ("tracelake_worker_promoted_traces", held.promoted_traces, "dropped traces promoted by late feedback"),
                 (
                     "tracelake_worker_feedback_refused",
                     self.feedback_scope.refused,
@@ -168,6 +183,7 @@ class Worker:
 
     # -- one iteration ----------------------------------------------------------------------
     def step(self) -> int:
+        self._swap_requested()
         if any(s.backlog_bytes > MAX_BACKLOG_BYTES for s in self.sinks):
             self._flush_due()
             time.sleep(0.2)
@@ -251,34 +267,20 @@ class Worker:
         for sink in self.sinks:
             sink.write("spans", kept, source, offsets)
             sink.write("feedback", events, source, offsets)
-            if dropped is not None:
-                sink.write("holdback", dropped, source, offsets)
-        self.stats.spans_held_back += 0 if dropped is None else dropped.num_rows
+        if dropped is not None:
+            self.holdback.hold(dropped, source, offsets)
         self.stats.feedback_events += events.num_rows
 
     def _promote(self, samplers: list[Sampler] | None = None) -> None:
-        """Late negative feedback for dropped traces: move their held-back spans into `spans`."""
+        """Late negative feedback for dropped traces: the holdback moves their spans into `spans`."""
         requests: list[tuple[str, str]] = []
         for sampler in self._samplers if samplers is None else samplers:
             requests.extend(sampler.take_promotions())
         if not requests or not self.sinks:
-            self.feedback_scope.forget_ratings()
+            self.feedback_scope.forget_ratings()  # the ratings seen since the last check promote nothing
             return
-        reasons = dict(requests)
-        sink = self.sinks[0]
-        rows = self.feedback_scope.promotable(sink.read_holdback(sorted(reasons)))
-        if rows.num_rows == 0:
-            return
-        rows = _dedupe_spans(rows)
-        for s in self.sinks:
-            s.write("spans", rows)
-            s.write("traces", self.summarizer.promotion_rows(rows, reasons))
-        self.stats.promoted_traces += len(set(rows.column("trace_id").to_pylist()))
-        log.info(
-            "promoted %d held-back spans of %d traces after late feedback",
-            rows.num_rows,
-            len(set(rows.column("trace_id").to_pylist())),
-        )
+        # only held-back spans of the tenant that rated their trace (pipeline/feedback_scope.py)
+        self.holdback.promote(requests, self.feedback_scope.promotable)
 
     def _emit_released(self, spans: pa.Table, position: int) -> None:
         """Spans the processor at `position` held and now releases: the rest of the chain, then the sinks,
@@ -309,16 +311,7 @@ class Worker:
             for sink in self.sinks:
                 sink.write("traces", part.rows, part.source, part.offsets)
         self._flush_due()
-        self._expire_holdback()
-
-    def _expire_holdback(self) -> None:
-        now = time.monotonic()
-        if self.holdback_retention is None or now - self._last_expiry < 60:
-            return
-        self._last_expiry = now
-        for sink in self.sinks:
-            for path in sink.expire("holdback", self.holdback_retention):
-                log.info("deleted held-back spans older than the late-feedback window: %s", path)
+        self.holdback.expire()
 
     def _flush_due(self) -> None:
         for sink in self.sinks:
@@ -364,16 +357,72 @@ class Worker:
         for _i, holder in self._holders:
             holder.forget(sources)
 
+    # -- reload -----------------------------------------------------------------------------
+    def request_swap(self, chain: WorkerChain) -> Future[None]:
+        """Ask the worker's thread to run `chain` from its next batch boundary on (any thread may ask). The
+        future fails with the reason when the swap could not happen; the old chain then keeps running."""
+        future: Future[None] = Future()
+        with self._swap_lock:
+            if self._swaps_closed:
+                future.set_exception(WorkerStopping("the worker is stopping"))
+            else:
+                self._swaps.append((chain, future))
+        return future
+
+    def _swap_requested(self) -> None:
+        with self._swap_lock:
+            swaps, self._swaps = self._swaps, []
+        for chain, future in swaps:
+            try:
+                self._swap(chain)
+            except Exception as e:
+                log.error("reload: keeping the old chain: %s", e)
+                future.set_exception(e)
+            else:
+                future.set_result(None)
+
+    def _swap(self, new: WorkerChain) -> None:
+        """At a batch boundary: the old sinks write everything they buffer, as for a rebalance (a failure
+        raises before anything changed), and the new sinks take over; the old stateful processors then
+        release everything they hold, decided by their own policies (`retire`), through the rest of the old
+        chain into the new sinks; then the new chain runs. Offsets stay behind whatever is still only in
+        memory (the new sinks' buffers), so a crash at any point replays instead of losing."""
+        for sink in self.sinks:
+            sink.flush_all()
+        self.sinks = new.sinks
+        for i, holder in self._holders:
+            if isinstance(holder, Sampler):
+                self._promote([holder])  # its last promotions, while it still runs
+            self._emit_released(holder.retire(), i)
+        self.processors = new.processors
+        self._bind(new.processors)
+        self.processor_in = {pid: self.processor_in.get(pid, 0) for pid, _ in new.processors}
+        self.processor_out = {pid: self.processor_out.get(pid, 0) for pid, _ in new.processors}
+        self.normalizer = new.normalizer
+        self.summarizer.trace_idle, self.summarizer.trace_max_wait = new.trace_idle, new.trace_max_wait
+        self.max_batch_spans, self.max_batch_delay = new.max_batch_spans, new.max_batch_delay
+        self.holdback_retention = new.holdback_retention
+        self._maybe_commit(force=True)
+        log.info("reload: now running processors [%s]", ", ".join(pid for pid, _ in new.processors))
+
+    def _refuse_swaps(self) -> None:
+        with self._swap_lock:
+            swaps, self._swaps, self._swaps_closed = self._swaps, [], True
+        for _chain, future in swaps:
+            future.set_exception(WorkerStopping("the worker stopped before its next batch"))
+
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
         try:
             while not self.source.drained:
                 self.step()
+            self._refuse_swaps()
             self.shutdown()
         except BaseException as e:
             self.error = e
             log.critical("worker failed: %s", e, exc_info=True)
         finally:
+            self._refuse_swaps()
             finish: Any = getattr(self.source, "finish", None)
             if finish is not None:
                 finish()

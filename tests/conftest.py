@@ -34,6 +34,7 @@ class RunningTracelake:
         command: str = "run",
         name: str = "tracelake",
         args: tuple[str, ...] = (),
+        ready_timeout: float = 30,
     ) -> None:
         self.workdir = workdir
         self.lake = workdir / "lake"
@@ -51,7 +52,7 @@ class RunningTracelake:
             env={**os.environ, **(env or {})},
         )
         threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(30):
+        if not self._ready.wait(ready_timeout):
             self.proc.kill()
             raise RuntimeError("tracelake did not become ready:\n" + self.log)
 
@@ -75,6 +76,12 @@ class RunningTracelake:
         for m in re.finditer(r"worker process (\d+) started \(pid (\d+)\)", self.log):
             pids[int(m.group(1))] = int(m.group(2))
         return pids
+
+    def kill(self) -> None:
+        """After a test that did not stop it: no drain, nothing left running."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:
@@ -132,9 +139,7 @@ def tracelake(tmp_path: Path) -> Iterator[RunningTracelake]:
     try:
         yield tl
     finally:
-        if tl.proc.poll() is None:
-            tl.proc.kill()
-            tl.proc.wait()
+        tl.kill()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

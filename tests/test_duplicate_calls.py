@@ -22,6 +22,7 @@ from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
 from pipeline.trace_summary import TraceSummarizer
 from processors.cost.processor import CostProcessor
+from sinks.parquet import layout
 from sinks.parquet.config import ParquetSinkConfig
 from sinks.parquet.sink import ParquetSink
 from tests.conftest import RunningTracelake, config_yaml, make_request
@@ -288,5 +289,5 @@ def test_files_written_before_the_columns_existed(tmp_path: Path) -> None:
     con = connect(tmp_path)
     assert con.execute("SELECT span_id, duplicate_of FROM spans").fetchall() == [(INNER, None)]
     assert con.execute("SELECT llm_count, duplicate_spans FROM traces").fetchall() == [(1, [])]
-    held = ParquetSink(ParquetSinkConfig(path=str(tmp_path))).read_holdback([T1])
+    held = layout.read_rows(tmp_path, "holdback", [T1])
     assert held.column("span_id").to_pylist() == [INNER] and held.column("duplicate_of").to_pylist() == [None]

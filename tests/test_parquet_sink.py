@@ -180,7 +180,7 @@ def test_temp_files_of_a_killed_writer_are_swept_at_start(tmp_path: Path) -> Non
     import os
     import subprocess
 
-    from sinks.parquet.sink import _HOST
+    from sinks.parquet.layout import HOST as _HOST
 
     part = tmp_path / "spans" / "dt=2026-01-01" / "hour=00"
     part.mkdir(parents=True)

@@ -11,12 +11,13 @@ import pytest
 
 from core import feedback
 from core.conventions import normalize
-from pipeline.maintenance import MaintenanceBusy, hour_partitions, maintenance_lock
-from pipeline.maintenance.retention import TRASH, apply_retention
+from pipeline.maintenance import MaintenanceBusy, maintenance_lock
+from pipeline.maintenance.retention import apply_retention
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.query import connect
 from pipeline.trace_summary import TraceSummarizer
 from sinks.parquet.config import ParquetSinkConfig
+from sinks.parquet.layout import TRASH, hour_partitions
 from sinks.parquet.sink import ParquetSink
 from tests.conftest import RunningTracelake, config_yaml, make_request
 

@@ -582,6 +582,14 @@ def test_readme_sdk_settings_reach_the_secured_collector(secured: Secured) -> No
     assert _tenants_of(secured, [trace_id]) == {trace_id: "acme"}
 
 
+# -- reload over the TLS telemetry endpoint ------------------------------------------------------------
+def test_tracelake_reload_speaks_https_to_a_tls_telemetry_endpoint(secured: Secured) -> None:
+    tl = secured.tl
+    out = run_cli("reload", "--config", str(tl.config), "--endpoint", tl.telemetry, "--cacert", str(secured.ca.path))
+    assert out.returncode == 0 and "reloaded (generation 2" in out.stdout, out.stdout + out.stderr
+    assert _metric(secured.metrics(), "tracelake_config_generation") == 2
+
+
 # -- mTLS ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mutual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:

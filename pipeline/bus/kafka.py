@@ -261,6 +261,7 @@ class KafkaSource:
         consumer_cfg.update(cfg.consumer)
         self._consumer = Consumer(_client_config(cfg, consumer_cfg))
         self.on_revoke: RevokeHandler | None = None
+        self.on_leave: Callable[[], None] | None = None  # told before the group leave (the last step of a stop)
         self.lag: dict[str, int] = {}
         # per partition key ("topic/3"): the next offset to commit when nothing of it is held
         self._next: dict[str, int] = {}
@@ -325,6 +326,7 @@ class KafkaSource:
                     log.warning("consume error: %s", err.str())
                 continue
             topic, part, off = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and part is not None and off is not None  # None only on error events
             pk = self.key(topic, part)
             if off + 1 < self._next.get(pk, 0):
                 # offsets went backwards: the topic was recreated (e.g. a broker without storage restarted)
@@ -389,6 +391,8 @@ class KafkaSource:
         if self._closed:
             return
         self._closed = True
+        if self.on_leave is not None:
+            self.on_leave()
         leaving = threading.Thread(target=self._consumer.close, name="kafka-leave", daemon=True)
         leaving.start()
         leaving.join(LEAVE_TIMEOUT_S)

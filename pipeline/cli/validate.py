@@ -1,4 +1,5 @@
-"""`tracelake validate FILE`: every error with its key path (exit 2), or a one-line summary (exit 0)."""
+"""`tracelake validate [--strict] FILE`: every error with its key path (exit 2), or a one-line summary (exit 0);
+warnings about chains that are valid but probably wrong (pipeline/config/lint.py) make `--strict` exit 1."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ if TYPE_CHECKING:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from pipeline.config.lint import chain_warnings
     from pipeline.config.model import resolve_processes
     from pipeline.receiver.exposure import unprotected_receivers
-    from processors.offload_artifacts.order import order_warnings
 
     config = load_or_exit(args.file)
     p = config.pipeline
@@ -27,7 +28,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{config.source}: {problem}", file=sys.stderr)
     if problems:
         return 2
-    for w in [*config.warnings, *order_warnings(p.process, ingest_ids=p.ingest), *unprotected_receivers(otlp)]:
+    warnings = [*config.warnings, *chain_warnings(config), *unprotected_receivers(otlp)]
+    for w in warnings:
         print(f"{config.source}: warning: {w}", file=sys.stderr)
 
     def protection(block: GrpcReceiverConfig | HttpReceiverConfig) -> str:
@@ -46,6 +48,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"bus: {config.raw.bus.type}; worker processes: {workers}; process: [{', '.join(p.process)}]; "
         f"sinks: [{', '.join(p.sinks)}]"
     )
+    if warnings and args.strict:
+        print(f"{config.source}: {len(warnings)} warning(s) and --strict: exit 1", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -79,4 +84,9 @@ def security_material_problems(config: Config) -> list[str]:
 def add_commands(sub: SubParsers) -> None:
     v = sub.add_parser("validate", help="check a config file; prints every error with its key path")
     v.add_argument("file")
+    v.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when the chain is valid but probably wrong (the warnings; for CI)",
+    )
     v.set_defaults(func=cmd_validate)

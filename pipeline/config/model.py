@@ -309,7 +309,7 @@ class RawConfig(Strict):
         EmbeddedBusConfig | KafkaBusConfig, Field(discriminator="type"), BeforeValidator(_default_bus_type)
     ] = Field(default_factory=EmbeddedBusConfig)
     processors: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
-    sinks: dict[str, dict[str, Any] | None] = Field(default_factory=lambda: {"parquet": {}})
+    sinks: dict[str, dict[str, Any] | None] = Field(default={"parquet": {}})  # copied for each instance
     pipelines: dict[str, PipelineConfig] = Field(default_factory=lambda: {"traces": PipelineConfig()})
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)

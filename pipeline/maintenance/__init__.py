@@ -1,17 +1,17 @@
-"""Lake maintenance: compaction (`compact.py`, `background.py`, `replaced.py`), retention (`retention.py`),
+"""Lake maintenance: compaction (`compact.py`, `background.py`), retention (`retention.py`),
 forgetting a user (`forget.py`), saved investigations (`saved_queries.py`).
 
-This module holds what they share: the hour partitions of a table (docs/design.md contract 2:
-`<lake>/<table>/dt=YYYY-MM-DD/hour=HH/`) and a per-lake lock so that two maintenance runs (in any
+The lake's layout (hour partitions, file names, replaced files) is sinks/parquet/layout.py, shared with the
+sink and the query views. This module holds a per-lake lock so that two maintenance runs (in any
 process: the background compactor of each server writing the lake, `tracelake compact`, retention,
 forget) never rewrite or delete the same partition at once. Writers (`tracelake run` / workers)
 never take the lock: maintenance is built to be safe while they write.
 
-Readers take no lock either. Compaction keeps the files it replaced for a grace period, hidden from
-new listings (`replaced.py`), so a query never fails for a file compaction removed unless it runs
-longer than that. Retention removes whole hours: a query that listed one of its files a moment
-before fails with "Cannot open file … No such file or directory" — loudly, never with partial rows —
-and succeeds when run again; `retry_vanished` runs a query again in that case.
+Readers take no lock either. Compaction keeps the files it replaced for a grace period, hidden
+from new listings (sinks/parquet/layout.py, "Replaced files"), so a query never fails for a file
+compaction removed unless it runs longer than that. Retention removes whole hours: a query that
+listed one of its files a moment before fails with "Cannot open file … No such file or directory" —
+loudly, never with partial rows — and succeeds when run again; `retry_vanished` runs a query again in that case.
 """
 
 from __future__ import annotations
@@ -21,14 +21,10 @@ import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 import duckdb
-
-from core import schema
 
 T = TypeVar("T")
 
@@ -36,41 +32,6 @@ T = TypeVar("T")
 # the background compactor merges it too.
 TABLES = ("spans", "traces", "feedback")
 LOCK_NAME = ".maintenance.lock"
-HOUR_S = 3600.0
-
-
-@dataclass(frozen=True)
-class HourPartition:
-    table: str
-    path: Path
-    start: datetime  # UTC; the partition holds rows with start_time / time in [start, start + 1h)
-
-    @property
-    def name(self) -> str:
-        return f"{self.path.parent.name}/{self.path.name}"
-
-    @property
-    def end_s(self) -> float:
-        return self.start.timestamp() + HOUR_S
-
-    def closed_before(self, cutoff_s: float) -> bool:
-        """True when the whole hour lies before `cutoff_s` (unix seconds)."""
-        return self.end_s <= cutoff_s
-
-
-def hour_partitions(lake: Path, table: str) -> list[HourPartition]:
-    """The table's `dt=…/hour=…` directories, oldest first; directories with other names are ignored."""
-    root = Path(lake) / schema.TABLE_DIRS[table]
-    out = []
-    for d in root.glob("dt=*/hour=*"):
-        if not d.is_dir():
-            continue
-        try:
-            start = datetime.strptime(f"{d.parent.name[3:]} {d.name[5:]}", "%Y-%m-%d %H").replace(tzinfo=UTC)
-        except ValueError:
-            continue
-        out.append(HourPartition(table, d, start))
-    return sorted(out, key=lambda p: (p.start, str(p.path)))
 
 
 class MaintenanceBusy(RuntimeError):
@@ -95,20 +56,6 @@ def maintenance_lock(lake: Path, wait_s: float = 0.0) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
-
-
-def fsync_dir(path: Path) -> None:
-    """Make renames/unlinks in `path` durable (a rename is only on disk once its directory is)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def vanished_file(error: BaseException) -> bool:

@@ -22,9 +22,9 @@ Two kinds of merge, so that no byte is rewritten often:
 Safe while workers write:
 - The inputs are the files listed when a partition is planned; files written after that are left
   for the next run. Writers only ever add files (or replace one with the same rows, a replay).
-- Outputs are written to `.<prefix><digest>-NNN.parquet.<pid>.tmp` in the partition directory (a
+- Outputs are written to `.<prefix><digest>-NNN.parquet.<host>.<pid>.tmp` in the partition directory (a
   `*.parquet` glob never matches it), fsynced, checked, renamed into place and the directory fsynced.
-  Then the inputs are retired (pipeline/maintenance/replaced.py): a record next to them hides them
+  Then the inputs are retired (sinks/parquet/layout.py, "Replaced files"): a record next to them hides them
   from new readers, and they are deleted `grace` seconds later, by a later run. A query that listed
   them just before therefore still reads them, and never fails for a file compaction removed unless
   it (or its connection) is older than the grace period; `retry_vanished` runs such a query again.
@@ -49,7 +49,6 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 import threading
 import time
@@ -63,20 +62,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import schema
-from pipeline.maintenance import TABLES, HourPartition, fsync_dir, hour_partitions, maintenance_lock, replaced
-from sinks.parquet.sink import pid_alive
+from pipeline.maintenance import TABLES, maintenance_lock
+from sinks.parquet import layout
+from sinks.parquet.layout import FULL_PREFIX, IDENTITY, TIER_PREFIX, HourPartition, hour_partitions
 
 log = logging.getLogger("tracelake.compact")
 
-# Identity and tie-break of each table, exactly as pipeline/query.py's views de-duplicate (held-back spans:
-# as the worker does when it promotes them).
-IDENTITY = {
-    "spans": ("trace_id", "span_id"),
-    "traces": ("trace_id", "part_id"),
-    "feedback": ("trace_id", "span_id", "name", "time", "source"),
-    "holdback": ("trace_id", "span_id"),
-}
-TIE_BREAK = "lake_source"
 # Output order: a trace's rows sit together (trace-id lookups read one row group), then by time.
 SORT = {
     "spans": ("trace_id", "start_time", "span_id"),
@@ -84,12 +75,6 @@ SORT = {
     "feedback": ("trace_id", "time", "name"),
     "holdback": ("trace_id", "start_time", "span_id"),
 }
-FULL_PREFIX = "compacted-"  # a closed hour's one sorted run
-TIER_PREFIX = "merged-"  # a size-tiered merge of a recent hour, or of late files next to a run
-_OUTPUT = re.compile(r"^(compacted|merged)-([0-9a-f]{16})-\d{3}\.parquet$")
-# temp files of a run: outputs being written, a replacement record being written
-_TMP = re.compile(r"^\.(?:(?:compacted|merged)-[0-9a-f]{16}-\d{3}\.parquet|replaced-[0-9a-f]{16}\.json)\.(\d+)\.tmp$")
-STALE_TMP_S = 3600.0
 # Size classes of the tiered merge are this factor apart; a class with this many files is merged.
 MERGE_FILES = 4
 # Late files next to a closed hour's run are merged on their own until they reach this share of the run.
@@ -182,21 +167,11 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _size(path: Path) -> int | None:
     try:
         return path.stat().st_size
     except FileNotFoundError:  # replaced by a writer's replay this instant: the next run sees it
         return None
-
-
-def _full_run(path: Path) -> str | None:
-    """The run digest of a closed hour's full-merge output, else None."""
-    m = _OUTPUT.match(path.name)
-    return m.group(2) if m and m.group(1) == "compacted" else None
 
 
 class Compactor:
@@ -237,7 +212,7 @@ class Compactor:
         """What to merge in a closed hour, and whether it is a full merge."""
         runs: dict[str, list[Path]] = {}
         for f in files:
-            digest = _full_run(f)
+            digest = layout.full_run_digest(f.name)
             if digest is not None:
                 runs.setdefault(digest, []).append(f)
         if not runs:  # never merged: all of it, unless it is one file of target size already
@@ -276,7 +251,7 @@ class Compactor:
                 if not closed and not recent:
                     left += 1
                     continue
-                files = replaced.live_files(part.path)
+                files = layout.live_files(part.path)
                 sizes = {f: size for f in files if (size := _size(f)) is not None}
                 files = [f for f in files if f in sizes]
                 if closed:
@@ -313,7 +288,7 @@ class Compactor:
                     for plan in plans:
                         if self._interrupted.is_set():
                             break
-                        self._remove_stale_tmp(plan.partition.path)
+                        layout.sweep_temp_files(plan.partition.path, recursive=False)
                         result = self.compact_partition(self._con, plan)
                         report.compacted.append(result)
                         if result.error is None:
@@ -349,9 +324,9 @@ class Compactor:
         outputs_left = set(outputs)
         inputs = tuple(p.name for p in plan.inputs if p.name not in outputs_left)
         now = self._clock()
-        replaced.write_record(replaced.Replacement(directory, plan.digest, now, inputs, tuple(outputs)))
+        layout.write_record(layout.Replacement(directory, plan.digest, now, inputs, tuple(outputs)))
         if self.grace_s <= 0:
-            replaced.expire(directory, 0.0, now)
+            layout.expire_records(directory, 0.0, now)
 
     def expire_replaced(self) -> int:
         """Delete the inputs of earlier runs whose grace period is over; returns how many files went."""
@@ -359,22 +334,8 @@ class Compactor:
         deleted = 0
         for table in self.tables:
             for part in hour_partitions(self.lake, table):
-                deleted += sum(len(r.inputs) for r in replaced.expire(part.path, self.grace_s, now))
+                deleted += sum(len(r.inputs) for r in layout.expire_records(part.path, self.grace_s, now))
         return deleted
-
-    def _remove_stale_tmp(self, directory: Path) -> None:
-        """Temp files of a crashed compaction: never read (not *.parquet), but they take space."""
-        for p in directory.glob(".*.tmp"):
-            m = _TMP.match(p.name)
-            if m is None:
-                continue
-            pid = int(m.group(1))
-            try:
-                age = time.time() - p.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if pid == os.getpid() or not pid_alive(pid) or age > STALE_TMP_S:
-                p.unlink(missing_ok=True)
 
     def compact_partition(self, con: duckdb.DuckDBPyConnection, plan: PartitionPlan) -> PartitionResult:
         """Merge the plan's inputs into sorted, de-duplicated outputs renamed into place (inputs kept)."""
@@ -392,11 +353,11 @@ class Compactor:
             for tmp, rows in outputs:
                 if pq.read_metadata(tmp).num_rows != rows:  # a short write must never replace the inputs
                     raise OSError(f"{tmp}: wrote {rows} rows but the footer disagrees")
-            for tmp, _rows in outputs:
-                final = tmp.parent / tmp.name[1:].rsplit(".", 2)[0]
+            for i, (tmp, _rows) in enumerate(outputs):
+                final = part.path / layout.output_name(plan.prefix, plan.digest, i)
                 os.replace(tmp, final)
                 finals.append(final)
-            fsync_dir(part.path)
+            layout.fsync_dir(part.path)
         except (OSError, duckdb.Error, pa.ArrowException) as e:
             for t in tmps:
                 t.unlink(missing_ok=True)
@@ -422,12 +383,10 @@ class Compactor:
     def _query(self, plan: PartitionPlan) -> str:
         table = plan.partition.table
         files = ", ".join(_sql_str(str(p)) for p in plan.inputs)
-        identity = ", ".join(_ident(c) for c in IDENTITY[table])
-        order = ", ".join(_ident(c) for c in SORT[table])
+        order = ", ".join(layout.sql_ident(c) for c in SORT[table])
         return (
             f"SELECT * FROM read_parquet([{files}], union_by_name=true, hive_partitioning=false)\n"
-            f"QUALIFY row_number() OVER (PARTITION BY {identity} ORDER BY {_ident(TIE_BREAK)}) = 1\n"
-            f"ORDER BY {order}"
+            f"{layout.dedup_clause(table)}\nORDER BY {order}"
         )
 
     def _write_outputs(
@@ -451,8 +410,7 @@ class Compactor:
 
         def open_next() -> None:
             nonlocal writer, fh, rows_in_file
-            name = f".{plan.prefix}{plan.digest}-{len(outputs):03d}.parquet.{os.getpid()}.tmp"
-            tmp = plan.partition.path / name
+            tmp = layout.temp_path(plan.partition.path / layout.output_name(plan.prefix, plan.digest, len(outputs)))
             tmps.append(tmp)
             fh = open(tmp, "wb")  # noqa: SIM115 - closed in close_current
             writer = pq.ParquetWriter(

@@ -16,7 +16,6 @@ lock, so it never races compaction or retention.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core import schema
-from pipeline.maintenance import fsync_dir, maintenance_lock
+from pipeline.maintenance import maintenance_lock
 from sinks.artifacts.gc import lake_files, referenced_refs
 from sinks.artifacts.refs import is_ref
 from sinks.artifacts.store import ArtifactStore
+from sinks.parquet import layout
 
 TABLES = ("spans", "holdback", "traces", "feedback")  # holdback: dropped traces wait there for late feedback
 
@@ -59,10 +58,6 @@ class ForgetReport:
         return out
 
 
-def _files(lake: Path, table: str) -> list[Path]:
-    return sorted((lake / schema.TABLE_DIRS[table]).glob("dt=*/hour=*/*.parquet"))
-
-
 def _sql_list(values: Iterable[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
@@ -72,7 +67,7 @@ def user_trace_ids(lake: Path, user_ids: Sequence[str]) -> list[str]:
     con = duckdb.connect()
     found: set[str] = set()
     for table in ("spans", "holdback", "traces"):
-        files = _files(lake, table)
+        files = layout.stored_files(lake, table)
         if not files:
             continue
         sql = (
@@ -99,18 +94,10 @@ def _rewrite(path: Path, keep: pa.Table) -> bool:
     """Replace `path` with `keep`; an empty result removes the file. Returns whether it was removed."""
     if keep.num_rows == 0:
         path.unlink()
-        fsync_dir(path.parent)
+        layout.fsync_dir(path.parent)
         return True
-    tmp = path.with_name(f".{path.name}.forget.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(keep, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    with layout.durable_output(path) as fh:
+        pq.write_table(keep, fh, compression="zstd")
     return False
 
 
@@ -135,7 +122,7 @@ def forget_user(
         candidates: set[str] = set()
         for table in TABLES:
             removed_rows = 0
-            for path in _files(lake, table):
+            for path in layout.stored_files(lake, table):
                 rows = pq.read_table(path)
                 mine = pc.is_in(rows.column("trace_id"), value_set=doomed)
                 hits = pc.sum(mine).as_py() or 0

@@ -12,17 +12,13 @@ An emptied `dt=` directory is removed too.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.maintenance import TABLES, fsync_dir, hour_partitions, maintenance_lock
-
-TRASH = ".trash"
+from pipeline.maintenance import TABLES, maintenance_lock
+from sinks.parquet import layout
 
 
 @dataclass(frozen=True)
@@ -59,12 +55,12 @@ def apply_retention(
     removed: list[RemovedPartition] = []
     with maintenance_lock(lake, lock_wait_s):
         if not dry_run:
-            _empty_trash(lake)  # left over by a run that crashed between rename and delete
+            layout.empty_trash(lake)  # left over by a run that crashed between rename and delete
         for table in TABLES:
             age = ages_s.get(table)
             if age is None:
                 continue
-            for part in hour_partitions(lake, table):
+            for part in layout.hour_partitions(lake, table):
                 if not part.closed_before(now_s - age):
                     continue
                 files = [p for p in part.path.rglob("*") if p.is_file()]
@@ -73,22 +69,5 @@ def apply_retention(
                     RemovedPartition(table, part.name, str(part.path), sum(f.suffix == ".parquet" for f in files), size)
                 )
                 if not dry_run:
-                    _remove(lake, part.path)
+                    layout.remove_partition(lake, part)
     return removed
-
-
-def _empty_trash(lake: Path) -> None:
-    for p in (lake / TRASH).glob("*"):
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def _remove(lake: Path, hour_dir: Path) -> None:
-    trash = lake / TRASH
-    trash.mkdir(exist_ok=True)
-    name = f"{hour_dir.parent.parent.name}.{hour_dir.parent.name}.{hour_dir.name}.{os.getpid()}.{time.time_ns()}"
-    target = trash / name
-    os.replace(hour_dir, target)  # atomic: readers see the hour or nothing
-    fsync_dir(hour_dir.parent)
-    shutil.rmtree(target, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        hour_dir.parent.rmdir()  # the dt= directory, once its last hour is gone

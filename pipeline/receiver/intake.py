@@ -44,7 +44,7 @@ class IngestChain:
 
     def apply(self, request: ExportTraceServiceRequest, raw: bytes | None = None) -> ExportTraceServiceRequest:
         """`raw`: the request's bytes when it is unchanged since it was received (the columnar decode)."""
-        table = self.normalizer(_decode(request, raw))
+        table = self.normalizer(decode_request(request, raw))
         before = table.num_rows
         with self._lock:
             for _pid, proc in self.processors:
@@ -55,13 +55,14 @@ class IngestChain:
         return apply_table(request, table)
 
 
-def _decode(request: ExportTraceServiceRequest, raw: bytes | None) -> pa.Table:
+def decode_request(request: ExportTraceServiceRequest, raw: bytes | None, source: str = "ingest") -> pa.Table:
+    """One export request as a spans table, by the columnar reader when it can (the worker's path), else protobuf."""
     if raw is not None:
         try:
-            return decode_bodies([raw], ["ingest"])
+            return decode_bodies([raw], [source])
         except (NotCanonical, DecodeError):
             pass  # the protobuf decode reads what the columnar one leaves alone
-    return decode([SourcedRequest(request, "ingest")])
+    return decode([SourcedRequest(request, source)])
 
 
 class InvalidRequest(Exception):

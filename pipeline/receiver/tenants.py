@@ -23,9 +23,10 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 
 from core import metrics
 from core.conventions import TENANT_ATTRIBUTE
@@ -47,16 +48,15 @@ class Stamped:
     charges: dict[str, Charge] = field(default_factory=dict)  # tenant -> what it pays its rate limits
 
 
-def _set_tenant(attributes: Iterable[KeyValue] | object, tenant: str | None) -> bool:
+def _set_tenant(attrs: RepeatedCompositeFieldContainer[KeyValue], tenant: str | None) -> bool:
     """Drop every TENANT_ATTRIBUTE, then add `tenant` (unless None). True when anything changed."""
-    attrs = attributes  # a repeated KeyValue field
-    old = [i for i, kv in enumerate(attrs) if kv.key == TENANT_ATTRIBUTE]  # type: ignore[attr-defined]
-    if tenant is not None and len(old) == 1 and attrs[old[0]].value.string_value == tenant:  # type: ignore[index]
+    old = [i for i, kv in enumerate(attrs) if kv.key == TENANT_ATTRIBUTE]
+    if tenant is not None and len(old) == 1 and attrs[old[0]].value.string_value == tenant:
         return False
     for i in reversed(old):
-        del attrs[i]  # type: ignore[attr-defined]
+        del attrs[i]
     if tenant is not None:
-        kv = attrs.add()  # type: ignore[attr-defined]
+        kv = attrs.add()
         kv.key = TENANT_ATTRIBUTE
         kv.value.string_value = tenant
     return bool(old) or tenant is not None
@@ -139,7 +139,7 @@ def _split(rs: ResourceSpans, claims: list[list[str]]) -> list[ResourceSpans]:
     """One copy of the resource per tenant its spans claim, each stamped, holding that tenant's spans."""
     parts: dict[str, ResourceSpans] = {}
     for ss, scope_claims in zip(rs.scope_spans, claims, strict=True):
-        targets: dict[str, object] = {}
+        targets: dict[str, ScopeSpans] = {}
         for span, tenant in zip(ss.spans, scope_claims, strict=True):
             part = parts.get(tenant)
             if part is None:
@@ -149,8 +149,8 @@ def _split(rs: ResourceSpans, claims: list[list[str]]) -> list[ResourceSpans]:
             target = targets.get(tenant)
             if target is None:
                 target = targets[tenant] = part.scope_spans.add(schema_url=ss.schema_url)
-                target.scope.CopyFrom(ss.scope)  # type: ignore[attr-defined]
-            target.spans.append(span)  # type: ignore[attr-defined]
+                target.scope.CopyFrom(ss.scope)
+            target.spans.append(span)
     return list(parts.values())
 
 
@@ -159,9 +159,9 @@ def _restamp(raw: bytes | None, tenants: list[str | None]) -> bytes | None:
     if raw is None:
         return None
     parsed = RawSpansRequest.FromString(raw)
-    for rs, tenant in zip(parsed.resource_spans, tenants, strict=True):  # type: ignore[attr-defined]
+    for rs, tenant in zip(parsed.resource_spans, tenants, strict=True):
         _set_tenant(rs.resource.attributes, tenant)
-    return parsed.SerializeToString()  # type: ignore[attr-defined]
+    return parsed.SerializeToString()
 
 
 _TENANT_HELP = {
@@ -204,6 +204,10 @@ class Tenancy:
         self.stamp = TenantStamp(claim_keys)
         self.limiter = limiter
         self.stats = TenantStats()
+
+    def claim_keys(self, keys: tuple[str, ...]) -> None:
+        """The attribute keys a client names a tenant with (`worker.keys.tenant`), after a reload."""
+        self.stamp = TenantStamp(keys)
 
     def admit(
         self, request: ExportTraceServiceRequest, raw: bytes | None, caller: Caller | None, feedback: bool = False

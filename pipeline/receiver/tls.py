@@ -192,7 +192,9 @@ def grpc_server_credentials(certs: ServerCertificates) -> grpc.ServerCredentials
         return None if material is None else configuration(material)
 
     return grpc.dynamic_ssl_server_credentials(
-        configuration(certs.current), fetch, require_client_authentication=certs.mutual
+        configuration(certs.current),
+        fetch,  # type: ignore[arg-type]  # grpcio documents None as "no change"; its stub does not allow it
+        require_client_authentication=certs.mutual,
     )
 
 

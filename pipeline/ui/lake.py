@@ -21,10 +21,9 @@ import duckdb
 import pyarrow as pa
 
 from pipeline import query
-from pipeline.maintenance import hour_partitions, retry_vanished
-from pipeline.maintenance.compact import FULL_PREFIX as PREFIX
-from pipeline.maintenance.replaced import live_files
+from pipeline.maintenance import retry_vanished
 from pipeline.ui.trace_id_index import TraceIdIndex
+from sinks.parquet.layout import full_run_digest, hour_partitions, live_files
 
 T = TypeVar("T")
 HOUR_NS = 3600 * 10**9
@@ -38,7 +37,7 @@ class Hour:
     @property
     def compacted(self) -> bool:
         """Only the output of one compaction run: its rows are one per identity already."""
-        digests = {f.name[len(PREFIX) : len(PREFIX) + 16] if f.name.startswith(PREFIX) else None for f in self.files}
+        digests = {full_run_digest(f.name) for f in self.files}
         return len(digests) == 1 and None not in digests
 
 

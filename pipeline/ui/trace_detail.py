@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import duckdb
@@ -277,11 +277,15 @@ def _pairs(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+# the columns before `attributes`, as the query selects them
+_HEAD_FIELDS = [f.name for f in fields(SpanDetail)][:30]
+
+
 def _detail(r: tuple) -> SpanDetail:
-    head = list(r[:30])
+    head = dict(zip(_HEAD_FIELDS, r[:30], strict=True))
     attributes, resource, events, links, pii, artifacts = r[30:]
     return SpanDetail(
-        *head,
+        **head,
         attributes=_pairs(attributes),
         resource_attributes=_pairs(resource),
         events=[Event(t, n or "", _pairs(a)) for t, n, a in events or []],

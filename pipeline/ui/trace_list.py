@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Literal
 from urllib.parse import urlencode
 
@@ -261,11 +262,11 @@ def list_traces(lake: LakeReader, q: TraceQuery, now_ns: int | None = None) -> T
         start_ns = lo_ns if complete else max(lo_ns, first)
         excluded: list[str] = []
         while True:
-            ids = lake.run(lambda con, w=window, s=start_ns, x=excluded: _page_ids(lake, con, q, w, s, hi_ns, x))
-            partial = lake.run(lambda con, o=older, i=ids: lake.ids_with_parts_in(con, "traces", o, i))
-            if not partial:
+            ids = lake.run(partial(_page_ids, lake, q=q, window=window, lo_ns=start_ns, hi_ns=hi_ns, excluded=excluded))
+            in_older = lake.run(partial(lake.ids_with_parts_in, table="traces", hours=older, ids=ids))
+            if not in_older:
                 break
-            excluded += partial
+            excluded += in_older
         if len(ids) >= need or complete:
             break
         take = min(len(in_range), take * 4)

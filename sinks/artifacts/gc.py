@@ -31,9 +31,9 @@ from pathlib import Path
 
 import duckdb
 
-from core import schema
 from sinks.artifacts.refs import REF_PREFIX
 from sinks.artifacts.store import ArtifactStore
+from sinks.parquet.layout import stored_files
 
 log = logging.getLogger("tracelake.artifacts.gc")
 
@@ -70,7 +70,7 @@ def lake_files(lakes: Sequence[str | Path]) -> list[str]:
     files: list[str] = []
     for lake in lakes:
         for table in SCANNED_TABLES:
-            files.extend(sorted(str(p) for p in (Path(lake) / schema.TABLE_DIRS[table]).glob("*/*/*.parquet")))
+            files.extend(str(p) for p in stored_files(lake, table))
     return files
 
 

@@ -1,9 +1,9 @@
 """ParquetSink: buffers rows per hive partition and writes whole, deterministically named files.
 
-Layout: `<lake>/<table>/dt=YYYY-MM-DD/hour=HH/part-<digest>.parquet`, zstd. A file is written
-to a `.tmp` name, fsynced and renamed, so a reader never sees half a file. The digest is a
-sha256 of the rows' identity columns, so the same data always gets the same name and a
-replay overwrites instead of duplicating.
+Layout (sinks/parquet/layout.py): `<lake>/<table>/dt=YYYY-MM-DD/hour=HH/part-<digest>.parquet`, zstd.
+A file is written to a temp name, fsynced and renamed, so a reader never sees half a file. The
+digest is a sha256 of the rows' identity columns, so the same data always gets the same name and
+a replay overwrites instead of duplicating.
 
 Freshness: rows are queryable once their file is renamed into place, so a buffer is written
 when nothing new has arrived for `flush_idle` (a quiet partition is written at once) and when
@@ -18,36 +18,23 @@ being dropped.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import shutil
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from core import metrics, schema
 from core.sink import SinkWriteError
-from pipeline.maintenance.replaced import table_files
+from sinks.parquet import layout
 from sinks.parquet.config import ParquetSinkConfig
 
 log = logging.getLogger("tracelake.sink.parquet")
-
-IDENTITY_COLUMNS = {
-    "spans": ("trace_id", "span_id", "lake_source"),
-    "holdback": ("trace_id", "span_id", "lake_source"),
-    "traces": ("trace_id", "part_id"),
-    "feedback": ("trace_id", "time", "name", "lake_source"),
-}
-
 
 @dataclass
 class _Buffer:
@@ -74,66 +61,6 @@ class WrittenFile:
     rows: int
     bytes: int
     seconds: float
-
-
-def partition_keys(rows: pa.Table, table: str) -> pa.Array:
-    col = rows.column(schema.PARTITION_TIME_COLUMN[table])
-    return pc.strftime(col, format="dt=%Y-%m-%d/hour=%H")
-
-
-def file_digest(rows: pa.Table, table: str) -> str:
-    h = hashlib.sha256(table.encode())
-    for name in IDENTITY_COLUMNS[table]:
-        col = rows.column(name)
-        if pa.types.is_timestamp(col.type):
-            col = col.cast(pa.int64())
-        for chunk in col.cast(pa.string()).chunks:
-            for buf in chunk.buffers():
-                if buf is not None:
-                    h.update(buf)
-    return h.hexdigest()[:24]
-
-
-_HOST = socket.gethostname().replace(".", "_")
-STALE_TEMP_AGE_S = 3600.0  # no single file write takes an hour; anything older is debris
-
-
-def sweep_stale_temp_files(root: Path, now_s: float | None = None) -> int:
-    """Remove temp files a killed writer left behind.
-
-    A temp file is debris when its writer was on this host and that pid is gone, or when it is
-    older than an hour (a writer on another host sharing the lake). Readers never see temp
-    files (dot-prefixed, `.tmp`), so this only reclaims space.
-    """
-    if not root.exists():
-        return 0
-    now_s = time.time() if now_s is None else now_s
-    removed = 0
-    for tmp in root.rglob(".*.tmp"):
-        parts = tmp.name.rsplit(".", 3)  # [.final.parquet, host, pid, tmp]
-        try:
-            mine_and_dead = len(parts) == 4 and parts[1] == _HOST and not pid_alive(int(parts[2]))
-            if mine_and_dead or now_s - tmp.stat().st_mtime > STALE_TEMP_AGE_S:
-                tmp.unlink()
-                removed += 1
-        except (OSError, ValueError):
-            continue
-    if removed:
-        log.info("removed %d temp files left by an earlier writer under %s", removed, root)
-    return removed
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid runs on this host (ours included)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 WRITE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
@@ -170,7 +97,7 @@ class ParquetSink:
         self.files_written = 0
         self.bytes_written = 0
         self.write_latency = WriteLatency()
-        self.stale_temp_removed = sweep_stale_temp_files(self.root)
+        self.stale_temp_removed = layout.sweep_temp_files(self.root)
 
     # -- intake -----------------------------------------------------------------------------
     def write(
@@ -183,7 +110,7 @@ class ParquetSink:
         if rows.num_rows == 0:
             return
         rows = schema.conform(rows, schema.TABLES[table])
-        keys = partition_keys(rows, table)
+        keys = layout.partition_keys(rows, table)
         unique = pc.unique(keys)
         now = self._clock()
         for key in unique.to_pylist():
@@ -265,36 +192,6 @@ class ParquetSink:
         ]
         return self._flush(buffers, raise_errors=True)
 
-    def read_holdback(self, trace_ids: list[str]) -> pa.Table:
-        """Held-back spans of these traces (after flushing held-back rows still in memory)."""
-        self.flush_all(tables={"holdback"})
-        root = self.root / schema.TABLE_DIRS["holdback"]
-        files = table_files(self.root, "holdback") if trace_ids else []  # what compaction replaced left out
-        if not files:
-            return schema.empty("holdback")
-        dataset = ds.dataset(
-            [str(f) for f in files], format="parquet", partitioning="hive", partition_base_dir=str(root)
-        )
-        columns = [c for c in schema.SPANS.names if c in dataset.schema.names]  # files from before a column existed
-        found = dataset.to_table(columns=columns, filter=ds.field("trace_id").isin(pa.array(trace_ids, pa.string())))
-        return schema.conform(found, schema.SPANS)
-
-    def expire(self, table: str, older_than_s: float, now_s: float | None = None) -> list[str]:
-        """Delete the table's hour partitions that ended more than `older_than_s` ago; returns their paths."""
-        now_s = time.time() if now_s is None else now_s
-        removed = []
-        for hour_dir in sorted((self.root / schema.TABLE_DIRS[table]).glob("dt=*/hour=*")):
-            try:
-                start = datetime.strptime(f"{hour_dir.parent.name[3:]} {hour_dir.name[5:]}", "%Y-%m-%d %H").replace(
-                    tzinfo=UTC
-                )
-            except ValueError:
-                continue
-            if start.timestamp() + 3600 <= now_s - older_than_s:
-                shutil.rmtree(hour_dir, ignore_errors=True)
-                removed.append(str(hour_dir))
-        return removed
-
     def _flush(self, buffers: list[_Buffer], raise_errors: bool) -> list[WrittenFile]:
         written: list[WrittenFile] = []
         errors: list[str] = []
@@ -304,7 +201,7 @@ class ParquetSink:
             except OSError as e:
                 buf.failures += 1
                 buf.retry_at = self._clock() + min(30.0, 0.5 * 2 ** min(buf.failures, 6))
-                target = self.root / schema.TABLE_DIRS[buf.table] / buf.partition
+                target = layout.table_dir(self.root, buf.table) / buf.partition
                 msg = f"cannot write {buf.rows} {buf.table} rows to {target}: {e.strerror or e}"
                 if buf.failures == 1 or raise_errors:
                     log.error("%s; keeping them in memory and retrying", msg)
@@ -324,35 +221,24 @@ class ParquetSink:
             sort_cols.append(("start_time", "ascending"))
         rows = rows.sort_by(sort_cols)
         buf.parts = [rows]
-        directory = self.root / schema.TABLE_DIRS[buf.table] / buf.partition
+        offsets = None
+        if buf.source is not None and buf.first_offset is not None and buf.last_offset is not None:
+            offsets = (buf.first_offset, buf.last_offset)
+        name = layout.data_file_name(rows, buf.table, buf.source, offsets)
+        options: dict[str, Any] = {
+            "compression": "zstd",
+            "compression_level": self.config.compression_level,
+            "row_group_size": 128 * 1024,
+        }
+        directory = layout.table_dir(self.root, buf.table) / buf.partition
         directory.mkdir(parents=True, exist_ok=True)
-        digest = file_digest(rows, buf.table)
-        if buf.source is not None and buf.first_offset is not None:
-            # topic-partition-first-last: a replay of the same offsets rewrites the same name
-            name = f"{buf.source.replace('/', '-')}-{buf.first_offset:012d}-{buf.last_offset:012d}-{digest[:12]}"
-        else:
-            name = f"part-{digest}"
-        final = directory / f"{name}.parquet"
-        tmp = directory / f".{final.name}.{_HOST}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "wb") as fh:
-                pq.write_table(
-                    rows,
-                    fh,
-                    compression="zstd",
-                    compression_level=self.config.compression_level,
-                    row_group_size=128 * 1024,
-                )
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        size = final.stat().st_size
+        path = directory / name
+        with layout.durable_output(path, sync_dir=False) as fh:
+            pq.write_table(rows, fh, **options)
+        final, size = str(path), path.stat().st_size
         if buf.failures:
             log.info("wrote %s after %d failed attempts", final, buf.failures)
-        result = WrittenFile(buf.table, str(final), rows.num_rows, size, time.perf_counter() - t0)
+        result = WrittenFile(buf.table, final, rows.num_rows, size, time.perf_counter() - t0)
         self.files_written += 1
         self.bytes_written += size
         self.write_latency.observe(result.seconds)

@@ -1,0 +1,417 @@
+"""The lake's layout: where each table's files live, what they are called, and which of them a reader reads.
+
+One module for what the sink writes and what compaction, retention, forget, gc and the query views read
+(docs/design.md contract 2), so that a name or a rule is written once:
+
+- tables: `<lake>/<table dir>/dt=YYYY-MM-DD/hour=HH/<file>.parquet`, the hour the row's start time (feedback:
+  its time) falls in, UTC (`partition_keys`, `hour_partitions`, `HIVE_TYPES`);
+- identity: which columns make a row the same row (`IDENTITY`, with `TIE_BREAK` choosing the copy the views
+  and compaction keep) and which name a sink's file (`DIGEST_COLUMNS`, `data_file_name`);
+- files: the sink's `part-<digest>` / `<source>-<first>-<last>-<digest>` files, compaction's `compacted-` and
+  `merged-` outputs (`output_name`), dot-prefixed temp files (`temp_path`, swept by `sweep_temp_files`);
+- replaced files: compaction retires its inputs with a record instead of deleting them at once, and a reader
+  lists a partition with `live_files` (see "Replaced files" below).
+
+Replaced files. A query lists a table's files when it starts and opens them while it runs. If compaction
+deleted its inputs as soon as their outputs were in place, a query that listed an input a moment earlier
+would fail with "No such file". So compaction retires its inputs instead of deleting them:
+
+1. the outputs are renamed into the partition directory (and the directory fsynced);
+2. a replacement record `.replaced-<digest>.json` is written next to them (temp name, fsync,
+   rename): which inputs the outputs replace, and when;
+3. `compaction.grace` later (the next compaction run after that) the inputs are deleted, then the
+   record. Records of a partition expire oldest first, so a record's outputs always exist while
+   the record does (an output retired by a later run outlives this record).
+
+Readers list a partition with `live_files`: every `*.parquet` file except the inputs named by a
+record whose outputs are all in the same listing. A reader therefore sees the inputs (listed before
+step 2) or the outputs, never neither; when it sees both (a listing between steps 1 and 2, or a
+listing that missed a record) the views' de-duplication reads each row once. The files a listing
+returns stay on disk for at least the grace period, so a query shorter than that never meets a
+deleted file. Retired files are not hidden from raw `read_parquet('…/*.parquet')` globs, which read
+them twice during the grace period (as they may read replay duplicates).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from core import schema
+
+log = logging.getLogger("tracelake.sink.parquet")
+
+# -- identity ---------------------------------------------------------------------------------------
+# What makes two rows the same row, as the views de-duplicate them and compaction drops replays (held-back
+# spans: as the worker does when it promotes them). Of the copies, the one with the lowest TIE_BREAK is kept.
+IDENTITY = {
+    "spans": ("trace_id", "span_id"),
+    "traces": ("trace_id", "part_id"),
+    "feedback": ("trace_id", "span_id", "name", "time", "source"),
+    "holdback": ("trace_id", "span_id"),
+}
+TIE_BREAK = "lake_source"
+# The columns whose values name a sink's file: the same rows always get the same name.
+DIGEST_COLUMNS = {
+    "spans": ("trace_id", "span_id", "lake_source"),
+    "holdback": ("trace_id", "span_id", "lake_source"),
+    "traces": ("trace_id", "part_id"),
+    "feedback": ("trace_id", "time", "name", "lake_source"),
+}
+
+
+def sql_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def dedup_clause(table: str) -> str:
+    """DuckDB's QUALIFY keeping one row per identity (the lowest TIE_BREAK), as the views and compaction do."""
+    identity = ", ".join(sql_ident(c) for c in IDENTITY[table])
+    return f"QUALIFY row_number() OVER (PARTITION BY {identity} ORDER BY {sql_ident(TIE_BREAK)}) = 1"
+
+
+# -- partitions ---------------------------------------------------------------------------------------
+HOUR_S = 3600.0
+PARTITION_FORMAT = "dt=%Y-%m-%d/hour=%H"
+# the hive columns a reader gets from the directory names
+HIVE_TYPES = {"dt": "DATE", "hour": "INTEGER"}
+
+
+def table_dir(lake: str | Path, table: str) -> Path:
+    return Path(lake) / schema.TABLE_DIRS[table]
+
+
+def partition_keys(rows: pa.Table, table: str) -> pa.Array:
+    """Each row's partition directory (`dt=…/hour=…`), relative to its table's directory."""
+    return pc.strftime(rows.column(schema.PARTITION_TIME_COLUMN[table]), format=PARTITION_FORMAT)
+
+
+def parse_hour(dt_name: str, hour_name: str) -> datetime | None:
+    """The UTC start of the hour that directories `dt=YYYY-MM-DD` / `hour=HH` hold; None for other names."""
+    if not (dt_name.startswith("dt=") and hour_name.startswith("hour=")):
+        return None
+    try:
+        return datetime.strptime(f"{dt_name[3:]} {hour_name[5:]}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class HourPartition:
+    table: str
+    path: Path
+    start: datetime  # UTC; the partition holds rows with start_time / time in [start, start + 1h)
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.parent.name}/{self.path.name}"
+
+    @property
+    def end_s(self) -> float:
+        return self.start.timestamp() + HOUR_S
+
+    def closed_before(self, cutoff_s: float) -> bool:
+        """True when the whole hour lies before `cutoff_s` (unix seconds)."""
+        return self.end_s <= cutoff_s
+
+
+def hour_partitions(lake: str | Path, table: str) -> list[HourPartition]:
+    """The table's `dt=…/hour=…` directories, oldest first; directories with other names are ignored."""
+    out = []
+    for d in table_dir(lake, table).glob("dt=*/hour=*"):
+        start = parse_hour(d.parent.name, d.name)
+        if start is not None and d.is_dir():
+            out.append(HourPartition(table, d, start))
+    return sorted(out, key=lambda p: (p.start, str(p.path)))
+
+
+def stored_files(lake: str | Path, table: str) -> list[Path]:
+    """Every Parquet file of the table, retired compaction inputs included (what must be rewritten to forget)."""
+    return sorted(table_dir(lake, table).glob("dt=*/hour=*/*.parquet"))
+
+
+# -- file names ---------------------------------------------------------------------------------------
+FULL_PREFIX = "compacted-"  # a closed hour's one sorted compaction run
+TIER_PREFIX = "merged-"  # a size-tiered merge of a recent hour, or of late files next to a run
+_OUTPUT = re.compile(r"^(compacted|merged)-([0-9a-f]{16})-\d{3}\.parquet$")
+
+
+def file_digest(rows: pa.Table, table: str) -> str:
+    """A digest of the rows' DIGEST_COLUMNS: the same rows in the same order give the same digest."""
+    h = hashlib.sha256(table.encode())
+    for name in DIGEST_COLUMNS[table]:
+        col = rows.column(name)
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(pa.int64())
+        for chunk in col.cast(pa.string()).chunks:
+            for buf in chunk.buffers():
+                if buf is not None:
+                    h.update(buf)
+    return h.hexdigest()[:24]
+
+
+def data_file_name(rows: pa.Table, table: str, source: str | None, offsets: tuple[int, int] | None) -> str:
+    """The sink's name for a file of these (sorted) rows: a replay of the same offsets rewrites the same name."""
+    digest = file_digest(rows, table)
+    if source is not None and offsets is not None:
+        first, last = offsets  # topic-partition-first-last
+        return f"{source.replace('/', '-')}-{first:012d}-{last:012d}-{digest[:12]}.parquet"
+    return f"part-{digest}.parquet"
+
+
+def output_name(prefix: str, digest: str, index: int) -> str:
+    """The `index`-th output file of a compaction run."""
+    return f"{prefix}{digest}-{index:03d}.parquet"
+
+
+def full_run_digest(name: str) -> str | None:
+    """The run digest of a closed hour's full-merge output (`compacted-…`), else None."""
+    m = _OUTPUT.match(name)
+    return m.group(2) if m and m.group(1) == "compacted" else None
+
+
+# -- temp files ---------------------------------------------------------------------------------------
+HOST = socket.gethostname().replace(".", "_")
+STALE_TEMP_AGE_S = 3600.0  # no single file write takes an hour; anything older is debris
+_TEMP = re.compile(r"^\..+\.([^.]+)\.(\d+)\.tmp$")  # .<final name>.<host>.<pid>.tmp
+
+
+def temp_path(final: Path) -> Path:
+    """Where `final` is written before it is renamed into place: dot-prefixed, so no `*.parquet` glob and no
+    listing reads it, and named after this host and process, so a sweep knows whether its writer is gone."""
+    return final.with_name(f".{final.name}.{HOST}.{os.getpid()}.tmp")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (ours included)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_temp_files(root: Path, now_s: float | None = None, recursive: bool = True) -> int:
+    """Remove temp files a killed writer left behind under `root` (only in `root` itself unless `recursive`).
+
+    A temp file is debris when its writer was on this host and that pid is gone, or when it is older than
+    an hour (a writer on another host sharing the lake). Readers never see temp files, so this only
+    reclaims space."""
+    if not root.exists():
+        return 0
+    now_s = time.time() if now_s is None else now_s
+    removed = 0
+    for tmp in root.rglob(".*.tmp") if recursive else root.glob(".*.tmp"):
+        m = _TEMP.match(tmp.name)
+        try:
+            mine_and_dead = m is not None and m.group(1) == HOST and not pid_alive(int(m.group(2)))
+            if mine_and_dead or now_s - tmp.stat().st_mtime > STALE_TEMP_AGE_S:
+                tmp.unlink()
+                removed += 1
+        except (OSError, ValueError):
+            continue
+    if removed:
+        log.info("removed %d temp files left by an earlier writer under %s", removed, root)
+    return removed
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames/unlinks in `path` durable (a rename is only on disk once its directory is)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def durable_output(final: Path, sync_dir: bool = True) -> Iterator[BinaryIO]:
+    """A file to write `final` through, whole or not at all: a temp file, fsynced and renamed into place on
+    success (the directory fsynced too unless `sync_dir` is off), removed on any failure."""
+    tmp = temp_path(final)
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if sync_dir:
+        fsync_dir(final.parent)
+
+
+# -- replaced files -------------------------------------------------------------------------------------
+RECORD_PREFIX = ".replaced-"
+_RECORD = re.compile(r"^\.replaced-([0-9a-f]{16})\.json$")
+LISTING_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """One compaction of one partition: `outputs` hold every row of `inputs`, since `replaced_at`."""
+
+    directory: Path
+    digest: str
+    replaced_at: float  # unix seconds
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{RECORD_PREFIX}{self.digest}.json"
+
+
+class _RecordVanished(Exception):
+    """A record listed a moment ago was expired (its inputs deleted) before it could be read."""
+
+
+def write_record(record: Replacement) -> None:
+    """Make the inputs invisible to new listings (the outputs must already be in place)."""
+    body = {"replaced_at": record.replaced_at, "inputs": list(record.inputs), "outputs": list(record.outputs)}
+    with durable_output(record.path) as fh:
+        fh.write(json.dumps(body).encode())
+
+
+def _read_record(directory: Path, name: str, read: Callable[[str], bytes] | None = None) -> Replacement | None:
+    """The record `name` of a partition (read from `directory`, or with `read(name)`); None for other names."""
+    m = _RECORD.match(name)
+    if m is None:
+        return None
+    try:
+        data = json.loads(read(name) if read is not None else (directory / name).read_bytes())
+        return Replacement(
+            directory, m.group(1), float(data["replaced_at"]), tuple(data["inputs"]), tuple(data["outputs"])
+        )
+    except FileNotFoundError:
+        raise _RecordVanished(name) from None
+    except (ValueError, KeyError, TypeError):
+        return None  # not ours or damaged: hides nothing, so readers may see duplicates, never lose rows
+
+
+def _live_names(directory: Path, names: list[str], read: Callable[[str], bytes] | None = None) -> list[str]:
+    """Of a partition's listing, the Parquet files to read: all but inputs retired by a complete record."""
+    parquet = {n for n in names if n.endswith(".parquet") and not n.startswith(".")}
+    retired: set[str] = set()
+    for name in names:
+        rec = _read_record(directory, name, read)
+        if rec is not None and parquet.issuperset(rec.outputs):
+            retired.update(rec.inputs)
+    return sorted(parquet - retired)
+
+
+def records(directory: Path) -> list[Replacement]:
+    """The partition's replacement records, oldest first."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        with contextlib.suppress(_RecordVanished):
+            rec = _read_record(directory, name)
+            if rec is not None:
+                found.append(rec)
+    return sorted(found, key=lambda r: (r.replaced_at, r.digest))
+
+
+def expire_records(directory: Path, grace_s: float, now_s: float) -> list[Replacement]:
+    """Delete the inputs of records older than the grace period, then the records (oldest first;
+    stops at the first record still in its grace period). Caller holds the maintenance lock."""
+    done = []
+    for rec in records(directory):
+        if rec.replaced_at + grace_s > now_s:
+            break
+        for name in rec.inputs:
+            (directory / name).unlink(missing_ok=True)
+        fsync_dir(directory)
+        rec.path.unlink(missing_ok=True)
+        done.append(rec)
+    if done:
+        fsync_dir(directory)
+    return done
+
+
+def live_files(directory: Path) -> list[Path]:
+    """The partition's Parquet files a new reader should read: all but retired compaction inputs."""
+    for _ in range(LISTING_ATTEMPTS):
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:  # retention removed the hour
+            return []
+        try:
+            return [directory / n for n in _live_names(directory, names)]
+        except _RecordVanished:
+            continue  # its inputs may be gone too, and in our listing: list again
+    raise OSError(f"{directory}: compaction records kept changing while listing the partition")
+
+
+def table_files(lake: str | Path, table: str) -> list[Path]:
+    """Every live Parquet file of a table, partition by partition (`dt=…/hour=…` order)."""
+    files: list[Path] = []
+    for directory in sorted(table_dir(lake, table).glob("*/*")):
+        if directory.is_dir():
+            files.extend(live_files(directory))
+    return files
+
+
+def read_rows(lake: str | Path, table: str, trace_ids: list[str]) -> pa.Table:
+    """The stored rows of these traces in the table's live files, replays included (in file order)."""
+    files = table_files(lake, table) if trace_ids else []
+    if not files:
+        return schema.empty(table)
+    dataset = ds.dataset(
+        [str(f) for f in files], format="parquet", partitioning="hive", partition_base_dir=str(table_dir(lake, table))
+    )
+    wanted = schema.TABLES[table]
+    columns = [c for c in wanted.names if c in dataset.schema.names]  # files from before a column existed
+    found = dataset.to_table(columns=columns, filter=ds.field("trace_id").isin(pa.array(trace_ids, pa.string())))
+    return schema.conform(found, wanted)
+
+
+TRASH = ".trash"
+
+
+def remove_partition(lake: str | Path, part: HourPartition) -> None:
+    """Delete a whole hour: renamed out of the table first (into `<lake>/.trash/`, which no reader lists),
+    so a reader sees the whole hour or none of it; then the emptied `dt=` directory goes too."""
+    trash = Path(lake) / TRASH
+    trash.mkdir(exist_ok=True)
+    hour_dir = part.path
+    target = trash / f"{part.table}.{hour_dir.parent.name}.{hour_dir.name}.{os.getpid()}.{time.time_ns()}"
+    os.replace(hour_dir, target)  # atomic: readers see the hour or nothing
+    fsync_dir(hour_dir.parent)
+    shutil.rmtree(target, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        hour_dir.parent.rmdir()  # the dt= directory, once its last hour is gone
+
+
+def empty_trash(lake: str | Path) -> None:
+    """What a run that crashed between `remove_partition`'s rename and delete left behind."""
+    for p in (Path(lake) / TRASH).glob("*"):
+        shutil.rmtree(p, ignore_errors=True)
