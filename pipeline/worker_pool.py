@@ -40,7 +40,7 @@ log = logging.getLogger("tracelake.workers")
 RESTART_BACKOFF_MIN = 1.0
 RESTART_BACKOFF_MAX = 30.0
 LEAVE_GRACE_S = 10.0  # after a Kafka member's final commit, for its group leave
-KAFKA_STOP_TIMEOUT_S = 50.0  # drain (≤ 10 s, after a rebalance ≤ 10 s more), final flush and commit, leave (≤ 15 s)
+KAFKA_STOP_TIMEOUT_S = 50.0  # drain (≤ 10 s, after a rebalance ≤ 10 s more), final flush and commit, leave (≤ 10 s)
 READY_TIMEOUT = 120.0
 # a reload waits for the current batch (redaction of 8k spans can take seconds) and a chain build (NER models)
 RELOAD_TIMEOUT = 120.0

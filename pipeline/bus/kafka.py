@@ -37,8 +37,6 @@ from core.source_ref import source_ref
 from pipeline.bus.base import BusRefused, Delivery, RevokeHandler
 from pipeline.config.model import KafkaBusConfig
 
-LEAVE_TIMEOUT_S = 15.0  # a clean leave takes milliseconds
-
 log = logging.getLogger("tracelake.bus.kafka")
 
 
@@ -385,23 +383,15 @@ class KafkaSource:
         self._closing = True
 
     def finish(self) -> None:
-        """Leave the group (after the final commit). Bounded: everything is committed by now, so a broker
-        that does not answer the leave (seen under heavy load) must not keep the process from exiting; the
-        group then drops this member after its session timeout."""
+        """Leave the group (after the final commit). `on_leave` is told first: confluent-kafka's close can
+        block with the GIL held when the broker does not answer the leave (seen under heavy load), so only
+        another process can bound it (the worker pool ends a member whose leave hangs)."""
         if self._closed:
             return
         self._closed = True
         if self.on_leave is not None:
             self.on_leave()
-        leaving = threading.Thread(target=self._consumer.close, name="kafka-leave", daemon=True)
-        leaving.start()
-        leaving.join(LEAVE_TIMEOUT_S)
-        if leaving.is_alive():
-            log.warning(
-                "leaving the consumer group did not finish within %.0fs; exiting anyway (offsets are committed; "
-                "the group drops this member after session.timeout.ms)",
-                LEAVE_TIMEOUT_S,
-            )
+        self._consumer.close()
 
     @property
     def drained(self) -> bool:
