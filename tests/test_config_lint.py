@@ -17,9 +17,15 @@ SAMPLER_WITH_COST = {"policies": [{"name": "expensive", "type": "cost", "cost": 
 
 
 def _warnings(
-    processors: dict, ingest: list[str] | None = None, process: list[str] | None = None, **env: str
+    processors: dict,
+    ingest: list[str] | None = None,
+    process: list[str] | None = None,
+    bus: dict | None = None,
+    **env: str,
 ) -> list[str]:
     doc = {"processors": processors, "pipelines": {"traces": {"ingest": ingest or [], "process": process or []}}}
+    if bus is not None:
+        doc["bus"] = bus
     return [str(w) for w in chain_warnings(parse(doc, "t.yaml", env={}), env=env)]
 
 
@@ -82,6 +88,16 @@ def test_an_ingest_chain_the_receiver_cannot_afford() -> None:
     assert w.startswith("pipelines.traces.ingest.0: 'redact_pii' runs spaCy NER in the receiver"), w
     assert _warnings({"redact_pii": {"ner": "off"}}, ingest=["redact_pii"]) == []
     assert _warnings({"redact_pii": {"ner": "on"}}, process=["redact_pii"]) == []  # every worker process runs it
+
+
+def test_redaction_only_after_kafka() -> None:
+    kafka = {"type": "kafka", "brokers": "k:9092"}
+    procs = {"redact_pii/ingest": {"ner": "off"}, "redact_pii": {"ner": "off"}, "cost": {}}
+    (w,) = _warnings(procs, process=["cost", "redact_pii"], bus=kafka)
+    assert w.startswith("pipelines.traces.process.1: 'redact_pii' redacts in the worker, after Kafka"), w
+    assert _warnings(procs, ingest=["redact_pii/ingest"], process=["redact_pii"], bus=kafka) == []
+    assert _warnings(procs, process=["redact_pii"]) == []  # the embedded bus is memory: the worker is in time
+    assert _warnings({"cost": {}}, process=["cost"], bus=kafka) == []  # nothing redacts at all: nothing to say
 
 
 def _validate(*args: str) -> subprocess.CompletedProcess[str]:

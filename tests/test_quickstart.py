@@ -84,7 +84,7 @@ def test_default_config_end_to_end(tmp_path: Path) -> None:
     # the demo plants example.com addresses in prompts: none reaches the lake or the artifact store
     leaked = [f for f in tmp_path.rglob("*") if f.is_file() and "lake" in f.parts and EMAIL.search(f.read_bytes())]
     assert leaked == []
-    # redacted in the receiver (ingest), counted in the lake: the counts cross the bus with the span
+    # redacted in the worker before anything was written, and counted in the lake
     found = con.execute("SELECT count(*) FROM spans WHERE pii_found['EMAIL_ADDRESS'] > 0").fetchone()
     assert found is not None and found[0] > 0
     # `tracelake trace` on the slowest trace, and a saved query, from the same directory a user would use

@@ -1,7 +1,7 @@
 """`tracelake forget --user-id RAW` under the shipped configs themselves (conf/tracelake.yaml, conf/kafka.yaml).
 
-conf/tracelake.yaml runs redact_pii in the receiver (ingest) and again in the worker: the user id must be
-hashed once (the stored token is HMAC(id), what `forget` derives), not HMAC(HMAC(id)). The same server's log
+conf/tracelake.yaml runs redact_pii in every worker process: the stored user id is HMAC(id) under the key the
+first start created, what `forget` derives. The same server's log
 must be free of Presidio's per-batch warnings ("Entity PERCENT is not mapped…"): the chats sent here hold
 percentages, money and quantities, which the spaCy model labels and Presidio would complain about.
 """
@@ -108,7 +108,7 @@ def test_forget_finds_the_user_under_conf_tracelake_yaml(tmp_path: Path) -> None
     env = _env(tmp_path)
     tl = _run_shipped(tmp_path, "tracelake.yaml", env, timeout=60)
     key = (tmp_path / "state" / "hash.key").read_text().strip().encode()
-    # hashed once: HMAC(id) in the receiver, left as it is by the worker's redact_pii
+    # hashed once, by the worker's redact_pii
     assert _user_ids(tl.lake) == {hash_value(key, ALICE): 3, hash_value(key, BOB): 1}
     sql = "SELECT attributes['gen_ai.input.messages'] FROM spans WHERE name LIKE 'chat%'"
     content = connect(tl.lake).execute(sql)

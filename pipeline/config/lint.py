@@ -156,12 +156,33 @@ def _ingest_too_costly(config: Config, env: Mapping[str, str]) -> list[ConfigIss
     return issues
 
 
+def _raw_pii_on_kafka(config: Config, env: Mapping[str, str]) -> list[ConfigIssue]:
+    """Redaction only in the worker is enough on the embedded bus (memory), not on Kafka (brokers keep the log)."""
+    if config.raw.bus.type != "kafka" or any(_redacts(config, pid) for pid in config.pipeline.ingest):
+        return []
+    return [
+        ConfigIssue(
+            f"pipelines.traces.process.{i}",
+            f"{pid!r} redacts in the worker, after Kafka: raw PII is stored on the brokers for the topic's "
+            f"retention; add a pattern-only redact_pii (ner: \"off\") to `pipelines.traces.ingest` so it is "
+            "redacted before the bus (README \"Processes\")",
+        )
+        for i, pid in enumerate(config.pipeline.process)
+        if _redacts(config, pid)
+    ][:1]
+
+
+def _redacts(config: Config, pid: str) -> bool:
+    return isinstance(config.processors[pid].config, RedactPiiConfig)
+
+
 CHECKS: list[Callable[[Config, Mapping[str, str]], list[ConfigIssue]]] = [
     _offload_before_redaction,
     _sampling_before_cost,
     _hashed_twice_with_other_keys,
     _keeps_everything,
     _ingest_too_costly,
+    _raw_pii_on_kafka,
 ]
 
 
