@@ -15,11 +15,11 @@ import duckdb
 import pyarrow as pa
 
 from core import schema
-from sinks.parquet import layout
+from sinks.parquet import layout, object_store
 
 
 def table_source(
-    con: duckdb.DuckDBPyConnection, lake: Path, table: str, files: Sequence[str | Path] | None = None
+    con: duckdb.DuckDBPyConnection, lake: Path | layout.Lake, table: str, files: Sequence[str | Path] | None = None
 ) -> str:
     """A FROM clause for the table's raw rows (replays included, `dt`/`hour` columns): every live file of the
     table, or only `files`. Unioned by name with an empty relation of the current schema, so every column
@@ -34,7 +34,7 @@ def table_source(
     name = f"_empty_{table}"
     con.register(name, empty)
     if files is None:
-        files = layout.table_files(lake, table)
+        files = layout.lake_files(layout.open_lake(lake), table)
     if not files:
         return name
     paths = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
@@ -110,18 +110,20 @@ TRACES_VIEW = "CREATE OR REPLACE VIEW traces AS" + TRACES_MERGE.replace(
 
 
 def connect(
-    lake: str | Path, database: str = ":memory:", artifact_stores: Sequence[str] | None = None
+    lake: str | Path | layout.Lake, database: str = ":memory:", artifact_stores: Sequence[str] | None = None
 ) -> duckdb.DuckDBPyConnection:
-    """Views `spans`, `traces`, `feedback` over the lake; `artifact(ref)` reads offloaded values back
-    from `artifact_stores` (default `<lake>/_artifacts`)."""
+    """Views `spans`, `traces`, `feedback` over the lake (a directory or `s3://…`, sinks/parquet/object_store.py);
+    `artifact(ref)` reads offloaded values back from `artifact_stores` (default `<lake>/_artifacts`)."""
     from sinks.artifacts.sql import register_artifact_function
 
-    lake = Path(lake)
+    lake = layout.open_lake(lake)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
+    if lake.fs is not None:
+        object_store.register(con, lake.fs)
     traces = table_source(con, lake, "traces")
     con.execute(SPANS_VIEW.format(src=table_source(con, lake, "spans"), traces_src=traces))
     con.execute(TRACES_VIEW.format(src=traces))
     con.execute(FEEDBACK_VIEW.format(src=table_source(con, lake, "feedback")))
-    register_artifact_function(con, list(artifact_stores or [str(lake / "_artifacts")]))
+    register_artifact_function(con, list(artifact_stores or [lake.artifact_store]))
     return con

@@ -29,7 +29,7 @@ from pipeline.receiver.http_server import HttpReceiver
 from pipeline.receiver.intake import IngestChain, Intake
 from pipeline.telemetry import TelemetryServer
 from pipeline.worker_pool import WorkerPool, WorkerStartError
-from sinks.parquet.config import ParquetSinkConfig
+from sinks.parquet.config import ParquetSinkConfig, lake_scheme
 
 log = logging.getLogger("tracelake")
 
@@ -93,9 +93,11 @@ class Service:
         self.workers: WorkerPool | None = None
         if role in ("all", "worker"):
             self.workers = WorkerPool(config, processes, self.bus, log_level=log_level, log_json=log_json)
-        # the lakes the workers write keep themselves compact, from this process (one compaction per lake at a time)
+        # the lakes the workers write keep themselves compact, from this process (one compaction per lake at a time);
+        # compaction works on lake directories only so far, not on object storage
+        local = [s for s in _lakes(config) if lake_scheme(s.path) == "file"]
         self.compactors = (
-            [BackgroundCompactor(s.path, raw.compaction, s.compression_level) for s in _lakes(config)]
+            [BackgroundCompactor(s.path, raw.compaction, s.compression_level) for s in local]
             if raw.compaction.background and self.workers is not None
             else []
         )

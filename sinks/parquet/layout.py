@@ -52,8 +52,10 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from core import schema
+from sinks.parquet.config import S3Options, lake_scheme
 
 log = logging.getLogger("tracelake.sink.parquet")
 
@@ -380,13 +382,18 @@ def table_files(lake: str | Path, table: str) -> list[Path]:
     return files
 
 
-def read_rows(lake: str | Path, table: str, trace_ids: list[str]) -> pa.Table:
+def read_rows(lake: str | Path | Lake, table: str, trace_ids: list[str]) -> pa.Table:
     """The stored rows of these traces in the table's live files, replays included (in file order)."""
-    files = table_files(lake, table) if trace_ids else []
+    lake = open_lake(lake)
+    files = lake_files(lake, table) if trace_ids else []
     if not files:
         return schema.empty(table)
     dataset = ds.dataset(
-        [str(f) for f in files], format="parquet", partitioning="hive", partition_base_dir=str(table_dir(lake, table))
+        [lake.fs_path(f) for f in files],
+        format="parquet",
+        partitioning="hive",
+        partition_base_dir=lake.table_root(table),
+        filesystem=lake.fs,
     )
     wanted = schema.TABLES[table]
     columns = [c for c in wanted.names if c in dataset.schema.names]  # files from before a column existed
@@ -415,3 +422,121 @@ def empty_trash(lake: str | Path) -> None:
     """What a run that crashed between `remove_partition`'s rename and delete left behind."""
     for p in (Path(lake) / TRASH).glob("*"):
         shutil.rmtree(p, ignore_errors=True)
+
+
+# -- where the lake lives ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lake:
+    """A lake's location: a local directory (os calls: temp file, fsync, rename) or an S3 prefix (pyarrow.fs:
+    an object appears whole when its upload completes, so files are written straight to their final key)."""
+
+    location: str  # as configured
+    root: str  # the directory, or `bucket/prefix`
+    fs: pafs.FileSystem | None = None  # None: a local directory
+
+    @property
+    def remote(self) -> bool:
+        return self.fs is not None
+
+    def table_root(self, table: str) -> str:
+        return f"{self.root}/{schema.TABLE_DIRS[table]}"
+
+    def url(self, fs_path: str) -> str:
+        """What DuckDB opens and logs show: the local path, or `s3://bucket/key`."""
+        return f"s3://{fs_path}" if self.remote else fs_path
+
+    def fs_path(self, url: str | Path) -> str:
+        url = str(url)
+        return url.removeprefix("s3://") if self.remote else url
+
+    @property
+    def artifact_store(self) -> str:
+        """The default artifact store, `<lake>/_artifacts` (an `s3://` URI on object storage)."""
+        return f"{self.location.rstrip('/')}/_artifacts"
+
+    def __str__(self) -> str:
+        return self.location
+
+
+def open_lake(location: str | Path | Lake, s3: S3Options | None = None) -> Lake:
+    """The lake at a configured path (`sinks.parquet.path`, `--lake`): a directory, `file://…` or `s3://…`."""
+    if isinstance(location, Lake):
+        return location
+    text = str(location)
+    if lake_scheme(text) == "s3":
+        from sinks.parquet.object_store import s3_filesystem
+
+        return Lake(text, text[len("s3://") :].rstrip("/"), s3_filesystem(s3 or S3Options()))
+    return Lake(text, str(Path(text.removeprefix("file://"))))
+
+
+def lake_files(lake: Lake, table: str) -> list[str]:
+    """`table_files` of any lake, as the paths or `s3://` URLs DuckDB opens."""
+    if not lake.remote:
+        return [str(p) for p in table_files(lake.root, table)]
+    assert lake.fs is not None
+    by_dir: dict[str, list[str]] = {}
+    selector = pafs.FileSelector(lake.table_root(table), recursive=True, allow_not_found=True)
+    for info in lake.fs.get_file_info(selector):
+        if info.type == pafs.FileType.File:
+            directory, _, name = info.path.rpartition("/")
+            by_dir.setdefault(directory, []).append(name)
+    files: list[str] = []
+    for directory in sorted(by_dir):
+        if _hour_of(directory) is None:
+            continue
+
+        def read(name: str, directory: str = directory) -> bytes:
+            assert lake.fs is not None
+            with lake.fs.open_input_stream(f"{directory}/{name}") as fh:
+                return fh.read()
+
+        try:
+            names = _live_names(Path(directory), by_dir[directory], read)
+        except _RecordVanished:  # compaction expired a record after our listing: its inputs may be gone
+            names = [n for n in by_dir[directory] if n.endswith(".parquet") and not n.startswith(".")]
+        files.extend(lake.url(f"{directory}/{n}") for n in names)
+    return files
+
+
+def remote_hours(lake: Lake, table: str) -> list[tuple[datetime, str]]:
+    """The `dt=…/hour=…` prefixes of a table on object storage, oldest first: (hour start, fs path)."""
+    assert lake.fs is not None
+    hours = set()
+    selector = pafs.FileSelector(lake.table_root(table), recursive=True, allow_not_found=True)
+    for info in lake.fs.get_file_info(selector):
+        if info.type == pafs.FileType.File:
+            directory = info.path.rpartition("/")[0]
+            start = _hour_of(directory)
+            if start is not None:
+                hours.add((start, directory))
+    return sorted(hours)
+
+
+def _hour_of(directory: str) -> datetime | None:
+    """The hour a `…/dt=…/hour=…` prefix holds."""
+    dt_dir, _, hour_name = directory.rpartition("/")
+    return parse_hour(dt_dir.rpartition("/")[2], hour_name)
+
+
+def expire_hours(lake: Lake, table: str, cutoff_s: float) -> list[str]:
+    """Delete the table's hours that ended before `cutoff_s`; returns where they were."""
+    removed = []
+    if lake.fs is None:
+        for part in hour_partitions(lake.root, table):
+            if part.closed_before(cutoff_s):
+                remove_partition(lake.root, part)
+                removed.append(str(part.path))
+        return removed
+    for start, prefix in remote_hours(lake, table):
+        if start.timestamp() + HOUR_S <= cutoff_s:
+            lake.fs.delete_dir(prefix)  # object stores delete key by key: not atomic, and needs no rename
+            removed.append(lake.url(prefix))
+    return removed
+
+
+def put_file(lake: Lake, fs_path: str, data: pa.Buffer) -> None:
+    """One object, whole: uploaded in one go (completed only when every byte is there)."""
+    assert lake.fs is not None
+    with lake.fs.open_output_stream(fs_path) as out:
+        out.write(data)
