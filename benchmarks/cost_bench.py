@@ -21,62 +21,22 @@ import pipeline  # noqa: F401
 
 # isort: split
 import argparse
-import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import harness
 from core.conventions import Normalizer
-from core.processor import Processor
 from pipeline.demo import build_requests
 from pipeline.otlp.wire import decode_bodies
 from pipeline.service import use_server_memory_pool
 from processors.cost import CostConfig, CostProcessor
-from sinks.parquet.config import ParquetSinkConfig
-from sinks.parquet.sink import ParquetSink
-
-
-def span_count(body: bytes) -> int:
-    req = ExportTraceServiceRequest()
-    req.ParseFromString(body)
-    return sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
-
-
-def batches(requests: list[bytes], limit: int) -> Iterator[list[bytes]]:
-    """Group requests the way the worker takes them from the bus: up to `limit` spans."""
-    group: list[bytes] = []
-    spans = 0
-    for body in requests:
-        n = span_count(body)
-        if group and spans + n > limit:
-            yield group
-            group, spans = [], 0
-        group.append(body)
-        spans += n
-    if group:
-        yield group
-
-
-def floor_pass(groups: list[list[bytes]], chain: list[Processor], lake: Path) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds and spans for decode → normalize → chain → Parquet (write + flush)."""
-    shutil.rmtree(lake, ignore_errors=True)
-    sink = ParquetSink(ParquetSinkConfig(path=str(lake)))
-    normalizer = Normalizer()
-    spans = 0
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    for i, group in enumerate(groups):
-        table = normalizer(decode_bodies(group, [f"bench:{i}@{j}" for j in range(len(group))]))
-        for proc in chain:
-            table = proc.process(table)
-        sink.write("spans", table)
-        spans += table.num_rows
-    sink.flush_all()
-    return time.perf_counter() - t0, time.process_time() - cpu0, spans
 
 
 def main() -> None:
@@ -89,7 +49,7 @@ def main() -> None:
     use_server_memory_pool()  # the worker's allocator
 
     requests = build_requests(args.traces, seed=args.seed)
-    groups = list(batches(requests, args.batch))
+    groups = harness.worker_batches(requests, args.batch)
     normalizer = Normalizer()
     tables = []
     for i, group in enumerate(groups):
@@ -116,10 +76,10 @@ def main() -> None:
         for r in range(args.repeat):
             order = [("empty", []), ("cost", [cost])]
             for name, chain in order if r % 2 == 0 else order[::-1]:  # alternate: no first-run advantage
-                seconds, cpu_seconds, spans = floor_pass(groups, chain, lake)
-                assert spans == n
-                wall[name] = min(wall[name], seconds)
-                cpu[name] = min(cpu[name], cpu_seconds)
+                run = harness.worker_path(groups, chain, lake)
+                assert run.spans == n
+                wall[name] = min(wall[name], run.wall)
+                cpu[name] = min(cpu[name], run.cpu)
     print(f"(1) worker floor, decode → normalize → chain → Parquet, best of {args.repeat}, alternating:")
     print("                  wall spans/s    CPU spans/s")
     for name, label in (("empty", "empty chain"), ("cost", "[cost]     ")):

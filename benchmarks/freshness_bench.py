@@ -63,6 +63,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` (the repository root)
+
+from benchmarks import harness
 from core.conventions import normalize
 from pipeline.config import load as load_config
 from pipeline.config.model import CompactionConfig
@@ -251,11 +254,6 @@ class LivePhase:
     errors: list[str] = field(default_factory=list)
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def start_server(config: Path, work: Path, code: str | None = None) -> tuple[subprocess.Popen[str], str, list[str]]:
     env = {
         **os.environ,
@@ -307,7 +305,7 @@ def run_live(config: Path, rate: float, args: argparse.Namespace, work: Path) ->
     acked: list[tuple[float, list[tuple[str, str]]]] = []
     stop_probe = threading.Event()
     prober = threading.Thread(target=probe, args=(lake, acked, stop_probe, phase.probes), daemon=True)
-    cpu0 = _cpu_seconds(proc.pid)
+    cpu0 = harness.tree_cpu(proc.pid)
     prober.start()
     ack_of: dict[tuple[str, str], float] = {}
     trace_ack: dict[str, float] = {}
@@ -339,7 +337,7 @@ def run_live(config: Path, rate: float, args: argparse.Namespace, work: Path) ->
     stop_probe.set()
     prober.join()
     watcher.stop()
-    phase.server_cpu_s = _cpu_seconds(proc.pid) - cpu0
+    phase.server_cpu_s = harness.tree_cpu(proc.pid) - cpu0  # the run process and its worker processes
     phase.seconds = time.monotonic() - start
     phase.span_fresh = [watcher.span_seen[k] - a for k, a in ack_of.items() if k in watcher.span_seen]
     phase.trace_fresh = [watcher.trace_seen[t] - a for t, a in trace_ack.items() if t in watcher.trace_seen]

@@ -5,8 +5,8 @@
                                                [--latency-load 0.5] [--latency-seconds 20]
 
 Traffic: `pipeline.demo.build_requests(traces, seed)`, the same pre-built ExportTraceServiceRequests (512
-spans each) as benchmarks/throughput.py, sent as raw bytes by --clients separate processes with its
-client (unary `TraceService/Export`, identity serializer, RESOURCE_EXHAUSTED/UNAVAILABLE retried after
+spans each), sent as raw bytes by --clients separate processes with benchmarks/harness.py's
+burst client (unary `TraceService/Export`, identity serializer, RESOURCE_EXHAUSTED/UNAVAILABLE retried after
 50 ms). Every tracelake process uses tests/conftest.py's `config_yaml()` (ephemeral ports, parquet
 roll_seconds 1s, worker trace_idle 1s) plus a bus block.
 
@@ -30,28 +30,21 @@ The machine may be shared: compare the ratios of one run, not absolute numbers a
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path[:0] = [str(HERE), str(REPO)]  # `throughput` (benchmarks/) and `tests` (the repository root)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` and `tests` (the repository root)
 
-from throughput import EXPORT, client, read_requests, span_count, write_requests  # noqa: E402
-
-from pipeline.demo import build_requests  # noqa: E402
-from pipeline.query import connect  # noqa: E402
-from tests.conftest import RunningTracelake, config_yaml  # noqa: E402
-from tests.kafka_broker import FAST_GROUP, Broker  # noqa: E402
+from benchmarks import harness
+from pipeline.demo import build_requests
+from pipeline.query import connect
+from tests.conftest import RunningTracelake, config_yaml
+from tests.kafka_broker import FAST_GROUP, Broker
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -66,22 +59,6 @@ def lake_spans(lake: Path) -> int:
     return int(row[0]) if row else 0
 
 
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
 def kafka_bus(broker: Broker, topic: str, partitions: int, compression: str, delivery_timeout: float) -> str:
     """The bus block of tests/test_kafka.py's `kafka_bus()`, with the codec and delivery timeout set."""
     consumer = ", ".join(f"{k}: {v}" for k, v in FAST_GROUP.items())
@@ -89,132 +66,6 @@ def kafka_bus(broker: Broker, topic: str, partitions: int, compression: str, del
         f"bus:\n  type: kafka\n  brokers: {broker.address}\n  topic: {topic}\n  group: g-{topic}\n"
         f"  partitions: {partitions}\n  session_timeout: 6s\n  delivery_timeout: {delivery_timeout}s\n"
         f"  commit_interval: 200ms\n  compression: {compression}\n  consumer: {{{consumer}}}\n"
-    )
-
-
-# -- clients ---------------------------------------------------------------------------------------
-@dataclass
-class Sent:
-    accepted_s: float  # first send → last OK
-    retries: int
-    t0: float  # time.monotonic() of the first send
-
-
-def send_all(req_file: Path, target: str, clients: int) -> Sent:
-    """benchmarks/throughput.py's client processes, all requests once, as fast as they are accepted."""
-    ctx = mp.get_context("spawn")
-    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    procs = [
-        ctx.Process(target=client, args=(i, clients, str(req_file), target, ready, go, out)) for i in range(clients)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        for _ in procs:
-            ready.get(timeout=120)
-        t0 = time.monotonic()
-        go.set()
-        results = [out.get(timeout=900) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
-    errors = [r[4] for r in results if r[4]]
-    if errors:
-        raise RuntimeError(f"client failed: {errors[0]}")
-    return Sent(max(r[3] for r in results) - t0, sum(r[2] for r in results), t0)
-
-
-def paced_client(
-    idx: int, clients: int, path: str, target: str, interval: float, seconds: float, ready: Any, go: Any, out: Any
-) -> None:
-    """Sends its share of the requests (cyclically) one every `interval` seconds; reports each call's duration."""
-    import grpc
-
-    try:
-        mine = read_requests(path)[idx::clients]
-        channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 * 2**20)])
-        grpc.channel_ready_future(channel).result(timeout=20)
-        call = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
-        ready.put(idx)
-        if not go.wait(60):
-            raise TimeoutError("no start signal")
-        start = time.monotonic() + idx * interval / clients  # the clients interleave
-        latencies: list[float] = []
-        late = failed = 0
-        i = 0
-        while True:
-            slot = start + i * interval
-            if slot - start > seconds:
-                break
-            now = time.monotonic()
-            if now < slot:
-                time.sleep(slot - now)
-            elif now - slot > interval / 2:
-                late += 1
-            t = time.perf_counter()
-            try:
-                call(mine[i % len(mine)], timeout=30)
-                latencies.append(time.perf_counter() - t)
-            except grpc.RpcError:
-                failed += 1
-            i += 1
-        out.put((idx, latencies, late, failed, ""))
-        channel.close()
-    except Exception as e:  # report, never hang the parent
-        ready.put(idx)
-        out.put((idx, [], 0, 0, f"{type(e).__name__}: {e}"))
-
-
-@dataclass
-class Latency:
-    rate_spans: float  # offered load, spans/s
-    calls: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    late: int
-    failed: int
-
-
-def measure_latency(
-    req_file: Path, target: str, clients: int, spans_per_request: float, rate_spans: float, seconds: float
-) -> Latency:
-    interval = clients * spans_per_request / rate_spans  # per client
-    ctx = mp.get_context("spawn")
-    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    procs = [
-        ctx.Process(target=paced_client, args=(i, clients, str(req_file), target, interval, seconds, ready, go, out))
-        for i in range(clients)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        for _ in procs:
-            ready.get(timeout=120)
-        go.set()
-        results = [out.get(timeout=seconds + 120) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
-    errors = [r[4] for r in results if r[4]]
-    if errors:
-        raise RuntimeError(f"latency client failed: {errors[0]}")
-    lat = sorted(x for r in results for x in r[1])
-    if not lat:
-        raise RuntimeError("no Export call succeeded in the latency phase")
-    q = statistics.quantiles(lat, n=100, method="inclusive")
-    return Latency(
-        rate_spans,
-        len(lat),
-        q[49] * 1e3,
-        q[98] * 1e3,
-        lat[-1] * 1e3,
-        sum(r[2] for r in results),
-        sum(r[3] for r in results),
     )
 
 
@@ -228,7 +79,8 @@ class Run:
     lake_spans: int
     retries: int
     broker_rss_growth: int | None = None
-    latency: Latency | None = None
+    latency: harness.Latency | None = None
+    latency_load: float = 0.0  # the paced phase's offered load, spans/s
 
     @property
     def accepted_rate(self) -> float:
@@ -239,15 +91,13 @@ class Run:
         return self.spans / self.durable_s if self.durable_s else None
 
 
-def wait_durable(lake: Path, total: int, t0: float, timeout: float, poll: float) -> tuple[float | None, int]:
-    deadline = time.monotonic() + timeout
-    n = 0
-    while time.monotonic() < deadline:
-        n = lake_spans(lake)
-        if n >= total:
-            return time.monotonic() - t0, n
-        time.sleep(poll)
-    return None, n
+def durable_at(lake: Path, total: int, args: argparse.Namespace) -> float | None:
+    """time.monotonic() when the lake's spans view first holds `total` spans (polled every --poll s); None when
+    it does not within --timeout."""
+    try:
+        return harness.wait_until(lambda: lake_spans(lake) >= total, args.timeout, "every span in the lake", args.poll)
+    except TimeoutError:
+        return None
 
 
 def stop_all(*procs: RunningTracelake) -> list[str]:
@@ -269,8 +119,8 @@ def run_embedded(args: argparse.Namespace, req_file: Path, total: int, workdir: 
     tl = RunningTracelake(workdir, config_yaml(extra=bus), command="run", name="embedded")
     problems: list[str] = []
     try:
-        sent = send_all(req_file, tl.grpc, args.clients)
-        durable, _ = wait_durable(tl.lake, total, sent.t0, args.timeout, args.poll)
+        sent = harness.send_burst(req_file, tl.grpc, args.clients, then=lambda: durable_at(tl.lake, total, args))
+        durable = sent.then - sent.t0 if sent.then is not None else None
     finally:
         problems = stop_all(tl)
     for p in problems:
@@ -285,28 +135,23 @@ def run_kafka(
     bus = kafka_bus(broker, topic, args.partitions, codec, args.delivery_timeout)
     (workdir / "receiver").mkdir(parents=True)
     assert broker.proc is not None
-    rss0 = rss_bytes(broker.proc.pid)
+    rss0 = harness.rss_bytes(broker.proc.pid)
     receiver = RunningTracelake(workdir / "receiver", config_yaml(extra=bus), command="receiver", name="receiver")
     procs = [receiver]
     problems: list[str] = []
     try:
         worker = RunningTracelake(workdir, config_yaml(extra=bus), command="worker", name="worker")
         procs.append(worker)
-        if not wait_for(lambda: "assigned partitions" in worker.log, 60):
-            raise RuntimeError("the worker got no partitions:\n" + worker.log)
-        sent = send_all(req_file, receiver.grpc, args.clients)
-        durable, _ = wait_durable(worker.lake, total, sent.t0, args.timeout, args.poll)
-        growth = rss_bytes(broker.proc.pid) - rss0
+        harness.wait_until(lambda: "assigned partitions" in worker.log, 60, "the worker's partitions assigned")
+        lake = worker.lake
+        sent = harness.send_burst(req_file, receiver.grpc, args.clients, then=lambda: durable_at(lake, total, args))
+        durable = sent.then - sent.t0 if sent.then is not None else None
+        growth = harness.rss_bytes(broker.proc.pid) - rss0
         run = Run(f"kafka {codec}", total, sent.accepted_s, durable, lake_spans(worker.lake), sent.retries, growth)
         if args.latency_seconds > 0:
-            run.latency = measure_latency(
-                req_file,
-                receiver.grpc,
-                args.clients,
-                per_request,
-                args.latency_load * run.accepted_rate,
-                args.latency_seconds,
-            )
+            run.latency_load = args.latency_load * run.accepted_rate
+            interval = args.clients * per_request / run.latency_load  # per client
+            run.latency = harness.send_paced(req_file, receiver.grpc, args.clients, interval, args.latency_seconds)
     finally:
         problems = stop_all(*procs)
     for p in problems:
@@ -347,7 +192,7 @@ def report(runs: list[Run], total_bytes: int) -> None:
             assert r.latency is not None
             m = r.latency
             print(
-                f"{r.name:<12}{m.rate_spans:>13,.0f}{m.calls:>7}{m.p50_ms:>9.1f}{m.p99_ms:>9.1f}{m.max_ms:>9.1f}"
+                f"{r.name:<12}{r.latency_load:>13,.0f}{m.calls:>7}{m.p50_ms:>9.1f}{m.p99_ms:>9.1f}{m.max_ms:>9.1f}"
                 f"{m.late:>6}{m.failed:>8}"
             )
     by_name = {r.name: r for r in runs}
@@ -387,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     requests = build_requests(args.traces, seed=args.seed)
-    counts = [span_count(b) for b in requests]
+    counts = [harness.span_count(b) for b in requests]
     total, total_bytes = sum(counts), sum(map(len, requests))
     print(
         f"traffic: {args.traces} traces, {total} spans, {len(requests)} requests, {total_bytes / 2**20:.1f} MiB "
@@ -398,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     try:
         req_file = workdir / "requests.bin"
-        write_requests(req_file, requests)
+        harness.write_requests(req_file, requests)
         print("(1) embedded: tracelake run ...", flush=True)
         runs.append(run_embedded(args, req_file, total, workdir / "embedded"))
         broker = Broker()

@@ -1,6 +1,6 @@
 """offload_artifacts: lake bytes and spans/s with and without offloading, on realistic LLM traffic.
 
-    python benchmarks/offload_bench.py [--traces 1000] [--seed 1] [--batch-traces 200]
+    python benchmarks/offload_bench.py [--traces 1000] [--seed 1]
 
 Traffic: pipeline.demo.build_requests(traces, seed) when that module exists; otherwise the
 generator below — agent traces of 4-7 spans (agent, retrieval, 1-3 chat calls, a tool call) whose
@@ -9,7 +9,8 @@ chat spans carry one of 8 system prompts (2-6 KB, repeated everywhere), per-call
 Text is drawn from a Zipf-distributed vocabulary so that it compresses like prose.
 
 For each chain ([] and [offload_artifacts]) the worker's path runs end to end on the same
-serialized requests: parse → decode → normalize → chain → ParquetSink (zstd) → flush. Printed:
+serialized requests (benchmarks/harness.py `worker_path`, batches of up to 8,192 spans as the worker takes
+them): decode → normalize → chain → ParquetSink (zstd) → flush. Printed:
 spans/s for the whole path and for the processor alone, Parquet bytes, artifact-store bytes and
 objects, and the time of two DuckDB queries over the resulting lake.
 """
@@ -20,6 +21,7 @@ import argparse
 import json
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,12 +29,11 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from core.conventions import Normalizer
-from pipeline.otlp.decode import SourcedRequest, decode
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import harness
 from pipeline.query import connect
 from processors.offload_artifacts import ArtifactOffloader, OffloadArtifactsConfig
-from sinks.parquet.config import ParquetSinkConfig
-from sinks.parquet.sink import ParquetSink
 
 
 # -- traffic ---------------------------------------------------------------------------------------
@@ -171,33 +172,15 @@ def _dir_bytes(path: Path, pattern: str) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), len(files)
 
 
-def run(requests: list[bytes], batch: int, offload: bool, workdir: Path, min_bytes: int) -> dict[str, float]:
+def run(batches: list[list[bytes]], offload: bool, workdir: Path, min_bytes: int) -> dict[str, float]:
     lake = workdir / ("lake_offload" if offload else "lake_plain")
-    normalizer = Normalizer()
-    sink = ParquetSink(ParquetSinkConfig(path=str(lake), roll_rows=10**9, roll_bytes=2**40, roll_seconds=10**9))
     proc = (
         ArtifactOffloader(OffloadArtifactsConfig(min_bytes=min_bytes, store=str(lake / "_artifacts")))
         if offload
         else None
     )
-    spans = 0
-    t_proc = 0.0
-    t0 = time.perf_counter()
-    for i in range(0, len(requests), batch):
-        reqs = []
-        for j, raw in enumerate(requests[i : i + batch]):
-            r = ExportTraceServiceRequest()
-            r.ParseFromString(raw)
-            reqs.append(SourcedRequest(r, f"bench/0@{i + j}"))
-        table = normalizer(decode(reqs))
-        if proc is not None:
-            tp = time.perf_counter()
-            table = proc.process(table)
-            t_proc += time.perf_counter() - tp
-        spans += table.num_rows
-        sink.write("spans", table)
-    sink.flush_all()
-    total = time.perf_counter() - t0
+    path = harness.worker_path(batches, [proc] if proc is not None else [], lake)
+    spans, total, t_proc = path.spans, path.wall, path.stages["chain"]
     parquet, files = _dir_bytes(lake / "spans", "*/*/*.parquet")
     store, objects = _dir_bytes(lake / "_artifacts", "sha256/*/*/*.zst")
     con = connect(lake)
@@ -231,7 +214,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--traces", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--batch-traces", type=int, default=200, help="traces per worker batch")
     ap.add_argument("--min-bytes", type=int, default=4096)
     args = ap.parse_args()
 
@@ -240,8 +222,9 @@ def main() -> None:
     print(f"traffic: {args.traces} traces from {origin}, {raw / 1e6:.1f} MB of OTLP protobuf")
     workdir = Path(tempfile.mkdtemp(prefix="offload_bench_"))
     try:
-        plain = run(requests, args.batch_traces, False, workdir, args.min_bytes)
-        off = run(requests, args.batch_traces, True, workdir, args.min_bytes)
+        batches = harness.worker_batches(requests)
+        plain = run(batches, False, workdir, args.min_bytes)
+        off = run(batches, True, workdir, args.min_bytes)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -1,4 +1,4 @@
-"""`tracelake run` with one cProfile per thread, for benchmarks/throughput.py --profile server.
+"""`tracelake run` with one cProfile per thread of the receiving process (worker processes are not profiled).
 
     python benchmarks/profiled_serve.py CONFIG OUT_PREFIX
 

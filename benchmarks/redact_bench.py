@@ -34,20 +34,17 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import harness
 from benchmarks.traffic import SHAPES, build, describe
 from core.conventions import Normalizer
 from core.processor import ProcessorContext
-from pipeline.otlp.wire import decode_bodies
 from pipeline.service import use_server_memory_pool
 from processors.redact_pii import PiiRedactor, RedactPiiConfig
-from sinks.parquet.config import ParquetSinkConfig
-from sinks.parquet.sink import ParquetSink
 
 CHAINS: dict[str, dict[str, Any] | None] = {
     "empty": None,
@@ -55,7 +52,6 @@ CHAINS: dict[str, dict[str, Any] | None] = {
     "default": {"ner": "on"},
     "presidio": {"ner": "off", "detector": "presidio"},
 }
-MAX_BATCH_SPANS = 8192
 COUNTERS = ("values", "scanned", "known_clean", "flagged", "cache_hits", "cache_misses", "hashed", "ner_texts",
             "ner_skipped", "ner_windows", "ner_chars")  # fmt: skip
 
@@ -65,35 +61,6 @@ def make_processor(name: str) -> PiiRedactor | None:
     if cfg is None:
         return None
     return PiiRedactor(RedactPiiConfig(**cfg), ProcessorContext(processor_id="redact_pii", normalizer=Normalizer()))
-
-
-def run(requests: list[bytes], group: int, proc: PiiRedactor | None, lake: Path) -> dict[str, float]:
-    """The worker's path over `requests`, `group` requests per batch: wall and CPU seconds, processor seconds."""
-    normalizer = Normalizer()
-    sink = ParquetSink(ParquetSinkConfig(path=str(lake), roll_rows=10**9, roll_bytes=2**40, roll_seconds=10**9))
-    spans = 0
-    t_proc = 0.0
-    c0, t0 = time.process_time(), time.perf_counter()
-    for i in range(0, len(requests), group):
-        bodies = requests[i : i + group]
-        table = normalizer(decode_bodies(bodies, [f"bench/0@{i + j}" for j in range(len(bodies))]))
-        if proc is not None:
-            tp = time.perf_counter()
-            table = proc.process(table)
-            t_proc += time.perf_counter() - tp
-        spans += table.num_rows
-        sink.write("spans", table)
-    sink.flush_all()
-    return {
-        "spans": spans,
-        "seconds": time.perf_counter() - t0,
-        "cpu": time.process_time() - c0,
-        "proc_seconds": t_proc,
-    }
-
-
-def spans_per_request(requests: list[bytes]) -> int:
-    return Normalizer()(decode_bodies(requests[:1], ["count@0"])).num_rows
 
 
 def main() -> None:
@@ -122,20 +89,22 @@ def main() -> None:
 
 def bench_shape(shape: str, chains: list[str], args: argparse.Namespace, workdir: Path) -> None:
     requests = build(shape, args.traces, args.seed)
-    ner_requests = build(shape, args.ner_traces, args.seed)
-    warm = build(shape, 100, args.seed + 1000)  # loads phone metadata, spaCy, tldextract: not timed
-    group = max(1, MAX_BATCH_SPANS // spans_per_request(requests))
-    print(f"\n== {shape}: {args.traces} traces: {describe(requests)}; {group} requests per batch")
+    batches = harness.worker_batches(requests)
+    ner_batches = harness.worker_batches(build(shape, args.ner_traces, args.seed))
+    warm = harness.worker_batches(build(shape, 100, args.seed + 1000))  # phone metadata, spaCy, tldextract
+    print(f"\n== {shape}: {args.traces} traces: {describe(requests)}; batches of {harness.BATCH_SPANS} spans")
     results: dict[str, dict[str, float]] = {}
     counters: dict[str, dict[str, int]] = {}
 
-    def measure(label: str, name: str, traffic: list[bytes], rep: int) -> None:
+    def measure(label: str, name: str, traffic: list[list[bytes]], rep: int) -> None:
         proc = make_processor(name)
-        run(warm, group, proc, workdir / f"warm_{label}_{rep}")
+        chain = [proc] if proc is not None else []
+        harness.worker_path(warm, chain, workdir / f"warm_{label}_{rep}")
         if proc is not None:
             proc.reset_caches()
             proc.counters.clear()
-        r = run(traffic, group, proc, workdir / f"{label}_{rep}")
+        run = harness.worker_path(traffic, chain, workdir / f"{label}_{rep}")
+        r = {"spans": run.spans, "seconds": run.wall, "cpu": run.cpu, "proc_seconds": run.stages["chain"]}
         best = results.setdefault(label, dict(r))
         best["cpu"] = min(best["cpu"], r["cpu"])
         if r["seconds"] <= best["seconds"]:
@@ -145,10 +114,10 @@ def bench_shape(shape: str, chains: list[str], args: argparse.Namespace, workdir
     for rep in range(args.repeat):
         for name in chains:  # interleaved, so that machine noise hits every chain alike
             if name != "default":
-                measure(name, name, requests, rep)
+                measure(name, name, batches, rep)
         if "default" in chains:
-            measure("empty@ner", "empty", ner_requests, rep)
-            measure("default", "default", ner_requests, rep)
+            measure("empty@ner", "empty", ner_batches, rep)
+            measure("default", "default", ner_batches, rep)
 
     head = f"{'chain':10}{'spans':>8}{'spans/s':>10}{'vs empty':>10}{'spans/CPU-s':>13}{'vs empty':>10}"
     head += f"{'proc µs/span':>14}"

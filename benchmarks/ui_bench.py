@@ -9,9 +9,10 @@ render, transfer) from this process, one at a time:
 
 - cold: the first list page after the server printed its URL (the id index is still being read);
 - then, after the index is read, each page `--runs` times: the list (newest first, page 5, with
-  filters, a text search, sorted by cost and by duration), trace pages of `--traces` different kept
-  traces spread over the week (each id opened once, so no cache of that trace's files helps), the span
-  pane, a sampled-out trace, the dashboards for 24 hours and for 7 days, and a saved SQL query.
+  filters, a text search, sorted by cost and by duration, thumbs-down only), trace pages of `--traces`
+  different kept traces spread over the week (each id opened once, so no cache of that trace's files
+  helps), the span pane, a sampled-out trace, the dashboards for 24 hours (all tenants, one tenant) and
+  for 7 days, and a saved SQL query.
 
 Prints min / median / max milliseconds per page and the rows or bytes each answer had.
 """
@@ -131,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             ("list: tenant, no match (whole week)", "/traces?tenant=nobody"),
             ("list: by cost (whole week)", "/traces?sort=cost"),
             ("list: by duration (whole week)", "/traces?sort=duration"),
+            ("list: thumbs-down", "/traces?feedback=down"),
             ("span pane", f"/traces/{traces[0]}/spans/{span_id}"),
             ("sampled-out trace page", f"/traces/{dropped}"),
             ("dashboards: 24h", "/dashboards?range=24h"),
+            ("dashboards: 24h, one tenant", "/dashboards?range=24h&tenant=globex"),
             ("dashboards: 7d", "/dashboards?range=7d"),
             ("sql: saved top_cost_traces", "/sql?saved=top_cost_traces"),
         ]

@@ -49,7 +49,8 @@ FLUSH_SPANS = 500_000
 def build_pool(pool_dir: Path, traces: int, seed: int = 0) -> tuple[pa.Table, pa.Table]:
     """(spans, traces) of `traces` demo traces as the real worker with the cost processor writes them."""
     requests = build_requests(traces, seed)
-    bus = EmbeddedBus(capacity_spans=10**9)
+    bus = EmbeddedBus(1, capacity_spans=10**9, capacity_bytes=2**40)
+    source = bus.reader(0)
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     for body in requests:
@@ -60,7 +61,7 @@ def build_pool(pool_dir: Path, traces: int, seed: int = 0) -> tuple[pa.Table, pa
     normalizer = Normalizer()
     cost = cost_factory.create(CostConfig(), ProcessorContext(processor_id="cost", normalizer=normalizer))
     sink = ParquetSink(ParquetSinkConfig(path=str(pool_dir)))
-    worker = Worker(bus, [("cost", cost)], [sink], normalizer, TraceSummarizer(5.0))
+    worker = Worker(source, [("cost", cost)], [sink], normalizer, TraceSummarizer(5.0))
     worker.run()
     if worker.error is not None:
         raise RuntimeError(f"pool worker failed: {worker.error}")

@@ -259,6 +259,10 @@ def _correlation(attrs: MapLookup, resource: MapLookup, keys: tuple[str, ...]) -
     return pc.coalesce(_coalesce_keys(attrs, keys), _coalesce_keys(resource, keys))
 
 
+# The tenant an authenticating receiver vouches for (pipeline/receiver/tenants.py), on every resource it
+# accepts; receivers remove it from whatever no token vouches for, so a client cannot set it.
+TENANT_ATTRIBUTE = "tracelake.tenant"
+
 # What a redact_pii in the receiver's ingest chain found crosses the bus in this span attribute (JSON
 # counts per entity type): OTLP has no place for the pii_found column.
 PII_FOUND_ATTRIBUTE = "tracelake.pii_found"
@@ -303,7 +307,7 @@ def normalize(table: pa.Table, keys: CorrelationKeys | None = None) -> pa.Table:
         return table
     correlation = (*keys.session, *keys.user, *keys.tenant, *keys.prompt_version)
     attrs = MapLookup(table.column("attributes"), (*_SPAN_KEYS, *correlation))
-    resource = MapLookup(table.column("resource_attributes"), correlation)
+    resource = MapLookup(table.column("resource_attributes"), (*correlation, TENANT_ATTRIBUTE))
     request_model, response_model = _models(attrs)
     derived: dict[str, pa.Array] = {
         "span_type": _span_type(attrs),
@@ -315,7 +319,8 @@ def normalize(table: pa.Table, keys: CorrelationKeys | None = None) -> pa.Table:
         "tool_name": _tool_name(attrs),
         "session_id": _correlation(attrs, resource, keys.session),
         "user_id": _correlation(attrs, resource, keys.user),
-        "tenant_id": _correlation(attrs, resource, keys.tenant),
+        # the tenant an authenticating receiver stamped wins over whatever the client claims
+        "tenant_id": pc.coalesce(resource(TENANT_ATTRIBUTE), _correlation(attrs, resource, keys.tenant)),
         "prompt_version": _correlation(attrs, resource, keys.prompt_version),
     }
     carried = attrs(PII_FOUND_ATTRIBUTE)

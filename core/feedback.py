@@ -98,6 +98,7 @@ def extract(spans: pa.Table) -> pa.Table:
         "value": value,
         "comment": get("feedback.comment"),
         "source": pc.fill_null(get("feedback.source"), "otlp"),
+        "tenant_id": rows.column("tenant_id"),
         "lake_source": rows.column("lake_source"),
     }
     return pa.table(out).cast(schema.FEEDBACK)

@@ -6,7 +6,8 @@ a third-party class need not inherit from anything here):
 
 - `Processor`: `process` and `stats`. Every processor.
 - `StatefulProcessor`: holds spans across batches (tail sampling) and releases them on `tick`,
-  `shutdown` and `on_revoke`; reports what it holds (`low_watermarks`) and drops it on `forget`.
+  `shutdown`, `retire` (a reload replaces the chain) and `on_revoke`; reports what it holds
+  (`low_watermarks`) and drops it on `forget`.
 - `Sampler`: a stateful processor that decides which traces reach `spans` (the rest wait in the
   holdback area) and may later promote a dropped trace (`take_promotions`).
 
@@ -18,6 +19,7 @@ the guide for their authors.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
@@ -110,6 +112,13 @@ class StatefulProcessor(Processor, Protocol):
         `low_watermarks`, `forget` and reads of `stats` follows."""
         ...
 
+    def retire(self) -> pa.Table:
+        """The chain is being replaced (a config reload, README "Changing a chain"): release everything held,
+        decided now, also when `context.replayable_source` (a replay would reach the new chain, which never
+        saw these rows). Called once, at a batch boundary, instead of `shutdown()`; nothing but reads of
+        `stats` follows (what it returns is written before the worker commits)."""
+        ...
+
     def on_revoke(self, sources: set[str]) -> pa.Table:
         """The bus partitions `sources` (`"topic/3"`) move to another worker: release (or, replayable, keep
         and stop deciding) what came from them. Followed by a commit, then `forget(sources)`."""
@@ -148,7 +157,7 @@ class ProcessorFactory(Generic[ConfigT]):
     name an instance of this class."""
 
     type: str
-    config_class: type[ConfigT]
+    config_class: builtins.type[ConfigT]
     create: Callable[[ConfigT, ProcessorContext], Processor]
     description: str = ""
     # holds spans across batches: the created processor is a StatefulProcessor; not allowed in ingest

@@ -11,7 +11,10 @@ from typing import Generic, Protocol, TypeVar
 
 
 class Factory(Protocol):
-    type: str
+    @property
+    def type(self) -> str:
+        """The component type name (read-only, so frozen dataclass factories conform)."""
+        ...
 
 
 F = TypeVar("F", bound=Factory)

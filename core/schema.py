@@ -111,6 +111,9 @@ FEEDBACK = pa.schema(
         ("value", pa.float64()),
         ("comment", pa.string()),
         ("source", pa.string()),
+        # the tenant of whoever gave the feedback (the token's, with authentication); it counts only
+        # toward a trace of the same tenant
+        ("tenant_id", pa.string()),
         ("lake_source", pa.string()),
     ]
 )

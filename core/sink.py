@@ -8,6 +8,7 @@ entry-point group exactly as processors do.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -74,7 +75,7 @@ class SinkContext:
 @dataclass(frozen=True)
 class SinkFactory:
     type: str
-    config_class: type[SinkConfig]
+    config_class: builtins.type[SinkConfig]
     create: Callable[[SinkConfig, SinkContext], Sink]
     description: str = ""
 

@@ -6,14 +6,19 @@ worker process; `tracelake worker` builds only workers. Each piece is built in t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from core.conventions import CorrelationKeys, Normalizer
-from core.processor import Processor, ProcessorContext
+from core.processor import Processor, ProcessorContext, Stage
 from core.sink import Sink, SinkContext
 from pipeline.bus.base import Source
 from pipeline.config import Config
 from pipeline.config.model import KafkaBusConfig
 from pipeline.trace_summary import TraceSummarizer
-from pipeline.worker import Worker
+from pipeline.worker import Worker, WorkerChain
+
+if TYPE_CHECKING:
+    from sinks.parquet.sink import ParquetSink
 
 
 def build_normalizer(config: Config) -> Normalizer:
@@ -21,7 +26,7 @@ def build_normalizer(config: Config) -> Normalizer:
     return Normalizer(CorrelationKeys(tuple(k.session), tuple(k.user), tuple(k.tenant), tuple(k.prompt_version)))
 
 
-def build_chain(config: Config, stage: str, normalizer: Normalizer) -> list[tuple[str, Processor]]:
+def build_chain(config: Config, stage: Stage, normalizer: Normalizer) -> list[tuple[str, Processor]]:
     chain = []
     # Only Kafka outlives a stop: on the embedded bus a stateful processor decides at shutdown (a worker
     # process that dies gets no shutdown; its replacement replays from the bus either way).
@@ -47,18 +52,34 @@ def build_sink(config: Config, sink_id: str) -> Sink:
     return spec.factory.create(spec.config, SinkContext(sink_id))
 
 
-def build_worker(config: Config, source: Source) -> Worker:
-    raw = config.raw
+def build_worker_chain(config: Config) -> WorkerChain:
+    """What a worker runs that a reload may replace: processors, sinks, the non-restart-only settings."""
+    w = config.raw.worker
     normalizer = build_normalizer(config)
-    sinks = [build_sink(config, sid) for sid in config.pipeline.sinks]
+    # The worker also reads sinks' `buffered_rows` and `metrics()`, which the Sink protocol does not declare yet.
+    sinks = cast("list[ParquetSink]", [build_sink(config, sid) for sid in config.pipeline.sinks])
+    return WorkerChain(
+        processors=build_chain(config, "process", normalizer),
+        sinks=sinks,
+        normalizer=normalizer,
+        trace_idle=w.trace_idle,
+        trace_max_wait=w.trace_max_wait,
+        max_batch_spans=w.max_batch_spans,
+        max_batch_delay=w.max_batch_delay,
+        holdback_retention=holdback_retention(config),
+    )
+
+
+def build_worker(config: Config, source: Source) -> Worker:
+    chain = build_worker_chain(config)
     return Worker(
         source,
-        build_chain(config, "process", normalizer),
-        sinks,
-        normalizer,
-        TraceSummarizer(raw.worker.trace_idle, trace_max_wait=raw.worker.trace_max_wait),
-        max_batch_spans=raw.worker.max_batch_spans,
-        max_batch_delay=raw.worker.max_batch_delay,
-        commit_interval=getattr(raw.bus, "commit_interval", 1.0),
-        holdback_retention=holdback_retention(config),
+        chain.processors,
+        chain.sinks,
+        chain.normalizer,
+        TraceSummarizer(chain.trace_idle, trace_max_wait=chain.trace_max_wait),
+        max_batch_spans=chain.max_batch_spans,
+        max_batch_delay=chain.max_batch_delay,
+        commit_interval=getattr(config.raw.bus, "commit_interval", 1.0),
+        holdback_retention=chain.holdback_retention,
     )

@@ -204,7 +204,7 @@ def _openai_tool_calls(calls: Any) -> list[ToolCall]:
     out = []
     for c in calls if isinstance(calls, list) else ():
         if isinstance(c, dict):
-            fn = c.get("function") if isinstance(c.get("function"), dict) else c
+            fn = c["function"] if isinstance(c.get("function"), dict) else c
             out.append(
                 ToolCall(_as_text(fn.get("name")), _as_text(fn.get("arguments") or fn.get("input")), c.get("id"))
             )

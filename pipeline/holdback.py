@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -52,22 +52,26 @@ class Holdback:
             sink.write("holdback", dropped, source, offsets)
         self.spans_held += dropped.num_rows
 
-    def promote(self, requests: list[tuple[str, str]]) -> None:
-        """Move the held-back spans of these (trace_id, reason) into `spans`, with a kept summary part each."""
+    def promote(self, requests: list[tuple[str, str]], eligible: Callable[[pa.Table], pa.Table] | None = None) -> None:
+        """Move the held-back spans of these (trace_id, reason) into `spans`, with a kept summary part each.
+        `eligible`: the read-back rows a promotion may move (the worker's tenant check of the feedback)."""
         if not requests or not self.sinks:
             return
         reasons = dict(requests)
         first = self.sinks[0]
         first.flush_all(tables={"holdback"})  # held-back rows still in memory are read from their file
         rows = layout.read_rows(first.lake, "holdback", sorted(reasons))
+        if eligible is not None:
+            rows = eligible(rows)
         if rows.num_rows == 0:
             return
         rows = dedupe_spans(rows)
         for sink in self.sinks:
             sink.write("spans", rows)
             sink.write("traces", promotion_parts(rows, reasons))
-        self.promoted_traces += len(set(rows.column("trace_id").to_pylist()))
-        log.info("promoted %d held-back spans of %d traces after late feedback", rows.num_rows, len(reasons))
+        promoted = len(set(rows.column("trace_id").to_pylist()))
+        self.promoted_traces += promoted
+        log.info("promoted %d held-back spans of %d traces after late feedback", rows.num_rows, promoted)
 
     def expire(self, now_s: float | None = None) -> None:
         """Delete held-back hours that ended more than the retention ago (checked once a minute)."""

@@ -64,13 +64,33 @@ SELECT rows.* REPLACE (coalesce(decided.duplicate_of, rows.duplicate_of) AS dupl
 FROM {rows} AS rows LEFT JOIN decided ON rows.trace_id = decided.trace_id AND rows.span_id = decided.span_id
 """
 SPANS_VIEW = "CREATE OR REPLACE VIEW spans AS" + SPANS_DECIDED.replace(
-    "{rows}", "(SELECT * FROM {src}\n" + DEDUP["spans"] + ")"
+    "{rows}", "(SELECT * FROM {src} {only_tenant}\n" + DEDUP["spans"] + ")"
 )
 
-FEEDBACK_VIEW = "CREATE OR REPLACE VIEW feedback AS\nSELECT * FROM {src}\n" + DEDUP["feedback"] + "\n"
+# Feedback with a tenant counts only toward a trace of that tenant (its owner: the trace's `tenant_id`, the
+# tenant of its spans), so one tenant's token cannot rate another tenant's traces; feedback without a tenant
+# (no authentication) counts toward any trace. `{rows}`: feedback rows; `{traces_src}`: summary parts of (at
+# least) the same traces; `{and_owner}`: "" or a further condition on `owners.owner`.
+FEEDBACK_OWNED = """
+WITH owners AS (
+  SELECT trace_id, any_value(tenant_id) AS owner FROM {traces_src} WHERE tenant_id IS NOT NULL GROUP BY trace_id
+)
+SELECT rows.* FROM {rows} AS rows LEFT JOIN owners USING (trace_id)
+WHERE (rows.tenant_id IS NULL OR rows.tenant_id = owners.owner) {and_owner}
+"""
+FEEDBACK_VIEW = "CREATE OR REPLACE VIEW feedback AS" + FEEDBACK_OWNED.replace(
+    "{rows}", "(SELECT * FROM {src}\n" + DEDUP["feedback"] + ")"
+)
 
 # Parts of one trace (late spans, late feedback) merged into one row; `{parts}` holds one row per part.
+# feedback_min is the lowest `value` of `{feedback}` rows (replays may repeat) the trace's tenant may give,
+# as FEEDBACK_OWNED decides it, rather than the parts' own feedback_min: a part the worker wrote for
+# feedback on a trace it no longer remembered may hold another tenant's rating.
 TRACES_MERGE = """
+SELECT merged.* REPLACE (
+  least(rated.anonymous, list_min([r.value FOR r IN rated.by_tenant IF r.tenant = merged.tenant_id])) AS feedback_min
+)
+FROM (
 SELECT
   trace_id,
   any_value(root_name) FILTER (WHERE root_name IS NOT NULL) AS root_name,
@@ -95,7 +115,7 @@ SELECT
   any_value(user_id) FILTER (WHERE user_id IS NOT NULL) AS user_id,
   any_value(tenant_id) FILTER (WHERE tenant_id IS NOT NULL) AS tenant_id,
   list_sort(list_distinct(flatten(list(prompt_versions)))) AS prompt_versions,
-  min(feedback_min) AS feedback_min,
+  NULL::DOUBLE AS feedback_min,
   bool_or(kept) AS kept,
   list_sort(list_distinct(flatten(list(keep_reasons)))) AS keep_reasons,
   count(*) AS parts,
@@ -103,17 +123,35 @@ SELECT
   min(hour) AS hour
 FROM {parts} AS parts
 GROUP BY trace_id
+) AS merged LEFT JOIN (
+  SELECT trace_id, min(value) FILTER (WHERE tenant_id IS NULL) AS anonymous,
+    list(struct_pack(tenant := tenant_id, value := value)) FILTER (WHERE tenant_id IS NOT NULL) AS by_tenant
+  FROM {feedback} GROUP BY trace_id
+) AS rated ON rated.trace_id = merged.trace_id
 """
-TRACES_VIEW = "CREATE OR REPLACE VIEW traces AS" + TRACES_MERGE.replace(
-    "{parts}", "(SELECT * FROM {src}\n" + DEDUP["traces"] + ")"
+# `{only_tenant}`: "" or a condition on the merged row (a trace's tenant is its spans', so that a part without
+# one, e.g. late feedback, still belongs to the trace)
+TRACES_VIEW = (
+    "CREATE OR REPLACE VIEW traces AS SELECT * FROM ("
+    + TRACES_MERGE.replace("{parts}", "(SELECT * FROM {src}\n" + DEDUP["traces"] + ")")
+    + ") AS merged {only_tenant}"
 )
 
 
+def sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 def connect(
-    lake: str | Path | layout.Lake, database: str = ":memory:", artifact_stores: Sequence[str] | None = None
+    lake: str | Path | layout.Lake,
+    database: str = ":memory:",
+    artifact_stores: Sequence[str] | None = None,
+    tenant: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Views `spans`, `traces`, `feedback` over the lake (a directory or `s3://…`, sinks/parquet/object_store.py);
-    `artifact(ref)` reads offloaded values back from `artifact_stores` (default `<lake>/_artifacts`)."""
+    `artifact(ref)` reads offloaded values back from `artifact_stores` (default `<lake>/_artifacts`). `tenant`:
+    the views show only that tenant's spans, trace summaries and the feedback on its traces (a view restriction for
+    people and tools that use the views, not a wall: the same session can read_parquet() any file)."""
     from sinks.artifacts.sql import register_artifact_function
 
     lake = layout.open_lake(lake)
@@ -121,9 +159,12 @@ def connect(
     con.execute("SET TimeZone = 'UTC'")
     if lake.fs is not None:
         object_store.register(con, lake.fs)
+    only = f"WHERE tenant_id = {sql_literal(tenant)}" if tenant is not None else ""
+    and_owner = f"AND owners.owner = {sql_literal(tenant)}" if tenant is not None else ""
     traces = table_source(con, lake, "traces")
-    con.execute(SPANS_VIEW.format(src=table_source(con, lake, "spans"), traces_src=traces))
-    con.execute(TRACES_VIEW.format(src=traces))
-    con.execute(FEEDBACK_VIEW.format(src=table_source(con, lake, "feedback")))
+    feedback = table_source(con, lake, "feedback")
+    con.execute(SPANS_VIEW.format(src=table_source(con, lake, "spans"), traces_src=traces, only_tenant=only))
+    con.execute(TRACES_VIEW.format(src=traces, feedback=feedback, only_tenant=only))
+    con.execute(FEEDBACK_VIEW.format(src=feedback, traces_src=traces, and_owner=and_owner))
     register_artifact_function(con, list(artifact_stores or [lake.artifact_store]))
     return con

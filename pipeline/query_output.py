@@ -30,6 +30,7 @@ def _text_rows(rel: duckdb.DuckDBPyRelation, limit: int | None) -> Iterator[list
     rel = rel.set_alias("result")
     cols = ", ".join(f'CAST("{c.replace(chr(34), chr(34) * 2)}" AS VARCHAR)' for c in rel.columns)
     text = rel.query("result", f"SELECT {cols} FROM result" + (f" LIMIT {int(limit)}" if limit is not None else ""))
+    assert text is not None  # None only for statements without a result, never for a SELECT
     for batch in text.to_arrow_reader(8192):
         yield from (list(r) for r in zip(*(col.to_pylist() for col in batch.columns), strict=True))
 
@@ -37,7 +38,9 @@ def _text_rows(rel: duckdb.DuckDBPyRelation, limit: int | None) -> Iterator[list
 def _json_lines(rel: duckdb.DuckDBPyRelation, limit: int | None) -> Iterator[str]:
     rel = rel.set_alias("result")
     sql = "SELECT CAST(to_json(result) AS VARCHAR) FROM result" + (f" LIMIT {int(limit)}" if limit is not None else "")
-    for batch in rel.query("result", sql).to_arrow_reader(8192):
+    out = rel.query("result", sql)
+    assert out is not None  # None only for statements without a result, never for a SELECT
+    for batch in out.to_arrow_reader(8192):
         yield from batch.column(0).to_pylist()
 
 

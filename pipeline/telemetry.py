@@ -1,4 +1,5 @@
-"""Self-telemetry: Prometheus `/metrics`, `/healthz`, `/readyz` on 127.0.0.1:8888 (the Collector's port).
+"""Self-telemetry: Prometheus `/metrics`, `/healthz`, `/readyz` on 127.0.0.1:8888 (the Collector's port), and
+the POST routes the server adds (`/-/reload`: pipeline/service.py).
 
 Metrics are read from the components' own counters at scrape time (`metrics()` of each component;
 worker processes report theirs every second), so the hot path never touches a metrics library: no
@@ -7,10 +8,11 @@ cost per span. `process_*` metrics describe the `tracelake` process itself, not 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -19,11 +21,15 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from core import metrics
+from pipeline.receiver.tls import HttpTlsEndpoint, TlsCapableServer
 
 log = logging.getLogger("tracelake.telemetry")
 
 MetricsSource = Callable[[], Iterable[metrics.Sample]]
 ReadinessCheck = Callable[[], list[str]]
+# a POST handler: request body → (HTTP status, JSON answer)
+PostRoute = Callable[[bytes], tuple[int, dict]]
+MAX_POST_BYTES = 64 * 1024
 
 
 class SampleCollector:
@@ -55,7 +61,8 @@ class SampleCollector:
 
 
 class TelemetryServer:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, tls: HttpTlsEndpoint | None = None) -> None:
+        """`tls`: serve over TLS (`telemetry.tls`; with client_ca_file, scrapers need a client certificate)."""
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -63,7 +70,8 @@ class TelemetryServer:
         # filled by whoever assembles the process: each component's metrics() and readiness
         self.metrics_sources: list[MetricsSource] = []
         self.readiness_checks: list[ReadinessCheck] = []
-        self.registry.register(SampleCollector(self.metrics_sources))  # type: ignore[arg-type]
+        self.post_routes: dict[str, PostRoute] = {}
+        self.registry.register(SampleCollector(self.metrics_sources))
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -83,6 +91,22 @@ class TelemetryServer:
                 else:
                     self._send(404, b"try /metrics, /healthz or /readyz\n", "text/plain")
 
+            def do_POST(self) -> None:
+                route = owner.post_routes.get(self.path.split("?", 1)[0])
+                length = int(self.headers.get("Content-Length") or 0)
+                if route is None:
+                    self._send(404, b"no such POST route\n", "text/plain")
+                    return
+                if length > MAX_POST_BYTES:
+                    self._send(413, b"body too large\n", "text/plain")
+                    return
+                try:
+                    status, answer = route(self.rfile.read(length))
+                except Exception as e:  # the server keeps running; the caller learns why
+                    log.exception("POST %s failed", self.path)
+                    status, answer = 500, {"ok": False, "errors": [f"{type(e).__name__}: {e}"]}
+                self._send(status, json.dumps(answer).encode() + b"\n", "application/json")
+
             def _send(self, status: int, body: bytes, ctype: str) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
@@ -91,10 +115,9 @@ class TelemetryServer:
                 self.wfile.write(body)
 
         try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
+            self._server = TlsCapableServer((host, port), Handler, tls)
         except OSError as e:
             raise OSError(f"cannot listen for telemetry on {host}:{port}: {e.strerror}") from None
-        self._server.daemon_threads = True
         self.address = f"{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="telemetry", daemon=True)
 

@@ -152,7 +152,8 @@ class TraceSummarizer:
                 "feedback_min": fb,
                 "session_id": spans.column("session_id"),
                 "user_id": spans.column("user_id"),
-                "tenant_id": spans.column("tenant_id"),
+                # a trace's tenant is its spans': feedback (another tenant's, perhaps) never decides it
+                "tenant_id": pc.if_else(real, spans.column("tenant_id"), pa.scalar(None, pa.string())),
                 "root_row": pc.if_else(is_root, pa.array(np.arange(n)), no_int),
                 "part_hash": pa.array(np.where(np.asarray(real), span_id_hashes(spans.column("span_id")), 0)),
             }

@@ -125,7 +125,8 @@ def _read_artifacts(con: duckdb.DuckDBPyConnection, refs: set[str]) -> tuple[dic
 def load_trace(con: duckdb.DuckDBPyConnection, trace_id: str) -> Trace | None:
     """The trace from the lake's views; None when the lake has no span, summary or feedback of it."""
     trace_id = trace_id.strip().lower()  # ids are stored as lowercase hex; users paste them from anywhere
-    spans = [_Span(*r[:15], _rfc3339(json.loads(r[15]))) for r in con.execute(_SPANS_SQL, [trace_id]).fetchall()]
+    rows = con.execute(_SPANS_SQL, [trace_id]).fetchall()
+    spans = [_Span._make((*r[:15], _rfc3339(json.loads(r[15])))) for r in rows]
     summary = con.execute(_TRACE_SQL, [trace_id]).fetchone()
     feedback = [_rfc3339(json.loads(r[0])) for r in con.execute(_FEEDBACK_SQL, [trace_id]).fetchall()]
     if not spans and summary is None and not feedback:

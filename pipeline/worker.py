@@ -7,6 +7,9 @@ offset that something (a sink buffer, an open trace summary, a processor) still 
 
 Stopping is cooperative: close the source, and `run()` returns once it is drained, processors
 are shut down, every sink has flushed and the final offsets are committed.
+
+Reloading (README "Changing a chain"): `request_swap(WorkerChain)` from any thread; the worker's thread
+swaps at the next batch boundary (`_swap`) and resolves the returned future.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +31,7 @@ from core.conventions import Normalizer
 from core.processor import Processor, Sampler, StatefulProcessor
 from core.sink import SinkWriteError
 from pipeline.bus.base import Delivery, Source
+from pipeline.feedback_scope import FeedbackScope
 from pipeline.holdback import Holdback
 from pipeline.otlp.attributes import RawAttributesRequest
 from pipeline.otlp.decode import SourcedRequest, decode
@@ -49,6 +54,25 @@ class WorkerStats:
     undecodable_messages: int = 0
     commits: int = 0
     feedback_events: int = 0
+
+
+@dataclass
+class WorkerChain:
+    """What a reload replaces in a running worker, built from a config (pipeline/build.py): the processor
+    chain, the sinks, and the worker settings that are not restart-only."""
+
+    processors: list[tuple[str, Processor]]
+    sinks: list[ParquetSink]
+    normalizer: Normalizer
+    trace_idle: float
+    trace_max_wait: float | None
+    max_batch_spans: int
+    max_batch_delay: float
+    holdback_retention: float | None
+
+
+class WorkerStopping(Exception):
+    """A swap requested of a worker that stopped before its next batch boundary."""
 
 
 def _by_partition(deliveries: list[Delivery]) -> Iterable[tuple[str | None, list[Delivery]]]:
@@ -76,6 +100,7 @@ class Worker:
         self.sinks = sinks
         self.normalizer = normalizer
         self.summarizer = summarizer
+        self.feedback_scope = FeedbackScope()
         self.max_batch_spans = max_batch_spans
         self.max_batch_delay = max_batch_delay
         self.commit_interval = commit_interval
@@ -88,14 +113,20 @@ class Worker:
         self.holdback = Holdback(sinks, holdback_retention)
         self._last_busy = time.monotonic()
         self._released = True
-        # the processor hooks, bound once (core/processor.py): who holds spans, who promotes traces
+        self._bind(processors)
+        self._processors_shut_down = False
+        self._swaps: list[tuple[WorkerChain, Future[None]]] = []
+        self._swaps_closed = False  # the worker left its loop: no batch boundary comes any more
+        self._swap_lock = threading.Lock()
+        if hasattr(source, "on_revoke"):
+            source.on_revoke = self.handle_revoke
+
+    def _bind(self, processors: list[tuple[str, Processor]]) -> None:
+        """The processor hooks, bound once per chain (core/processor.py): who holds spans, who promotes traces."""
         self._holders: list[tuple[int, StatefulProcessor]] = [
             (i, proc) for i, (_pid, proc) in enumerate(processors) if isinstance(proc, StatefulProcessor)
         ]
         self._samplers: list[Sampler] = [proc for _pid, proc in processors if isinstance(proc, Sampler)]
-        self._processors_shut_down = False
-        if hasattr(source, "on_revoke"):
-            source.on_revoke = self.handle_revoke  # type: ignore[attr-defined]
 
     def metrics(self) -> list[metrics.Sample]:
         """This worker's counters, its processors' and its sinks', read at the moment of the call."""
@@ -109,6 +140,11 @@ class Worker:
                 ("tracelake_worker_traces_summarised", s.traces_summarised, "trace summary rows written"),
                 ("tracelake_worker_feedback_events", s.feedback_events, "feedback rows written"),
                 ("tracelake_worker_promoted_traces", held.promoted_traces, "dropped traces promoted by late feedback"),
+                (
+                    "tracelake_worker_feedback_refused",
+                    self.feedback_scope.refused,
+                    "feedback events dropped because their tenant is not their trace's",
+                ),
                 ("tracelake_worker_undecodable_messages", s.undecodable_messages, "bus messages skipped"),
                 ("tracelake_worker_offset_commits", s.commits, "offset commit rounds"),
             )
@@ -147,6 +183,7 @@ class Worker:
 
     # -- one iteration ----------------------------------------------------------------------
     def step(self) -> int:
+        self._swap_requested()
         if any(s.backlog_bytes > MAX_BACKLOG_BYTES for s in self.sinks):
             self._flush_due()
             time.sleep(0.2)
@@ -184,7 +221,7 @@ class Worker:
         except Exception:  # a bug in the columnar reader must not make a poison pill of a batch
             log.exception("columnar decode failed; decoding the batch message by message")
             batch = self._decode_each(deliveries)
-        batch = self.normalizer(batch)
+        batch = self.feedback_scope.apply(self.normalizer(batch))
         self.stats.batches += 1
         # feedback events travel as synthetic spans; they are counted as feedback, never as spans
         self.stats.spans_in += batch.num_rows - (pc.sum(feedback.is_synthetic(batch)).as_py() or 0)
@@ -239,7 +276,11 @@ class Worker:
         requests: list[tuple[str, str]] = []
         for sampler in self._samplers if samplers is None else samplers:
             requests.extend(sampler.take_promotions())
-        self.holdback.promote(requests)
+        if not requests or not self.sinks:
+            self.feedback_scope.forget_ratings()  # the ratings seen since the last check promote nothing
+            return
+        # only held-back spans of the tenant that rated their trace (pipeline/feedback_scope.py)
+        self.holdback.promote(requests, self.feedback_scope.promotable)
 
     def _emit_released(self, spans: pa.Table, position: int) -> None:
         """Spans the processor at `position` held and now releases: the rest of the chain, then the sinks,
@@ -316,16 +357,72 @@ class Worker:
         for _i, holder in self._holders:
             holder.forget(sources)
 
+    # -- reload -----------------------------------------------------------------------------
+    def request_swap(self, chain: WorkerChain) -> Future[None]:
+        """Ask the worker's thread to run `chain` from its next batch boundary on (any thread may ask). The
+        future fails with the reason when the swap could not happen; the old chain then keeps running."""
+        future: Future[None] = Future()
+        with self._swap_lock:
+            if self._swaps_closed:
+                future.set_exception(WorkerStopping("the worker is stopping"))
+            else:
+                self._swaps.append((chain, future))
+        return future
+
+    def _swap_requested(self) -> None:
+        with self._swap_lock:
+            swaps, self._swaps = self._swaps, []
+        for chain, future in swaps:
+            try:
+                self._swap(chain)
+            except Exception as e:
+                log.error("reload: keeping the old chain: %s", e)
+                future.set_exception(e)
+            else:
+                future.set_result(None)
+
+    def _swap(self, new: WorkerChain) -> None:
+        """At a batch boundary: the old sinks write everything they buffer, as for a rebalance (a failure
+        raises before anything changed), and the new sinks take over; the old stateful processors then
+        release everything they hold, decided by their own policies (`retire`), through the rest of the old
+        chain into the new sinks; then the new chain runs. Offsets stay behind whatever is still only in
+        memory (the new sinks' buffers), so a crash at any point replays instead of losing."""
+        for sink in self.sinks:
+            sink.flush_all()
+        self.sinks = new.sinks
+        for i, holder in self._holders:
+            if isinstance(holder, Sampler):
+                self._promote([holder])  # its last promotions, while it still runs
+            self._emit_released(holder.retire(), i)
+        self.processors = new.processors
+        self._bind(new.processors)
+        self.processor_in = {pid: self.processor_in.get(pid, 0) for pid, _ in new.processors}
+        self.processor_out = {pid: self.processor_out.get(pid, 0) for pid, _ in new.processors}
+        self.normalizer = new.normalizer
+        self.summarizer.trace_idle, self.summarizer.trace_max_wait = new.trace_idle, new.trace_max_wait
+        self.max_batch_spans, self.max_batch_delay = new.max_batch_spans, new.max_batch_delay
+        self.holdback_retention = new.holdback_retention
+        self._maybe_commit(force=True)
+        log.info("reload: now running processors [%s]", ", ".join(pid for pid, _ in new.processors))
+
+    def _refuse_swaps(self) -> None:
+        with self._swap_lock:
+            swaps, self._swaps, self._swaps_closed = self._swaps, [], True
+        for _chain, future in swaps:
+            future.set_exception(WorkerStopping("the worker stopped before its next batch"))
+
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
         try:
             while not self.source.drained:
                 self.step()
+            self._refuse_swaps()
             self.shutdown()
         except BaseException as e:
             self.error = e
             log.critical("worker failed: %s", e, exc_info=True)
         finally:
+            self._refuse_swaps()
             finish: Any = getattr(self.source, "finish", None)
             if finish is not None:
                 finish()

@@ -7,6 +7,10 @@ the last committed offset (the bus kept every message that was not yet durable),
 rebalances and the replacement resumes from the committed offsets. Restarts back off (1 s doubling to
 30 s) so a worker that cannot start does not spin.
 
+Reloading (`reload`): every running process is sent the new config over its control pipe, swaps its chain
+at a batch boundary and answers; a process that could not keeps its old chain and says why. Processes
+started after the reload (replacements) build the new config when their own process swapped.
+
 Stopping: the bus is closed (embedded) or each process is told "stop" (Kafka); every process drains what
 is left, shuts its processors down, flushes its sinks, commits and exits. A process that dies during the
 drain is replaced until its partition is fully committed.
@@ -17,6 +21,8 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing as mp
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -33,7 +39,11 @@ log = logging.getLogger("tracelake.workers")
 
 RESTART_BACKOFF_MIN = 1.0
 RESTART_BACKOFF_MAX = 30.0
+LEAVE_GRACE_S = 10.0  # after a Kafka member's final commit, for its group leave
+KAFKA_STOP_TIMEOUT_S = 50.0  # drain (≤ 10 s, after a rebalance ≤ 10 s more), final flush and commit, leave (≤ 10 s)
 READY_TIMEOUT = 120.0
+# a reload waits for the current batch (redaction of 8k spans can take seconds) and a chain build (NER models)
+RELOAD_TIMEOUT = 120.0
 
 
 class WorkerStartError(Exception):
@@ -56,6 +66,8 @@ class _Slot:
     restart_at: float | None = None
     started_at: float = 0.0
     failure: str | None = None
+    reloaded: tuple[int, str | None] | None = None  # (generation, error or None) the process answered
+    leaving: tuple[float, int] | None = None  # (since, exit code): a Kafka member past its final commit
 
 
 class WorkerPool:
@@ -81,6 +93,9 @@ class WorkerPool:
             for i in range(processes)
         ]
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # the monitor, stop() and reload() all write to the pipes
+        self._reload_lock = threading.Lock()
+        self._answered = threading.Condition()
         self._stopping = False
         self._done = threading.Event()
         self._monitor = threading.Thread(target=self._watch, name="worker-pool", daemon=True)
@@ -129,14 +144,69 @@ class WorkerPool:
             for slot in self._slots:
                 if slot.control is not None:
                     self._tell(slot, ("stop",))
+        if timeout is None and self.bus is None:
+            # Kafka members: what they have not committed is replayed by the group, so a member stuck in its
+            # stop (a broker that stopped answering) is killed rather than waited for forever
+            timeout = KAFKA_STOP_TIMEOUT_S
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._done.wait(0.2):
             if deadline is not None and time.monotonic() > deadline:
-                log.critical("worker processes did not stop within %gs; killing them", timeout)
-                self._kill_all()
+                stuck = [s.process for s in self._slots if s.process is not None and s.process.is_alive()]
+                log.critical(
+                    "worker processes %s did not stop within %gs; their stacks follow, then they are killed",
+                    ", ".join(str(p.pid) for p in stuck),
+                    timeout,
+                )
+                for proc in stuck:
+                    if proc.pid is not None:
+                        os.kill(proc.pid, signal.SIGUSR1)  # faulthandler: every thread's stack to the log
+                time.sleep(1.0)
+                self.kill()
                 self.failed = True
                 break
         return not self.failed
+
+    def reload(self, config: Config, generation: int, timeout: float = RELOAD_TIMEOUT) -> list[str]:
+        """Every running process swaps to `config` at its next batch boundary. Returns one error per process
+        that kept its old chain (empty: all swapped). A process restarted later builds the config of its slot:
+        the new one once its own swap succeeded, or when it was not running during the reload."""
+        with self._reload_lock:
+            asked: list[tuple[_Slot, BaseProcess]] = []
+            idle: list[_Slot] = []
+            for slot in self._slots:
+                slot.reloaded = None
+                proc = slot.process
+                if proc is not None and proc.is_alive() and slot.ready and slot.control is not None:
+                    self._tell(slot, ("reload", generation, config))
+                    asked.append((slot, proc))
+                else:
+                    idle.append(slot)
+            deadline = time.monotonic() + timeout
+            with self._answered:
+                while time.monotonic() < deadline:
+                    waiting = [s for s, proc in asked if s.reloaded is None and s.process is proc]
+                    if not waiting:
+                        break
+                    self._answered.wait(0.2)
+            errors, swapped = [], 0
+            for slot, proc in asked:
+                answer = slot.reloaded
+                if answer is not None and answer[0] == generation and answer[1] is None:
+                    slot.spec = replace(slot.spec, config=config)
+                    swapped += 1
+                elif answer is not None:
+                    errors.append(f"worker process {slot.spec.index}: {answer[1]}")
+                elif slot.process is not proc:
+                    errors.append(
+                        f"worker process {slot.spec.index} died during the reload; it restarts with the old chain"
+                    )
+                else:
+                    errors.append(f"worker process {slot.spec.index} did not answer within {timeout:g}s")
+            if swapped or not asked:
+                for slot in idle:
+                    slot.spec = replace(slot.spec, config=config)
+                self.config = config
+            return errors
 
     @property
     def processes(self) -> int:
@@ -178,6 +248,7 @@ class WorkerPool:
         process = self._ctx.Process(
             target=main, args=(spec, control_child, data_child), name=f"tracelake-worker-{spec.index}", daemon=False
         )
+        slot.leaving = None
         process.start()
         control_child.close()
         if data_child is not None:
@@ -211,15 +282,22 @@ class WorkerPool:
                     slot.exited = msg[1]
                     with self._lock:
                         slot.samples = msg[2]
+                elif kind == "leaving":
+                    slot.leaving = (time.monotonic(), msg[1])
                 elif kind == "failed":
                     slot.failure = msg[1]
+                elif kind == "reloaded":
+                    with self._answered:
+                        slot.reloaded = (msg[1], msg[2])
+                        self._answered.notify_all()
         except (EOFError, OSError):
             slot.control = None
 
     def _tell(self, slot: _Slot, msg: tuple) -> None:
         try:
-            if slot.control is not None:
-                slot.control.send(msg)
+            with self._send_lock:
+                if slot.control is not None:
+                    slot.control.send(msg)
         except OSError:
             pass
 
@@ -232,6 +310,14 @@ class WorkerPool:
             for slot in self._slots:
                 self._pump(slot, 0)
                 proc = slot.process
+                if proc is not None and slot.leaving is not None and time.monotonic() - slot.leaving[0] > LEAVE_GRACE_S:
+                    # everything is written and committed; only the group leave hangs (a broker that does not
+                    # answer it): ending the process loses nothing, the group drops the member on its own
+                    log.warning("worker process %d hangs leaving the consumer group; ending it", slot.spec.index)
+                    slot.exited = slot.leaving[1]
+                    slot.leaving = None
+                    proc.kill()
+                    proc.join(5)
                 if proc is not None and not proc.is_alive():
                     proc.join()
                     self._pump(slot, 0)  # a last report may still sit in the pipe
@@ -253,6 +339,8 @@ class WorkerPool:
             slot.feed.join(1)
             slot.feed = None
         slot.process, slot.control = None, None
+        with self._answered:  # a reload waiting for this process stops waiting
+            self._answered.notify_all()
         clean = slot.exited is not None
         finished = self._stopping and (self.bus is None or self.bus.end_of_partition(slot.spec.partition or 0))
         if clean and finished:

@@ -9,6 +9,10 @@ A worker process leaves stopping to its parent: it ignores SIGINT (a Ctrl-C reac
 group) and SIGTERM (systemd signals every process of a unit), and stops when the parent says so (the
 embedded bus answers "end"; a Kafka worker is told "stop") or when the parent disappears. It reports
 its metrics to the parent every second over a control pipe.
+
+A reload arrives on the same pipe as ("reload", generation, Config): the process builds the new chain and
+sinks beside the running ones, the worker swaps at its next batch boundary, and the process answers
+("reloaded", generation, None) or, keeping its old chain, ("reloaded", generation, "why").
 """
 
 from __future__ import annotations
@@ -22,8 +26,13 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from pipeline.config import Config
+
+if TYPE_CHECKING:
+    from pipeline.bus.base import Source
+    from pipeline.worker import Worker
 
 log = logging.getLogger("tracelake.worker")
 
@@ -57,7 +66,6 @@ def main(spec: WorkerProcessSpec, control: Connection, data: Connection | None) 
     """Entry point of the spawned process (multiprocessing target)."""
     _setup(spec)
     from pipeline.build import build_worker
-    from pipeline.bus.base import Source
     from pipeline.service import use_server_memory_pool
 
     use_server_memory_pool()
@@ -80,6 +88,8 @@ def main(spec: WorkerProcessSpec, control: Connection, data: Connection | None) 
         log.critical("cannot build the worker: %s", e, exc_info=not isinstance(e, OSError | ValueError))
         _send(control, ("failed", str(e)))
         os._exit(3)
+    if hasattr(source, "on_leave"):  # Kafka: past this point everything is committed
+        source.on_leave = lambda: _send(control, ("leaving", 0 if worker.error is None else 1))
     reporter = _Reporter(control, worker, source)
     _send(control, ("metrics", reporter.snapshot()))  # /metrics has every series from the first scrape on
     _send(control, ("ready", os.getpid()))
@@ -104,7 +114,7 @@ def _send(conn: Connection, msg: tuple) -> None:
 class _Reporter:
     """Sends metrics every second and takes the parent's orders (stop) on the control pipe."""
 
-    def __init__(self, control: Connection, worker, source) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, control: Connection, worker: Worker, source: Source) -> None:
         self.control = control
         self.worker = worker
         self.source = source
@@ -125,6 +135,23 @@ class _Reporter:
             samples.extend(source_metrics())
         return samples
 
+    def _reload(self, generation: int, config: Config) -> None:
+        """Build beside the running chain (a model load must not stall the worker), then swap at a batch boundary."""
+        from pipeline.build import build_worker_chain
+
+        try:
+            chain = build_worker_chain(config)
+        except Exception as e:
+            log.error("reload %d: cannot build the new chain, keeping the old one: %s", generation, e)
+            _send(self.control, ("reloaded", generation, f"cannot build the new chain: {e}"))
+            return
+        try:
+            self.worker.request_swap(chain).result()
+        except Exception as e:  # logged by the worker
+            _send(self.control, ("reloaded", generation, f"kept the old chain: {e}"))
+            return
+        _send(self.control, ("reloaded", generation, None))
+
     def _run(self) -> None:
         next_report = time.monotonic() + STATS_INTERVAL
         while not self._stop.is_set():
@@ -133,6 +160,8 @@ class _Reporter:
                     msg = self.control.recv()
                     if msg[0] == "stop":
                         self.source.close()
+                    elif msg[0] == "reload":
+                        threading.Thread(target=self._reload, args=msg[1:], name="reload", daemon=True).start()
             except (EOFError, OSError):
                 log.error("lost the tracelake process that started this worker; stopping")
                 self.source.close()

@@ -33,6 +33,8 @@ class RunningTracelake:
         env: dict[str, str] | None = None,
         command: str = "run",
         name: str = "tracelake",
+        args: tuple[str, ...] = (),
+        ready_timeout: float = 30,
     ) -> None:
         self.workdir = workdir
         self.lake = workdir / "lake"
@@ -42,7 +44,7 @@ class RunningTracelake:
         self._ready = threading.Event()
         self.grpc = self.http = self.telemetry = ""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", command, "--config", str(self.config)],
+            [sys.executable, "-m", "pipeline.cli", command, "--config", str(self.config), *args],
             cwd=workdir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -50,7 +52,7 @@ class RunningTracelake:
             env={**os.environ, **(env or {})},
         )
         threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(30):
+        if not self._ready.wait(ready_timeout):
             self.proc.kill()
             raise RuntimeError("tracelake did not become ready:\n" + self.log)
 
@@ -75,6 +77,12 @@ class RunningTracelake:
             pids[int(m.group(1))] = int(m.group(2))
         return pids
 
+    def kill(self) -> None:
+        """After a test that did not stop it: no drain, nothing left running."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -88,6 +96,18 @@ class RunningTracelake:
             raise AssertionError(f"did not stop within {timeout}s:\n{self.log}") from None
         time.sleep(0.05)  # let the reader thread collect the last lines
         return rc
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline.cli ARGS` from the repository root; stdout and stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def config_yaml(process: str = "[]", processors: str = "{}", extra: str = "") -> str:
@@ -119,9 +139,7 @@ def tracelake(tmp_path: Path) -> Iterator[RunningTracelake]:
     try:
         yield tl
     finally:
-        if tl.proc.poll() is None:
-            tl.proc.kill()
-            tl.proc.wait()
+        tl.kill()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

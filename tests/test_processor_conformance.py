@@ -129,6 +129,7 @@ def check_processor(factory: ProcessorFactory) -> None:
                 return out
 
             on_revoke = stateful.on_revoke
+            retire = stateful.retire
             forget = stateful.forget
             low_watermarks = stateful.low_watermarks
 
@@ -164,7 +165,8 @@ def test_registered_processor_keeps_the_api(type_name: str) -> None:
 
 
 def check_stateful(factory: ProcessorFactory) -> None:
-    """Held rows are reported by low_watermarks, released by on_revoke, kept (replayable) until forget."""
+    """Held rows are reported by low_watermarks, released by on_revoke, kept (replayable) until forget, all
+    released by retire."""
     proc = _build(factory)
     assert isinstance(proc, StatefulProcessor)
     real = [b for b in TRAFFIC if not pc.any(feedback.is_synthetic(b)).as_py()]
@@ -189,6 +191,15 @@ def check_stateful(factory: ProcessorFactory) -> None:
     assert kept and replayable.low_watermarks() == {PARTITION: 0}
     replayable.forget(None)
     assert replayable.low_watermarks() == {}
+
+    # a reload retires the chain: everything held is released, decided, also when the bus could replay it
+    retired = _build(factory, replayable=True)
+    assert isinstance(retired, StatefulProcessor)
+    kept = sum(b.num_rows - retired.process(b).num_rows for b in real[:3])
+    released = retired.retire()
+    assert kept and released.num_rows == kept and retired.low_watermarks() == {}
+    if isinstance(retired, Sampler):
+        assert released.column("sampling_kept").null_count == 0
 
 
 @pytest.mark.parametrize("type_name", sorted(t for t, f in FACTORIES.items() if f.stateful))
@@ -227,7 +238,9 @@ def test_the_factory_refuses_a_processor_that_does_not_keep_its_declared_level()
     base = FACTORIES["cost"]
     context = ProcessorContext("x")
     holds = ProcessorFactory("holds", base.config_class, lambda c, ctx: OnlyProcess(), stateful=True)
-    with pytest.raises(TypeError, match=r"'x' \(type 'holds'\).*not a StatefulProcessor.*tick, shutdown, on_revoke"):
+    with pytest.raises(
+        TypeError, match=r"'x' \(type 'holds'\).*not a StatefulProcessor.*tick, shutdown, retire, on_revoke"
+    ):
         holds.build(base.config_class(), context)
     hidden = ProcessorFactory("hidden", base.config_class, lambda c, ctx: Ticks())
     with pytest.raises(TypeError, match="has tick but its factory does not declare stateful=True"):

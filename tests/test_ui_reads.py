@@ -1,8 +1,9 @@
 """What the UI reads (list, trace, dashboards) equals what the `spans` / `traces` / `feedback` views say.
 
 The UI reads only the hour partitions a page needs; these tests write a lake with the real ParquetSink
-(traces over six hours, a trace with a late part hours after its start, a replayed part, a sampled-out
-trace, spans with prompts) and compare every answer with the same question asked of the views.
+(traces of two tenants over six hours, a trace with a late part hours after its start, a replayed part, a
+sampled-out trace, spans with prompts, feedback with and without a tenant, and another tenant's
+thumbs-down that must not count) and compare every answer with the same question asked of the views.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ REPLAYED = "4e9" + "0" * 29  # one part written twice (a replay)
 DROPPED = "d409" + "0" * 28  # sampled out: summary only
 TWICE = "7e1ce" + "0" * 27  # one LLM call recorded by two instrumentations, decided by the summary
 NEEDLE = "zebra-4711"
+RATED_BY_STRANGER = 10  # an acme trace with a thumbs-up from acme and a thumbs-down from globex (not counted)
 
 
 def _table(rows: list[dict[str, Any]], table: pa.Schema) -> pa.Table:
@@ -88,6 +90,7 @@ def _span(trace_id: str, span_id: str, parent: str | None, start: int, **kw: Any
         "cost_usd": 0.001 if parent else None,
         "cost_status": "priced" if parent else None,
         "attributes": [("gen_ai.input.messages", '[{"role":"user","content":"hello"}]')] if parent else [],
+        "tenant_id": "acme",
         "lake_source": "test@1",
         **kw,
     }
@@ -103,23 +106,40 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tid = f"{rnd.getrandbits(128):032x}"
         start = NOW - rnd.randrange(6 * HOUR_NS)
         errors = 1 if i % 7 == 0 else 0
+        tenant = ["acme", "globex"][i % 2]
+        rating = 0.0 if i % 9 == 0 else 1.0 if i % 9 == 1 else None
+        if rating is not None:  # from the trace's tenant, or from a receiver without authentication
+            rater = tenant if i % 2 == 0 else None
+            feedback.append(
+                {"time": start + MIN, "trace_id": tid, "name": "user_thumbs", "value": rating, "tenant_id": rater}
+            )
+        if i == RATED_BY_STRANGER:
+            stranger = {
+                "time": start + 2 * MIN,
+                "trace_id": tid,
+                "name": "sabotage",
+                "value": -1.0,
+                "tenant_id": "globex",
+            }
+            feedback.append(stranger)
+            rating = -1.0  # as a worker that no longer remembered the trace wrote its feedback part
         parts.append(
             _trace_part(
                 tid,
                 f"p{i}",
                 start,
                 service_name=services[i % 3],
-                tenant_id=["acme", "globex"][i % 2],
+                tenant_id=tenant,
                 error_count=errors,
                 cost_usd=None if i % 11 == 0 else round(0.0005 * (i % 13 + 1), 6),
                 unpriced_calls=1 if i % 11 == 0 else 0,
                 models=[["gpt-4o"], ["claude-3-5-sonnet"], ["gpt-4o", "o3-mini"]][i % 3],
                 duration_ms=float(100 * (i % 17 + 1)),
-                feedback_min=0.0 if i % 9 == 0 else 1.0 if i % 9 == 1 else None,
+                feedback_min=rating,
             )
         )
         prompt = f"please help {NEEDLE}" if i == 5 else "please help"
-        spans.append(_span(tid, f"{2 * i + 1:016x}", None, start))
+        spans.append(_span(tid, f"{2 * i + 1:016x}", None, start, tenant_id=tenant))
         spans.append(
             _span(
                 tid,
@@ -128,6 +148,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 start + 10 * 10**6,
                 attributes=[("gen_ai.input.messages", f'[{{"role":"user","content":"{prompt}"}}]')],
                 status_code="ERROR" if errors else "UNSET",
+                tenant_id=tenant,
             )
         )
     # a trace whose late part (feedback five hours later) sits in the newest hour
@@ -148,6 +169,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
             keep_reasons=[],
             feedback_min=0.0,
             end_time=None,
+            tenant_id=None,  # a feedback-only part: the feedback's tenant never decides the trace's
         )
     )
     spans.append(_span(LATE, "00000000000000a1", None, NOW - 5 * HOUR_NS))
@@ -204,6 +226,10 @@ def _reference(lake: Path, q: TraceQuery) -> list[str]:
         where.append("error_count > 0")
     if q.feedback == "down":
         where.append("feedback_min <= 0")
+    elif q.feedback == "up":
+        where.append("feedback_min > 0")
+    elif q.feedback == "any":
+        where.append("feedback_min IS NOT NULL")
     if q.kept == "summary":
         where.append("NOT kept")
     if q.min_cost is not None:
@@ -237,6 +263,8 @@ CASES = [
     {"sort": "tokens", "order": "asc"},
     {"status": "error"},
     {"feedback": "down"},
+    {"feedback": "up", "tenant": "acme"},
+    {"feedback": "any", "sort": "cost"},
     {"kept": "summary"},
     {"service": "research-assistant", "tenant": "globex"},
     {"model": "o3-mini"},
@@ -350,7 +378,7 @@ def test_dashboard_totals_equal_the_views(lake: Path) -> None:
         view.execute("SELECT count(*) FROM spans WHERE span_type = 'llm'").fetchall()[0][0] == total("calls_model") + 2
     )
     assert set(charts["calls_model"].series) == {"gpt-4o"}
-    assert charts["thumbs_down"].series["thumbs-down share of feedback"] == [100.0]
+    assert _thumbs_down(charts) == _thumbs_down_of(view)
 
     # the last hour: LATE started five hours ago, its late part (and its $0.05) is not a trace of this hour
     lo = NOW - HOUR_NS
@@ -358,6 +386,57 @@ def test_dashboard_totals_equal_the_views(lake: Path) -> None:
     want = view.execute("SELECT sum(cost_usd) FROM traces WHERE epoch_ns(start_time) >= ?", [lo]).fetchall()[0][0]
     got = sum(v for series in recent["cost_tenant"].series.values() for v in series if v is not None)
     assert got == pytest.approx(want)
+
+
+def _thumbs_down(charts: dict[str, Any]) -> dict[int, float]:
+    chart = charts["thumbs_down"]
+    return {x: v for x, v in zip(chart.x, chart.series["thumbs-down share of feedback"], strict=True) if v is not None}
+
+
+def _thumbs_down_of(view: duckdb.DuckDBPyConnection) -> dict[int, float]:
+    sql = 'SELECT epoch_ns("time") // $hour * 3600, 100.0 * avg((value <= 0)::INT) FROM feedback GROUP BY 1'
+    return dict(view.execute(sql, {"hour": HOUR_NS}).fetchall())
+
+
+def test_another_tenants_feedback_counts_nowhere(lake: Path) -> None:
+    """A thumbs-down from globex on an acme trace (written as a worker that no longer remembered the trace
+    writes it: into the trace's summary part too) is in no view and on no page."""
+    files = str(lake / "feedback" / "**" / "*.parquet")
+    raw = duckdb.execute("SELECT trace_id FROM read_parquet(?) WHERE name = 'sabotage'", [files]).fetchall()
+    stranger = raw[0][0]
+    view = connect(lake)
+    assert view.execute("SELECT name, tenant_id FROM feedback WHERE trace_id = ?", [stranger]).fetchall() == [
+        ("user_thumbs", "acme")
+    ]
+    assert view.execute("SELECT tenant_id, feedback_min FROM traces WHERE trace_id = ?", [stranger]).fetchall() == [
+        ("acme", 1.0)
+    ]
+    reader = _reader(lake)
+    detail = load_trace(reader, stranger)
+    assert detail is not None and detail.summary is not None and detail.summary.feedback_min == 1.0
+    assert [f.name for f in detail.feedback] == ["user_thumbs"]
+    down = list_traces(reader, TraceQuery(range="all", feedback="down", size=100), now_ns=NOW)
+    assert down.rows and stranger not in [r.trace_id for r in down.rows]
+    for tenant in ("acme", "globex"):
+        assert connect(lake, tenant=tenant).execute(
+            "SELECT count(*) FROM feedback WHERE name = 'sabotage'"
+        ).fetchall() == [(0,)]
+
+
+@pytest.mark.parametrize("tenant", ["acme", "globex"])
+def test_dashboards_of_one_tenant_equal_the_views_of_that_tenant(lake: Path, tenant: str) -> None:
+    charts = {c.id: c for c in build_dashboard(_reader(lake), None, None, tenant).charts}
+    view = connect(lake, tenant=tenant)
+
+    def total(chart_id: str) -> float:
+        return sum(v for series in charts[chart_id].series.values() for v in series if v is not None)
+
+    calls = "FROM spans WHERE span_type = 'llm' AND duplicate_of IS NULL"
+    assert total("calls_model") == view.execute(f"SELECT count(*) {calls}").fetchall()[0][0] > 0
+    assert total("cost_model") == pytest.approx(view.execute(f"SELECT sum(cost_usd) {calls}").fetchall()[0][0])
+    assert total("cost_tenant") == pytest.approx(view.execute("SELECT sum(cost_usd) FROM traces").fetchall()[0][0])
+    assert set(charts["cost_tenant"].series) == {tenant}
+    assert _thumbs_down(charts) == _thumbs_down_of(view) != {}
 
 
 def test_query_parameters_are_validated_and_round_trip() -> None:

@@ -259,6 +259,7 @@ class KafkaSource:
         consumer_cfg.update(cfg.consumer)
         self._consumer = Consumer(_client_config(cfg, consumer_cfg))
         self.on_revoke: RevokeHandler | None = None
+        self.on_leave: Callable[[], None] | None = None  # told before the group leave (the last step of a stop)
         self.lag: dict[str, int] = {}
         # per partition key ("topic/3"): the next offset to commit when nothing of it is held
         self._next: dict[str, int] = {}
@@ -323,6 +324,7 @@ class KafkaSource:
                     log.warning("consume error: %s", err.str())
                 continue
             topic, part, off = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and part is not None and off is not None  # None only on error events
             pk = self.key(topic, part)
             if off + 1 < self._next.get(pk, 0):
                 # offsets went backwards: the topic was recreated (e.g. a broker without storage restarted)
@@ -381,10 +383,15 @@ class KafkaSource:
         self._closing = True
 
     def finish(self) -> None:
-        """Leave the group (after the final commit)."""
-        if not self._closed:
-            self._closed = True
-            self._consumer.close()
+        """Leave the group (after the final commit). `on_leave` is told first: confluent-kafka's close can
+        block with the GIL held when the broker does not answer the leave (seen under heavy load), so only
+        another process can bound it (the worker pool ends a member whose leave hangs)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.on_leave is not None:
+            self.on_leave()
+        self._consumer.close()
 
     @property
     def drained(self) -> bool:

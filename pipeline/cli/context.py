@@ -95,7 +95,14 @@ def open_lake(args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
         )
         raise SystemExit(2)
     stores = store_uris(config.view()) if not getattr(args, "lake", None) else [lake.artifact_store]
-    return connect(lake, artifact_stores=stores)
+    return connect(lake, artifact_stores=stores, tenant=getattr(args, "tenant", None))
+
+
+def add_tenant_option(parser: argparse.ArgumentParser) -> None:
+    """`--tenant T`: the lake's views restricted to one tenant (pipeline.query.connect)."""
+    parser.add_argument(
+        "--tenant", help="only this tenant's data: the views spans, traces and feedback show nothing else"
+    )
 
 
 def _load_view(path: str | None) -> ConfigView:

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from core.command import ENTRY_POINT_GROUP, SubParsers
-from pipeline.cli import demo, maintenance, query, servers, ui, validate
+from pipeline.cli import demo, explain, maintenance, query, servers, tokens, ui, validate
 from pipeline.cli.context import plugin_context
 from pipeline.logs import setup_logging
 
 # in the order `tracelake --help` lists them; the plugins' commands follow
-BUILTIN = (servers, validate, query, maintenance, ui, demo)
+BUILTIN = (servers, validate, explain, query, tokens, maintenance, ui, demo)
 
 
 def _add_global_options(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import shutil
 import sys
 
 from core.command import SubParsers
-from pipeline.cli.context import add_lake_options, open_lake
+from pipeline.cli.context import add_lake_options, add_tenant_option, open_lake
 
 
 def _table_width(args: argparse.Namespace) -> int | None:
@@ -87,6 +87,7 @@ def add_commands(sub: SubParsers) -> None:
     q.add_argument("--saved", metavar="NAME", help="run a saved query from conf/queries/ (or a path to a .sql file)")
     q.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a saved query's parameter")
     q.add_argument("--list-saved", action="store_true", help="list the saved queries and their parameters")
+    add_tenant_option(q)
     q.add_argument("sql", nargs="?")
     q.set_defaults(func=cmd_query)
 
@@ -102,5 +103,6 @@ def add_commands(sub: SubParsers) -> None:
         action="store_true",
         help="the whole trace as one JSON document: summary, spans (all columns, conversation), feedback",
     )
+    add_tenant_option(t)
     t.add_argument("trace_id")
     t.set_defaults(func=cmd_trace)

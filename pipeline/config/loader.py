@@ -107,7 +107,7 @@ def substitute_env(node: Any, path: str, issues: list[ConfigIssue], env: dict[st
     return out
 
 
-def _pydantic_issues(err: ValidationError, prefix: str) -> list[ConfigIssue]:
+def pydantic_issues(err: ValidationError, prefix: str) -> list[ConfigIssue]:
     out = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
@@ -159,7 +159,7 @@ def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Conf
     try:
         raw = RawConfig.model_validate(document)
     except ValidationError as err:
-        issues.extend(_pydantic_issues(err, ""))
+        issues.extend(pydantic_issues(err, ""))
 
     # Processor and sink blocks are checked even when another section is wrong: every error at once.
     proc_blocks = document.get("processors") or {}
@@ -175,7 +175,7 @@ def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Conf
         try:
             cfg = factory.config_class.model_validate(block or {})
         except ValidationError as err:
-            issues.extend(_pydantic_issues(err, f"processors.{pid}"))
+            issues.extend(pydantic_issues(err, f"processors.{pid}"))
             continue
         processors[pid] = ProcessorSpec(pid, factory, cfg)
 
@@ -190,7 +190,7 @@ def parse(document: Any, source: str, env: dict[str, str] | None = None) -> Conf
         try:
             sinks[sid] = SinkSpec(sid, sink_factory, sink_factory.config_class.model_validate(block or {}))
         except ValidationError as err:
-            issues.extend(_pydantic_issues(err, f"sinks.{sid}"))
+            issues.extend(pydantic_issues(err, f"sinks.{sid}"))
 
     pipelines = _pipelines(document, raw)
     if pipelines is not None:

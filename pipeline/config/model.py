@@ -5,10 +5,11 @@ Unknown keys are errors everywhere (`extra="forbid"`). Durations and sizes are c
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from core.config import Bytes, Seconds, Strict, parse_duration
 
@@ -28,13 +29,94 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class TlsConfig(Strict):
+    """The Collector's `tls` block of a server (configtls.ServerConfig), the keys tracelake implements.
+
+    The files are read at start and again whenever they change (checked at most every
+    `reload_interval`), so certificates rotate without a restart."""
+
+    cert_file: str = Field(min_length=1)
+    key_file: str = Field(min_length=1)
+    # mTLS: clients must present a certificate signed by a CA in this file
+    client_ca_file: str | None = None
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    # how often the files are checked for a change; 0 reads them once
+    reload_interval: Seconds = 60.0
+
 
 class GrpcReceiverConfig(Strict):
     endpoint: Endpoint = "127.0.0.1:4317"
+    tls: TlsConfig | None = None
+
+    @field_validator("tls")
+    @classmethod
+    def _grpc_tls_versions(cls, tls: TlsConfig | None) -> TlsConfig | None:
+        if tls is not None and tls.min_version != "1.2":
+            raise ValueError(
+                "min_version: grpcio has no setting for the TLS version of a server; gRPC negotiates "
+                'TLS 1.2 or 1.3, so only "1.2" can be promised here'
+            )
+        return tls
 
 
 class HttpReceiverConfig(Strict):
     endpoint: Endpoint = "127.0.0.1:4318"
+    tls: TlsConfig | None = None
+
+
+TenantName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")]
+_SHA256_HEX = r"^[0-9a-f]{64}$"
+
+
+class TokenConfig(Strict):
+    """One bearer token: its SHA-256 (or the environment variable holding the token itself) and its tenant."""
+
+    # shown in logs and metrics in place of the token
+    name: str = Field(min_length=1, max_length=128)
+    # lowercase hex SHA-256 of the token (`tracelake token new` prints it)
+    sha256: str | None = Field(None, pattern=_SHA256_HEX)
+    # or: the name of an environment variable holding the token itself (hashed at start, never kept)
+    token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # the tenant stamped on what this token sends (and the default when it may choose)
+    tenant: TenantName
+    # may the client name its tenant (tenant attributes, X-Scope-OrgID)? these tenants, or "*" for any
+    tenants: list[TenantName] | Literal["*"] | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> TokenConfig:
+        if (self.sha256 is None) == (self.token_env is None):
+            raise ValueError("give exactly one of sha256 (the token's SHA-256) or token_env (a variable holding it)")
+        return self
+
+
+class AuthConfig(Strict):
+    """Bearer tokens (`authorization: Bearer <token>`), each mapped to a tenant; stored as SHA-256 only."""
+
+    tokens: list[TokenConfig] = Field(default_factory=list)
+    # a YAML file `tokens: [...]` of the same entries, re-read when it changes (revocation without restart)
+    tokens_file: str | None = None
+    reload_interval: Seconds = 60.0
+
+    @model_validator(mode="after")
+    def _some_tokens(self) -> AuthConfig:
+        if not self.tokens and self.tokens_file is None:
+            raise ValueError("give tokens, tokens_file or both")
+        return self
+
+
+class RateLimitConfig(Strict):
+    """Token buckets per tenant: refill at the rate, hold `burst` seconds of it."""
+
+    spans_per_second: float | None = Field(None, gt=0)
+    bytes_per_second: Bytes | None = None
+    burst: Seconds = Field(2.0, gt=0)
+
+
+class RateLimitsConfig(Strict):
+    # every tenant gets its own buckets of this size...
+    default: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    # ...unless it is listed here
+    tenants: dict[TenantName, RateLimitConfig] = Field(default_factory=dict)
 
 
 class OtlpReceiverConfig(Strict):
@@ -43,6 +125,14 @@ class OtlpReceiverConfig(Strict):
     max_request_bytes: Bytes = 16 * 2**20
     # How long a refused client is told to wait (Retry-After / RetryInfo) when the bus is full.
     retry_after: Seconds = 1.0
+    auth: AuthConfig | None = None
+    rate_limits: RateLimitsConfig | None = None
+
+    @model_validator(mode="after")
+    def _limits_need_tenants(self) -> OtlpReceiverConfig:
+        if self.rate_limits is not None and self.auth is None:
+            raise ValueError("rate_limits: limits are per tenant and tenants come from tokens: add auth")
+        return self
 
 
 class ReceiversConfig(Strict):
@@ -127,6 +217,7 @@ class WorkerConfig(Strict):
 class TelemetryConfig(Strict):
     # Prometheus /metrics, /healthz, /readyz; null disables the endpoint
     endpoint: Endpoint | None = "127.0.0.1:8888"
+    tls: TlsConfig | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
 
@@ -173,13 +264,15 @@ class CompactionConfig(Strict):
     threads: int | None = Field(default=None, gt=0)  # DuckDB threads; the background compactor uses 1 unless set
 
 
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
-
-
 def is_loopback(endpoint: str) -> bool:
     """True when `host:port` only accepts connections from this machine (127.0.0.0/8, ::1, localhost)."""
     host = split_endpoint(endpoint)[0]
-    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another host name: assume it is reachable from elsewhere
 
 
 class UiConfig(Strict):
@@ -190,9 +283,14 @@ class UiConfig(Strict):
     # required when `endpoint` is not a loopback address: browsers open /?token=…, API clients send
     # `Authorization: Bearer …`
     auth_token: str | None = Field(default=None, min_length=16)
-    # where `POST /v1/feedback` is when the UI runs alone (default: receivers.otlp.http.endpoint);
-    # inside `tracelake run` feedback goes straight to the receiver's intake
+    # where `POST /v1/feedback` is when the UI runs alone (default: receivers.otlp.http.endpoint, over https
+    # when it has `tls`); inside `tracelake run` feedback goes straight to the receiver's intake
     feedback_url: str | None = None
+    # the bearer token the UI running alone sends there when the receiver has `auth` (e.g.
+    # "${env:TRACELAKE_UI_FEEDBACK_TOKEN}"); it names each trace's tenant in X-Scope-OrgID, so give it `tenants: "*"`
+    feedback_token: str | None = Field(default=None, min_length=1)
+    # the CA that signed the receiver's certificate, when it is not one the system trusts
+    feedback_ca_file: str | None = None
     sql_max_rows: int = Field(default=5000, gt=0)
     sql_timeout: Seconds = 30.0
 
@@ -211,7 +309,7 @@ class RawConfig(Strict):
         EmbeddedBusConfig | KafkaBusConfig, Field(discriminator="type"), BeforeValidator(_default_bus_type)
     ] = Field(default_factory=EmbeddedBusConfig)
     processors: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
-    sinks: dict[str, dict[str, Any] | None] = Field(default_factory=lambda: {"parquet": {}})
+    sinks: dict[str, dict[str, Any] | None] = Field(default={"parquet": {}})  # copied for each instance
     pipelines: dict[str, PipelineConfig] = Field(default_factory=lambda: {"traces": PipelineConfig()})
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)

@@ -18,26 +18,28 @@ compares them on random attributes). Malformed attribute bytes or invalid UTF-8 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import FileDescriptor
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 _REQUEST = "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest"
 
 
-def request_class_with_bytes(message: str, field: str) -> type:
+def request_class_with_bytes(message: str, field: str) -> type[Any]:
     """ExportTraceServiceRequest in a private descriptor pool, with `message.field` (a repeated message
-    field of the trace.v1 package) declared `repeated bytes`: the same wire format, read unparsed."""
+    field of the trace.v1 package) declared `repeated bytes`: the same wire format, read unparsed.
+    A Message subclass built at run time, so a type checker knows none of its fields (hence Any)."""
     pool = descriptor_pool.DescriptorPool()
     files: list[descriptor_pb2.FileDescriptorProto] = []
 
-    def add(fd) -> None:  # dependencies first
+    def add(fd: FileDescriptor) -> None:  # dependencies first
         if any(f.name == fd.name for f in files):
             return
         for dep in fd.dependencies:
@@ -52,7 +54,7 @@ def request_class_with_bytes(message: str, field: str) -> type:
             if proto.package == "opentelemetry.proto.trace.v1" and msg.name == message:
                 for f in msg.field:
                     if f.name == field:
-                        f.type = FieldDescriptor.TYPE_BYTES
+                        f.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
                         f.ClearField("type_name")
         pool.Add(proto)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(_REQUEST))
@@ -91,7 +93,7 @@ def read_fixed64(buf: np.ndarray, pos: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def key_value_columns(
-    blobs: Sequence[bytes], value_to_str: Callable[[object], str | None]
+    blobs: Sequence[bytes], value_to_str: Callable[[AnyValue], str | None]
 ) -> tuple[pa.StringArray, pa.StringArray]:
     """Keys and values (strings as stored in the lake's maps) of serialized KeyValues, in order.
 
@@ -110,7 +112,7 @@ def key_value_columns_at(
     buf: np.ndarray,
     start: np.ndarray,
     end: np.ndarray,
-    value_to_str: Callable[[object], str | None],
+    value_to_str: Callable[[AnyValue], str | None],
 ) -> tuple[pa.StringArray, pa.StringArray]:
     """`key_value_columns` of the KeyValues at data[start[i]:end[i]]: in order, not overlapping, with
     at least 16 zero bytes after the last (`buf` is `data` as uint8)."""

@@ -13,11 +13,12 @@ import base64
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from google.protobuf.message import Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -67,7 +68,7 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 class SourcedRequest:
     """One bus message: a parsed request and where it came from (`lake_source` lineage)."""
 
-    request: ExportTraceServiceRequest | RawAttributesRequest
+    request: Message  # an ExportTraceServiceRequest, or one parsed as RawAttributesRequest
     source: str
 
 
@@ -131,8 +132,9 @@ def _hex_ids(ids: list[bytes], empty_is_null: bool = False) -> pa.Array:
     return pa.StringArray.from_buffers(len(ids), pa.py_buffer(offsets), pa.py_buffer(text), validity)
 
 
-def raw_attributes_request(request: ExportTraceServiceRequest | RawAttributesRequest) -> RawAttributesRequest:
-    """The request as `RawAttributesRequest` (what the worker parses bus messages into)."""
+def raw_attributes_request(request: Message) -> Any:
+    """The request as `RawAttributesRequest` (what the worker parses bus messages into; Any to a type
+    checker, as that class is built at run time)."""
     if isinstance(request, RawAttributesRequest):
         return request
     return RawAttributesRequest.FromString(request.SerializeToString())

@@ -10,7 +10,8 @@ on the wire). Values a processor changed become strings, which is what the lake 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,12 +21,15 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from core.conventions import PII_FOUND_ATTRIBUTE
 from pipeline.otlp.decode import any_value_to_str
 
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
-def _rewrite(kvs: Sequence[KeyValue] | object, new: Iterable[tuple[str, str | None]] | None) -> None:
+
+def _rewrite(kvs: RepeatedCompositeFieldContainer[KeyValue], new: Iterable[tuple[str, str | None]] | None) -> None:
     """Make the repeated KeyValue field `kvs` hold `new`, keeping untouched values as they were."""
     if new is None:
         return
-    before = {kv.key: kv for kv in kvs}  # type: ignore[attr-defined]
+    before = {kv.key: kv for kv in kvs}
     after = list(new)
     unchanged = len(after) == len(before) and all(
         k in before and any_value_to_str(before[k].value) == v for k, v in after
@@ -42,19 +46,19 @@ def _rewrite(kvs: Sequence[KeyValue] | object, new: Iterable[tuple[str, str | No
         if v is not None:
             kv.value.string_value = v
         rebuilt.append(kv)
-    del kvs[:]  # type: ignore[index]
-    kvs.extend(rebuilt)  # type: ignore[attr-defined]
+    del kvs[:]
+    kvs.extend(rebuilt)
 
 
-def _carry_pii_found(kvs: Sequence[KeyValue] | object, counts: list[tuple[str, int]]) -> None:
+def _carry_pii_found(kvs: RepeatedCompositeFieldContainer[KeyValue], counts: list[tuple[str, int]]) -> None:
     """pii_found has no place in OTLP: it crosses the bus as a JSON attribute the worker reads back."""
     merged = dict(counts)
-    for kv in list(kvs):  # type: ignore[call-overload]
+    for kv in list(kvs):
         if kv.key == PII_FOUND_ATTRIBUTE:
-            kvs.remove(kv)  # type: ignore[attr-defined]
+            kvs.remove(kv)
     kv = KeyValue(key=PII_FOUND_ATTRIBUTE)
     kv.value.string_value = json.dumps(merged, sort_keys=True)
-    kvs.append(kv)  # type: ignore[attr-defined]
+    kvs.append(kv)
 
 
 def _nested_attributes(column: pa.ChunkedArray) -> list[list[list[tuple[str, str | None]]] | None]:

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from google.protobuf.message import Message
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from core import schema
@@ -251,7 +253,10 @@ def decode_bodies(bodies: Sequence[bytes], sources: Sequence[str]) -> pa.Table:
     )
 
 
-def _parsed(message: type, data: bytes, fields: Fields) -> Iterator:
+M = TypeVar("M", bound=Message)
+
+
+def _parsed(message: type[M], data: bytes, fields: Fields) -> Iterator[M]:
     """The protobuf messages in these fields (events, links: few)."""
     for s, e in zip(fields.start.tolist(), fields.end.tolist(), strict=True):
         yield message.FromString(data[s:e])

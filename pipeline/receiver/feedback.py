@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from core.feedback import FeedbackEvent, to_request
+from pipeline.receiver.auth import Caller
 from pipeline.receiver.http_server import Route, UnsupportedMedia
 from pipeline.receiver.intake import Intake, InvalidRequest
 
@@ -98,13 +99,16 @@ def parse_json(body: bytes) -> list[FeedbackEvent]:
 
 
 def http_route(intake: Intake) -> Route:
-    """`POST /v1/feedback` on the OTLP/HTTP port: 202 once the events are on the bus, 400 when malformed."""
+    """`POST /v1/feedback` on the OTLP/HTTP port: 202 once the events are on the bus, 400 when malformed.
 
-    def handle(body: bytes, content_type: str) -> tuple[int, bytes, str]:
+    With authentication, the events carry the token's tenant like any span; feedback counts only toward
+    a trace of that tenant (README "Securing receivers": the worker and the lake views check it)."""
+
+    def handle(body: bytes, content_type: str, caller: Caller | None) -> tuple[int, bytes, str]:
         if content_type != "application/json":
             raise UnsupportedMedia(f"unsupported Content-Type {content_type or '(none)'!r}; use application/json")
         events = parse_json(body)
-        intake.accept(to_request(events), None, "http", feedback=True)
+        intake.accept(to_request(events), None, "http", feedback=True, caller=caller)
         return 202, json.dumps({"accepted": len(events)}).encode(), "application/json"
 
     return handle

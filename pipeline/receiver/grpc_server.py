@@ -15,6 +15,7 @@ from google.rpc.error_details_pb2 import RetryInfo
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from pipeline.bus.base import BusRefused
+from pipeline.receiver.auth import Authenticator, Caller, TenantDenied, Unauthenticated
 from pipeline.receiver.intake import Intake, InvalidRequest
 
 log = logging.getLogger("tracelake.receiver.grpc")
@@ -29,8 +30,19 @@ def _retry_info(seconds: float) -> bytes:
 
 
 class GrpcReceiver:
-    def __init__(self, intake: Intake, host: str, port: int, max_request_bytes: int, workers: int = 8) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        host: str,
+        port: int,
+        max_request_bytes: int,
+        workers: int = 8,
+        credentials: grpc.ServerCredentials | None = None,
+        auth: Authenticator | None = None,
+    ) -> None:
+        """`credentials`: TLS (pipeline/receiver/tls.py), else plaintext. `auth`: bearer tokens required."""
         self.intake = intake
+        self.auth = auth
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
             options=[
@@ -51,15 +63,37 @@ class GrpcReceiver:
         self._server.add_generic_rpc_handlers((handler,))
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.port = self._server.add_insecure_port(address)
+            if credentials is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, credentials)
         except RuntimeError as e:
             raise OSError(f"cannot listen for OTLP/gRPC on {address}: {e}") from None
         self.address = f"{host}:{self.port}"
 
+    def _caller(self, context: grpc.ServicerContext) -> Caller | None:
+        """Who sent the call; aborts it with UNAUTHENTICATED (nothing read) when the token is missing or unknown."""
+        if self.auth is None:
+            return None
+        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        try:
+            return self.auth.authenticate(
+                metadata.get("authorization"), metadata.get("x-scope-orgid"), "grpc", context.peer()
+            )
+        except Unauthenticated as e:
+            self.intake.unauthenticated("grpc")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+        return None  # not reached: abort raises
+
     def _export(self, body: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
+        caller = self._caller(context)
         try:
             request = self.intake.parse(body)
-            result = self.intake.accept(request, body, "grpc")
+            result = self.intake.accept(request, body, "grpc", caller=caller)
+        except TenantDenied as e:
+            if self.auth is not None:
+                self.auth.denied("grpc", context.peer())
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except InvalidRequest as e:
             self.intake.invalid("grpc")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))

@@ -14,14 +14,16 @@ import math
 import threading
 import zlib
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from pipeline.bus.base import BusRefused
+from pipeline.receiver.auth import Authenticator, Caller, TenantDenied, Unauthenticated
 from pipeline.receiver.intake import Intake, InvalidRequest
 from pipeline.receiver.otlp_json import parse_json, response_json
+from pipeline.receiver.tls import HttpTlsEndpoint, TlsCapableServer
 
 log = logging.getLogger("tracelake.receiver.http")
 
@@ -37,15 +39,25 @@ class UnsupportedMedia(Exception):
     """415: the route does not speak this content type."""
 
 
-# Extra routes (e.g. /v1/feedback) plug in here: path -> handler(body, content_type) -> (status, body, ctype).
-# They are JSON endpoints: their errors (400, 413, 415, 429, 503) are answered as JSON too.
-Route = Callable[[bytes, str], tuple[int, bytes, str]]
+# Extra routes (e.g. /v1/feedback) plug in here: path -> handler(body, content_type, caller) -> (status, body,
+# ctype). They are JSON endpoints: their errors (400, 401, 403, 413, 415, 429, 503) are answered as JSON too.
+Route = Callable[[bytes, str, Caller | None], tuple[int, bytes, str]]
 
 
 class HttpReceiver:
-    def __init__(self, intake: Intake, host: str, port: int, max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        host: str,
+        port: int,
+        max_request_bytes: int,
+        tls: HttpTlsEndpoint | None = None,
+        auth: Authenticator | None = None,
+    ) -> None:
+        """`tls`: every connection is TLS (pipeline/receiver/tls.py). `auth`: bearer tokens required on every route."""
         self.intake = intake
         self.max_request_bytes = max_request_bytes
+        self.auth = auth
         self.routes: dict[str, Route] = {}
         receiver = self
 
@@ -53,7 +65,7 @@ class HttpReceiver:
             owner = receiver
 
         try:
-            self._server = _Server((host, port), Handler)
+            self._server = TlsCapableServer((host, port), Handler, tls)
         except OSError as e:
             raise OSError(f"cannot listen for OTLP/HTTP on {host}:{port}: {e.strerror}") from None
         self.port = self._server.server_address[1]
@@ -69,13 +81,6 @@ class HttpReceiver:
         self._server.server_close()
         if self._thread:
             self._thread.join()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # Wait for handler threads on close, so an accepted request is answered before shutdown.
-    block_on_close = True
 
 
 class _OtlpHandler(BaseHTTPRequestHandler):
@@ -150,6 +155,36 @@ class _OtlpHandler(BaseHTTPRequestHandler):
             self.rfile.readline(3)
 
     # -- routes -----------------------------------------------------------------------------
+    def _caller(self, reply_type: str, feedback: bool) -> tuple[bool, Caller | None]:
+        """(go on?, who sent the request). Without a valid token: 401, the body read and dropped unparsed."""
+        auth = self.owner.auth
+        if auth is None:
+            return True, None
+        peer = f"{self.client_address[0]}:{self.client_address[1]}"
+        try:
+            caller = auth.authenticate(
+                self.headers.get("Authorization"), self.headers.get("X-Scope-OrgID"), "http", peer
+            )
+            return True, caller
+        except Unauthenticated as e:
+            self.owner.intake.unauthenticated("http", feedback)
+            self._discard_body()
+            self._error(401, str(e), reply_type, {"WWW-Authenticate": 'Bearer realm="tracelake"'})
+            return False, None
+
+    def _discard_body(self) -> None:
+        """Read an unwanted body (up to max_request_bytes) so the client reads the answer rather than a reset."""
+        length = self.headers.get("Content-Length", "")
+        if self.headers.get("Transfer-Encoding") or not length.isdigit() or int(length) > self.owner.max_request_bytes:
+            self.close_connection = True
+            return
+        remaining = int(length)
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 1 << 16))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -159,13 +194,20 @@ class _OtlpHandler(BaseHTTPRequestHandler):
         if path != "/v1/traces" and route is None:
             self._error(404, f"no such endpoint {path}; OTLP traces go to /v1/traces", reply_type)
             return
+        go_on, caller = self._caller(reply_type, feedback=route is not None)
+        if not go_on:
+            return
         try:
             body = self._read_body()
             if route is not None:
-                status, payload, out_type = route(body, ctype)
+                status, payload, out_type = route(body, ctype, caller)
                 self._send(status, payload, out_type)
                 return
-            self._export(body, ctype)
+            self._export(body, ctype, caller)
+        except TenantDenied as e:
+            if self.owner.auth is not None:
+                self.owner.auth.denied("http", f"{self.client_address[0]}:{self.client_address[1]}")
+            self._error(403, str(e), reply_type)
         except RequestTooLarge as e:
             self._error(413, str(e), reply_type)
         except UnsupportedMedia as e:
@@ -182,7 +224,7 @@ class _OtlpHandler(BaseHTTPRequestHandler):
             log.exception("unexpected error handling OTLP/HTTP export")
             self._error(500, f"internal error: {type(e).__name__}", reply_type)
 
-    def _export(self, body: bytes, ctype: str) -> None:
+    def _export(self, body: bytes, ctype: str, caller: Caller | None) -> None:
         intake = self.owner.intake
         rejected: list[str] = []
         if ctype == PROTOBUF:
@@ -194,7 +236,7 @@ class _OtlpHandler(BaseHTTPRequestHandler):
         else:
             self._error(415, f"unsupported Content-Type {ctype or '(none)'!r}; use {PROTOBUF} or {JSON}", PROTOBUF)
             return
-        result = intake.accept(request, raw, "http", rejected_earlier=rejected)
+        result = intake.accept(request, raw, "http", rejected_earlier=rejected, caller=caller)
         resp = ExportTraceServiceResponse()
         if result.rejected:
             resp.partial_success.rejected_spans = result.rejected
@@ -211,6 +253,8 @@ class _OtlpHandler(BaseHTTPRequestHandler):
 def _grpc_code(http_status: int) -> int:
     return {
         400: 3,  # INVALID_ARGUMENT
+        401: 16,  # UNAUTHENTICATED
+        403: 7,  # PERMISSION_DENIED
         404: 5,  # NOT_FOUND
         405: 12,  # UNIMPLEMENTED
         413: 8,  # RESOURCE_EXHAUSTED

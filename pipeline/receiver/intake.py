@@ -23,6 +23,9 @@ from pipeline.bus.base import BusRefused, Publisher
 from pipeline.otlp.decode import SourcedRequest, decode
 from pipeline.otlp.encode import apply_table
 from pipeline.otlp.wire import NotCanonical, decode_bodies
+from pipeline.receiver.auth import Caller, TenantDenied
+from pipeline.receiver.rate_limit import RateLimited
+from pipeline.receiver.tenants import Tenancy
 
 log = logging.getLogger("tracelake.receiver")
 
@@ -41,7 +44,7 @@ class IngestChain:
 
     def apply(self, request: ExportTraceServiceRequest, raw: bytes | None = None) -> ExportTraceServiceRequest:
         """`raw`: the request's bytes when it is unchanged since it was received (the columnar decode)."""
-        table = self.normalizer(_decode(request, raw))
+        table = self.normalizer(decode_request(request, raw))
         before = table.num_rows
         with self._lock:
             for _pid, proc in self.processors:
@@ -52,13 +55,14 @@ class IngestChain:
         return apply_table(request, table)
 
 
-def _decode(request: ExportTraceServiceRequest, raw: bytes | None) -> pa.Table:
+def decode_request(request: ExportTraceServiceRequest, raw: bytes | None, source: str = "ingest") -> pa.Table:
+    """One export request as a spans table, by the columnar reader when it can (the worker's path), else protobuf."""
     if raw is not None:
         try:
-            return decode_bodies([raw], ["ingest"])
+            return decode_bodies([raw], [source])
         except (NotCanonical, DecodeError):
             pass  # the protobuf decode reads what the columnar one leaves alone
-    return decode([SourcedRequest(request, "ingest")])
+    return decode([SourcedRequest(request, source)])
 
 
 class InvalidRequest(Exception):
@@ -109,10 +113,18 @@ class IntakeStats:
 
 
 class Intake:
-    def __init__(self, bus: Publisher, ingest: IngestChain | None = None, memory: MemoryGate | None = None) -> None:
+    def __init__(
+        self,
+        bus: Publisher,
+        ingest: IngestChain | None = None,
+        memory: MemoryGate | None = None,
+        tenancy: Tenancy | None = None,
+    ) -> None:
         self.bus = bus
         self.ingest = ingest
         self.memory = memory
+        # without authentication it only removes the tenant attribute no token vouches for
+        self.tenancy = tenancy or Tenancy(())
         self.stats = IntakeStats()
         self._lock = threading.Lock()
 
@@ -140,13 +152,15 @@ class Intake:
         transport: str = "grpc",
         rejected_earlier: Sequence[str] = (),
         feedback: bool = False,
+        caller: Caller | None = None,
     ) -> IntakeResult:
-        """Validate, then publish. Raises BusRefused (retryable) or InvalidRequest.
+        """Validate, stamp tenants, then publish. Raises BusRefused (retryable: bus full, rate limit, memory),
+        TenantDenied (the token may not write a tenant the request names) or InvalidRequest.
 
         `rejected_earlier`: one reason per span the transport already left out of `request` (ids in
         OTLP/JSON that are not hex); they are rejected like spans with wrong-length ids. `feedback`:
         the request holds feedback events as synthetic spans (core/feedback.py): they are counted
-        as feedback, not as OTLP requests or spans."""
+        as feedback, not as OTLP requests or spans. `caller`: who sent it, when the receiver authenticates."""
         total, rejected, reasons = _drop_invalid_spans(request)
         total += len(rejected_earlier)
         rejected += len(rejected_earlier)
@@ -158,6 +172,17 @@ class Intake:
             raw = None  # the request changed; let the bus re-encode it
             self._count(transport, "rejected_invalid_id", rejected, feedback)
         accepted = total - rejected
+        stamped = None
+        if accepted:
+            try:
+                stamped = self.tenancy.admit(request, raw, caller, feedback)
+            except TenantDenied:
+                self._count(transport, "refused_tenant_denied", accepted, feedback)
+                raise
+            except RateLimited:
+                self._count(transport, "refused_rate_limit", accepted, feedback)
+                raise
+            request, raw = stamped.request, stamped.raw
         if accepted and self.ingest is not None:
             request = self.ingest.apply(request, raw)
             raw = None
@@ -169,8 +194,12 @@ class Intake:
             except BusRefused as e:
                 outcome = "refused_bus_full" if e.exhausted else "refused_bus_unavailable"
                 self._count(transport, outcome, accepted, feedback)
+                if stamped is not None:
+                    self.tenancy.settle(stamped, outcome, feedback)
                 raise
         self._count(transport, "accepted", accepted, feedback)
+        if stamped is not None:
+            self.tenancy.settle(stamped, "accepted", feedback)
         message = ""
         if rejected:
             shown = sorted(reasons)[:5]  # a request of 10k bad spans must not answer with 10k reasons
@@ -182,6 +211,10 @@ class Intake:
     def invalid(self, transport: str = "grpc", feedback: bool = False) -> None:
         """An undecodable request (a feedback body counts as one invalid event)."""
         self._count(transport, "invalid", 1 if feedback else 0, feedback)
+
+    def unauthenticated(self, transport: str, feedback: bool = False) -> None:
+        """A request refused for its credentials before it was read (its spans are not known)."""
+        self._count(transport, "refused_unauthenticated", 1 if feedback else 0, feedback)
 
 
 class MemoryGate(Protocol):

@@ -57,7 +57,7 @@ def ui_server(
     if feedback_route is not None:
         post, target = in_process_poster(feedback_route), "this process's receiver"
     elif (url := receiver_feedback_url(config)) is not None:
-        post, target = http_poster(url), url
+        post, target = http_poster(url, ui.feedback_token, ui.feedback_ca_file), url
     else:
         post, target = None, ""
     app = UiApp(UiSettings(lake, stores, ui.sql_max_rows, ui.sql_timeout), post, target)

@@ -176,8 +176,10 @@ def _time_range(lo_ns: int | None, hi_ns: int | None, column: str) -> str:
     return " AND ".join(conds) or "true"
 
 
-def build_dashboard(lake: LakeReader, lo_ns: int | None, hi_ns: int | None) -> Dashboard:
+def build_dashboard(lake: LakeReader, lo_ns: int | None, hi_ns: int | None, tenant: str | None = None) -> Dashboard:
+    """The charts over [lo_ns, hi_ns); with `tenant`, of that tenant's spans, traces and the feedback on them."""
     t0 = time.perf_counter()
+    of_tenant = f" AND tenant_id = {query.sql_literal(tenant)}" if tenant is not None else ""
     hours = lake.hours("traces", lo_ns, hi_ns)
     bucket = _bucket(lo_ns, hi_ns, *((hours[0].start_ns, hours[-1].start_ns + HOUR_NS) if hours else (None, None)))
     step_s = 3600 if bucket == "hour" else 86400  # UTC hours or days
@@ -186,7 +188,9 @@ def build_dashboard(lake: LakeReader, lo_ns: int | None, hi_ns: int | None) -> D
     def work(con: duckdb.DuckDBPyConnection) -> list[Chart]:
         in_range = _time_range(lo_ns, hi_ns, "start_time")
         # each LLM call once: a span that repeats a call another span describes is left out, as in `traces`
-        calls = lake.rows(con, "spans", lake.hours("spans", lo_ns, hi_ns), f"span_type = 'llm' AND {in_range}")
+        calls = lake.rows(
+            con, "spans", lake.hours("spans", lo_ns, hi_ns), f"span_type = 'llm' AND {in_range}{of_tenant}"
+        )
         decided = lake.rows(con, "traces", lake.hours("traces"), "len(duplicate_spans) > 0")
         llm = query.SPANS_DECIDED.format(rows=calls, traces_src=decided)
         con.execute(
@@ -199,14 +203,15 @@ def build_dashboard(lake: LakeReader, lo_ns: int | None, hi_ns: int | None) -> D
         first = hours[0].start_ns if hours else 2**62
         window = [h for h in every if h.start_ns >= first]
         started_before = _started_before(lake, con, window, [h for h in every if h.start_ns < first])
-        merged = query.TRACES_MERGE.format(parts=lake.rows(con, "traces", window))
+        merged = query.TRACES_MERGE.format(parts=lake.rows(con, "traces", window), feedback=lake.no_feedback(con))
         con.execute(
             f"CREATE TEMP TABLE t AS SELECT {b.format(col='start_time')} AS b, error_count, cost_usd, unpriced_calls,"
             " coalesce(tenant_id, '(none)') AS tenant, input_tokens, output_tokens, cache_read_tokens"
-            f" FROM ({merged}) WHERE {in_range} AND NOT list_contains($before, trace_id)",
+            f" FROM ({merged}) WHERE {in_range}{of_tenant} AND NOT list_contains($before, trace_id)",
             {"before": started_before},
         )
-        events = lake.rows(con, "feedback", lake.hours("feedback", lo_ns, hi_ns), _time_range(lo_ns, hi_ns, '"time"'))
+        fb_hours = lake.hours("feedback", lo_ns, hi_ns)
+        events = lake.owned_feedback(con, fb_hours, _time_range(lo_ns, hi_ns, '"time"'), tenant=tenant)
         fb_bucket = b.format(col='"time"')
         con.execute(f"CREATE TEMP TABLE fb AS SELECT {fb_bucket} AS b, value FROM {events}")
         order = {

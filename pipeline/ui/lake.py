@@ -10,6 +10,7 @@ gives exactly the view's rows (replayed rows are identical but for `lake_source`
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import duckdb
+import pyarrow as pa
 
 from pipeline import query
 from pipeline.maintenance import retry_vanished
@@ -67,14 +69,16 @@ def view_rows(
 
 
 def create_views(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
-    """`spans`, `traces`, `feedback` as `pipeline.query.connect` defines them (its DEDUP, SPANS_DECIDED and
-    TRACES_MERGE), over the files there are now, without de-duplicating compacted hours again: same rows."""
+    """`spans`, `traces`, `feedback` as `pipeline.query.connect` defines them (its DEDUP, SPANS_DECIDED,
+    FEEDBACK_OWNED and TRACES_MERGE), over the files there are now, without de-duplicating compacted hours
+    again: same rows."""
     parts = view_rows(con, lake, "traces", lake_hours(lake, "traces"))
     spans = view_rows(con, lake, "spans", lake_hours(lake, "spans"))
-    con.execute(f"CREATE OR REPLACE VIEW spans AS {query.SPANS_DECIDED.format(rows=spans, traces_src=parts)}")
-    con.execute(f"CREATE OR REPLACE VIEW traces AS {query.TRACES_MERGE.format(parts=parts)}")
     feedback = view_rows(con, lake, "feedback", lake_hours(lake, "feedback"))
-    con.execute(f"CREATE OR REPLACE VIEW feedback AS SELECT * FROM {feedback}")
+    con.execute(f"CREATE OR REPLACE VIEW spans AS {query.SPANS_DECIDED.format(rows=spans, traces_src=parts)}")
+    con.execute(f"CREATE OR REPLACE VIEW traces AS {query.TRACES_MERGE.format(parts=parts, feedback=feedback)}")
+    owned = query.FEEDBACK_OWNED.format(rows=feedback, traces_src=parts, and_owner="")
+    con.execute(f"CREATE OR REPLACE VIEW feedback AS {owned}")
 
 
 class LakeReader:
@@ -90,6 +94,7 @@ class LakeReader:
         self._lock = threading.Lock()
         # which `traces` / `feedback` files hold a trace id
         self.ids = {table: TraceIdIndex() for table in ("traces", "feedback")}
+        self._names = itertools.count()  # relations registered on a cursor (`owned_feedback`)
 
     def warm(self) -> None:
         """Read the id index of every `traces` and `feedback` file (a server does it once at start)."""
@@ -124,6 +129,31 @@ class LakeReader:
 
     def rows(self, con: duckdb.DuckDBPyConnection, table: str, hours: Sequence[Hour], where: str = "true") -> str:
         return view_rows(con, self.lake, table, hours, where)
+
+    def no_feedback(self, con: duckdb.DuckDBPyConnection) -> str:
+        """An empty `feedback` relation: TRACES_MERGE's `{feedback}` where the reader uses no feedback_min."""
+        return self.source(con, "feedback", [])
+
+    def owned_feedback(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        hours: Sequence[Hour],
+        where: str = "true",
+        tenant: str | None = None,
+    ) -> str:
+        """A subquery: the feedback rows in `hours` passing `where` that count toward their trace, as the
+        `feedback` view keeps them (query.FEEDBACK_OWNED); with `tenant`, only those on that tenant's traces.
+        The owners are read from the `traces` hours the id index names for the rated traces (only those
+        rated by a tenant, unless `tenant` is given: without authentication nothing more is read)."""
+        rows = self.rows(con, "feedback", hours, where)
+        which = "true" if tenant is not None else "tenant_id IS NOT NULL"
+        ids = [r[0] for r in con.execute(f"SELECT DISTINCT trace_id FROM {rows} WHERE {which}").fetchall()]
+        name = f"_rated_traces_{next(self._names)}"
+        con.register(name, pa.table({"trace_id": pa.array(ids, pa.string())}))
+        holding = self.hours_holding("traces", ids) if ids else []
+        owners = self.rows(con, "traces", holding, f"trace_id IN (SELECT trace_id FROM {name})")
+        and_owner = f"AND owners.owner = {query.sql_literal(tenant)}" if tenant is not None else ""
+        return f"({query.FEEDBACK_OWNED.format(rows=rows, traces_src=owners, and_owner=and_owner)})"
 
     def ids_with_parts_in(
         self, con: duckdb.DuckDBPyConnection, table: str, hours: Sequence[Hour], ids: Sequence[str]

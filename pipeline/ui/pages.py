@@ -7,7 +7,7 @@
 | `/traces/<trace_id>/spans/<span_id>` | the span pane alone (the trace page swaps it in on click) |
 | `POST /traces/<trace_id>/feedback` | thumbs up / down and a comment, sent to `/v1/feedback` |
 | `/artifacts/<ref>` | an offloaded value, as text, loaded when asked for |
-| `/dashboards?range=…` | charts over the list's time range |
+| `/dashboards?range=…&tenant=…` | charts over the list's time range, of one tenant or all |
 | `/sql?q=…` or `/sql?saved=NAME&p.KEY=VALUE` | the SQL console |
 | `/static/…` | the UI's CSS, script and the vendored chart library |
 """
@@ -181,7 +181,7 @@ class UiApp:
             page=page,
             errors=errors,
             facets=facets,
-            time_query=_time_query(q),
+            shared_query=_shared_query(q),
         )
 
     def trace(self, req: Request, trace_id: str) -> Response:
@@ -219,7 +219,7 @@ class UiApp:
         if comment := req.arg("comment").strip():
             event["comment"] = comment
         try:
-            status, body = self.feedback(json.dumps(event).encode())
+            status, body = self.feedback(json.dumps(event).encode(), trace_detail.trace_tenant(self.lake, trace_id))
         except FeedbackUnavailable as e:
             return self.page("error.html", status=502, title="Feedback not sent", message=str(e), back=back)
         if status != 202:
@@ -253,7 +253,7 @@ class UiApp:
     def dashboards(self, req: Request) -> Response:
         q, errors = trace_list.TraceQuery.from_params(req.query)
         lo, hi = q.window()
-        board = dashboards.build_dashboard(self.lake, lo, hi)
+        board = dashboards.build_dashboard(self.lake, lo, hi, q.tenant or None)
         step = 3600 if board.bucket == "hour" else 86400
         charts = [
             {"id": c.id, "title": c.title, "unit": c.unit, "kind": c.kind, "x": c.x, "series": c.series, "step": step}
@@ -268,7 +268,7 @@ class UiApp:
             charts=charts,
             errors=errors,
             charts_needed=True,
-            time_query=_time_query(q),
+            shared_query=_shared_query(q),
         )
 
     def sql_console(self, req: Request) -> Response:
@@ -305,7 +305,7 @@ class UiApp:
         )
 
 
-def _time_query(q: trace_list.TraceQuery) -> str:
-    """`?range=…` (or from/to) so that Traces and Dashboards keep the same time range."""
-    params = q.time_params()
+def _shared_query(q: trace_list.TraceQuery) -> str:
+    """`?range=…` (or from/to), and `tenant=…`, so that Traces and Dashboards keep the same range and tenant."""
+    params = q.shared_params()
     return "?" + urlencode(params) if params else ""

@@ -145,7 +145,7 @@ def _holds_trace_ids(name: str, i: int, rows: list[list[str | None]]) -> bool:
     """A `trace_id` column, or one whose values all look like trace ids (32 lowercase hex)."""
     if name == "trace_id":
         return True
-    values = [r[i] for r in rows[:50] if r[i] is not None]
+    values = [v for r in rows[:50] if (v := r[i]) is not None]
     return bool(values) and all(TRACE_ID.match(v) for v in values)
 
 
@@ -154,8 +154,9 @@ def _as_text(con: duckdb.DuckDBPyConnection, table: pa.Table) -> list[list[str |
     if table.num_columns == 0:
         return []
     cols = ", ".join(f'CAST("{c.replace(chr(34), chr(34) * 2)}" AS VARCHAR)' for c in table.column_names)
-    out = con.from_arrow(table).set_alias("result").query("result", f"SELECT {cols} FROM result").to_arrow_table()
-    return [col.to_pylist() for col in out.columns]
+    rel = con.from_arrow(table).set_alias("result").query("result", f"SELECT {cols} FROM result")
+    assert rel is not None  # None only for statements without a result, never for a SELECT
+    return [col.to_pylist() for col in rel.to_arrow_table().columns]
 
 
 def _number(v: object) -> float | None:
@@ -188,6 +189,7 @@ def quick_chart(table: pa.Table, max_points: int = 2000) -> dict[str, object] | 
         return None
     table = table.slice(0, max_points)
     xs = table.column(0).to_pylist()
+    x: list[float | None] | list[str | None]
     if pa.types.is_temporal(x_type):
         x_kind, x = "time", [_number(v) for v in xs]
     elif pa.types.is_integer(x_type) or pa.types.is_floating(x_type) or pa.types.is_decimal(x_type):

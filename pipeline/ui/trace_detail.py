@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import duckdb
@@ -176,15 +176,28 @@ _DETAIL_COLUMNS = """trace_id, span_id, parent_span_id, coalesce(name, ''), kind
   [(epoch_ns(e.time), e.name, e.attributes) FOR e IN coalesce(events, [])], links, pii_found, artifacts"""
 
 
-def _summary(lake: LakeReader, con: duckdb.DuckDBPyConnection, trace_id: str) -> TraceRow | None:
+def _summary(
+    lake: LakeReader, con: duckdb.DuckDBPyConnection, trace_id: str, feedback_min: bool = True
+) -> TraceRow | None:
     """The merged `traces` row. Its parts may sit in any hour (a late part starts when its late spans or
-    feedback do): the id index names the hours that hold them."""
+    feedback do): the id index names the hours that hold them. Without `feedback_min` (None then) the
+    trace's feedback is not read."""
     hours = lake.hours_holding("traces", [trace_id])
     if not hours:
         return None
-    merged = query.TRACES_MERGE.format(parts=lake.rows(con, "traces", hours, "trace_id = $id"))
+    if feedback_min:
+        feedback = lake.rows(con, "feedback", lake.hours_holding("feedback", [trace_id]), "trace_id = $id")
+    else:
+        feedback = lake.no_feedback(con)
+    merged = query.TRACES_MERGE.format(parts=lake.rows(con, "traces", hours, "trace_id = $id"), feedback=feedback)
     rows = con.execute(f"SELECT {TRACE_COLUMNS} FROM ({merged}) AS t", {"id": trace_id}).fetchall()
     return TraceRow(*rows[0]) if rows else None
+
+
+def trace_tenant(lake: LakeReader, trace_id: str) -> str | None:
+    """The tenant of a trace (its spans'), None when it has none or is not in the lake."""
+    summary = lake.run(lambda con: _summary(lake, con, trace_id, feedback_min=False))
+    return summary.tenant_id if summary is not None else None
 
 
 def _spans(lake: LakeReader, con: duckdb.DuckDBPyConnection, summary: TraceRow | None, where: str) -> str:
@@ -215,13 +228,15 @@ def load_trace(lake: LakeReader, trace_id: str) -> TraceDetail | None:
         ]
         if summary is None and not spans:
             return None
-        # feedback may carry any time (an import of old scores): the id index names its hours
-        events = lake.rows(con, "feedback", lake.hours_holding("feedback", [trace_id]), "trace_id = $id")
+        # feedback may carry any time (an import of old scores): the id index names its hours. Feedback of
+        # another tenant than the trace's is left out, as the `feedback` view (query.FEEDBACK_OWNED) leaves it
+        hours = lake.hours_holding("feedback", [trace_id])
+        events = lake.rows(con, "feedback", hours, "trace_id = $id AND (tenant_id IS NULL OR tenant_id = $owner)")
         feedback = [
             FeedbackRow(*r)
             for r in con.execute(
                 f'SELECT epoch_ns("time"), name, value, comment, source, span_id FROM {events} ORDER BY "time", name',
-                {"id": trace_id},
+                {"id": trace_id, "owner": summary.tenant_id if summary else None},
             ).fetchall()
         ]
         return TraceDetail(trace_id, summary, spans, feedback)
@@ -239,7 +254,7 @@ def load_span(
     back with `artifact_text` (ref -> text, None when the object is gone): only this span's."""
 
     def work(con: duckdb.DuckDBPyConnection) -> SpanDetail | None:
-        summary = _summary(lake, con, trace_id)
+        summary = _summary(lake, con, trace_id, feedback_min=False)  # only its hours and decided duplicates
         src = _spans(lake, con, summary, "trace_id = $id AND span_id = $span")
         rows = con.execute(f"SELECT {_DETAIL_COLUMNS} FROM {src}", {"id": trace_id, "span": span_id}).fetchall()
         return _detail(rows[0]) if rows else None
@@ -262,11 +277,15 @@ def _pairs(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+# the columns before `attributes`, as the query selects them
+_HEAD_FIELDS = [f.name for f in fields(SpanDetail)][:30]
+
+
 def _detail(r: tuple) -> SpanDetail:
-    head = list(r[:30])
+    head = dict(zip(_HEAD_FIELDS, r[:30], strict=True))
     attributes, resource, events, links, pii, artifacts = r[30:]
     return SpanDetail(
-        *head,
+        **head,
         attributes=_pairs(attributes),
         resource_attributes=_pairs(resource),
         events=[Event(t, n or "", _pairs(a)) for t, n, a in events or []],

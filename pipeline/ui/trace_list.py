@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Literal
 from urllib.parse import urlencode
 
@@ -115,9 +116,9 @@ class TraceQuery(BaseModel):
         params = self.params(**changes)
         return "?" + urlencode(params) if params else "?"
 
-    def time_params(self) -> dict[str, str]:
-        """Only the time range: what the dashboards take over from the list."""
-        return {k: v for k, v in self.params().items() if k in ("range", "from", "to")}
+    def shared_params(self) -> dict[str, str]:
+        """The time range and the tenant: what the dashboards take over from the list, and back."""
+        return {k: v for k, v in self.params().items() if k in ("range", "from", "to", "tenant")}
 
 
 @dataclass(frozen=True)
@@ -224,13 +225,13 @@ def _order(q: TraceQuery) -> str:
     return f"{SORTS[q.sort]} {'DESC' if q.order == 'desc' else 'ASC'} NULLS LAST, trace_id"
 
 
-def _page_ids_sql(q: TraceQuery, parts: str, spans_src: str | None, params: dict[str, object]) -> str:
+def _page_ids_sql(q: TraceQuery, parts: str, feedback: str, spans_src: str | None, params: dict[str, object]) -> str:
     """The page's trace ids. Only the columns the filters and the order use are aggregated: DuckDB drops
     the view's other aggregates (the list-valued ones cost most)."""
     where = ["epoch_ns(start_time) >= $lo", "epoch_ns(start_time) < $hi", *_conditions(q, params, spans_src)]
     if params.get("excluded"):
         where.append("NOT list_contains($excluded, trace_id)")
-    merged = query.TRACES_MERGE.format(parts=parts)
+    merged = query.TRACES_MERGE.format(parts=parts, feedback=feedback)
     return f"SELECT trace_id FROM ({merged}) AS t WHERE {' AND '.join(where)} ORDER BY {_order(q)} LIMIT $limit"
 
 
@@ -261,11 +262,11 @@ def list_traces(lake: LakeReader, q: TraceQuery, now_ns: int | None = None) -> T
         start_ns = lo_ns if complete else max(lo_ns, first)
         excluded: list[str] = []
         while True:
-            ids = lake.run(lambda con, w=window, s=start_ns, x=excluded: _page_ids(lake, con, q, w, s, hi_ns, x))
-            partial = lake.run(lambda con, o=older, i=ids: lake.ids_with_parts_in(con, "traces", o, i))
-            if not partial:
+            ids = lake.run(partial(_page_ids, lake, q=q, window=window, lo_ns=start_ns, hi_ns=hi_ns, excluded=excluded))
+            in_older = lake.run(partial(lake.ids_with_parts_in, table="traces", hours=older, ids=ids))
+            if not in_older:
                 break
-            excluded += partial
+            excluded += in_older
         if len(ids) >= need or complete:
             break
         take = min(len(in_range), take * 4)
@@ -285,13 +286,15 @@ def _page_ids(
     excluded: list[str],
 ) -> list[str]:
     parts = lake.rows(con, "traces", window)
+    # feedback_min matters only to a feedback filter; feedback may carry any time, so then it is all of it
+    feedback = lake.rows(con, "feedback", lake.hours("feedback")) if q.feedback else lake.no_feedback(con)
     spans_src = None
     if q.q:
         spans_src = lake.source(con, "spans", lake.files("spans", window[0].start_ns))
     params: dict[str, object] = {"lo": lo_ns, "hi": hi_ns, "limit": q.page * q.size + 1}
     if excluded:
         params["excluded"] = excluded
-    return [r[0] for r in con.execute(_page_ids_sql(q, parts, spans_src, params), params).fetchall()]
+    return [r[0] for r in con.execute(_page_ids_sql(q, parts, feedback, spans_src, params), params).fetchall()]
 
 
 def _rows(
@@ -299,7 +302,8 @@ def _rows(
 ) -> list[tuple]:
     """Every column of the page's traces; their parts are all in the window, found by the id index."""
     parts = lake.rows(con, "traces", lake.hours_holding("traces", ids, window), "list_contains($ids, trace_id)")
-    merged = query.TRACES_MERGE.format(parts=parts)
+    feedback = lake.rows(con, "feedback", lake.hours_holding("feedback", ids), "list_contains($ids, trace_id)")
+    merged = query.TRACES_MERGE.format(parts=parts, feedback=feedback)
     return con.execute(f"SELECT {TRACE_COLUMNS} FROM ({merged}) AS t ORDER BY {_order(q)}", {"ids": ids}).fetchall()
 
 

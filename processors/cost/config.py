@@ -79,9 +79,9 @@ def load_overrides_file(path: str | Path) -> list[PriceOverride]:
         try:
             out.append(PriceOverride.model_validate(entry))
         except ValidationError as err:
-            for e in err.errors():
-                where = ".".join(str(x) for x in e["loc"]) or "entry"
-                msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            for detail in err.errors():
+                where = ".".join(str(x) for x in detail["loc"]) or "entry"
+                msg = "unknown key" if detail["type"] == "extra_forbidden" else detail["msg"]
                 problems.append(f"{p}: entry {i}: {where}: {msg}")
     if problems:
         raise ValueError("; ".join(problems))
@@ -99,7 +99,7 @@ class CostConfig(ProcessorConfig):
     providers: dict[str, str | None] = Field(default_factory=dict)
     # span types, besides llm and embedding, whose spans are priced when they carry token counts.
     # agent/chain spans that repeat their children's totals must stay out, or a trace pays twice.
-    usage_span_types: list[SpanType] = Field(default_factory=lambda: ["other"])
+    usage_span_types: list[SpanType] = Field(default=["other"])  # pydantic copies it for each instance
     # dialects whose input count EXCLUDES cache reads/writes (raw Anthropic usage); their cache
     # tokens are added back. Empty by default: every dialect's definition includes them (README).
     input_excludes_cache: list[Dialect] = Field(default_factory=list)

@@ -11,6 +11,7 @@ user's feedback event, which is not a span anyone means to filter.
 from __future__ import annotations
 
 import logging
+from typing import TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,7 +22,7 @@ from processors.filter.config import AttributeMatch, FilterConfig, SpanCondition
 
 log = logging.getLogger("tracelake.processor.filter")
 
-Mask = pa.ChunkedArray | pa.Array
+Mask: TypeAlias = pa.ChunkedArray | pa.Array
 # typed scalars: an untyped Python scalar makes pyarrow try `import dateutil` on every call (~0.3 ms)
 FALSE = pa.scalar(False, pa.bool_())
 

@@ -102,8 +102,8 @@ class DenyList:
             out.append(
                 PatternRecognizer(
                     supported_entity=entity,
-                    deny_list=terms or None,
-                    patterns=patterns or None,
+                    deny_list=terms,  # an empty list is what None would be: no deny-list pattern
+                    patterns=patterns,
                     name=f"tracelake_deny_{entity}",
                     deny_list_score=1.0,
                 )

@@ -19,7 +19,6 @@ import importlib
 import importlib.util
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +54,8 @@ def offline_tldextract() -> Any:
     extractor("example.com")  # builds the trie now, not inside the first batch
     # Presidio's EmailRecognizer calls the module-level `tldextract.extract`: if tldextract was imported
     # before us (so the env var came too late), replace that default extractor with the offline one.
-    module = sys.modules["tldextract.tldextract"]
+    from tldextract import tldextract as module
+
     if getattr(module.TLD_EXTRACTOR, "suffix_list_urls", ()):
         module.TLD_EXTRACTOR = extractor
     return extractor
@@ -80,7 +80,7 @@ def _numpy_dot_ops() -> Any:
     import numpy as np
     from thinc.api import NumpyOps
 
-    class NumpyDotOps(NumpyOps):  # type: ignore[misc]
+    class NumpyDotOps(NumpyOps):
         name = "numpy_dot"
 
         def gemm(self, x: Any, y: Any, out: Any = None, trans1: bool = False, trans2: bool = False) -> Any:

@@ -9,13 +9,15 @@ original's style. Object keys are never leaves: they are never changed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 
 class _Span(Protocol):
-    start: int
-    end: int
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
 
 
 def looks_json(value: str) -> bool:
@@ -38,7 +40,7 @@ def string_leaves(doc: Any) -> Iterator[tuple[Any, Any, str | None, str]]:
     stack: list[tuple[Any, str | None]] = [(doc, None)]
     while stack:
         node, pkey = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node)
+        items: Iterable[tuple[Any, Any]] = node.items() if isinstance(node, dict) else enumerate(node)
         for slot, child in items:
             key = slot if isinstance(node, dict) else pkey
             if isinstance(child, str):
@@ -59,7 +61,7 @@ def dump_like(doc: Any, original: str) -> str:
     )
 
 
-def inside_strings(value: str, spans: list[_Span]) -> bool:
+def inside_strings(value: str, spans: Sequence[_Span]) -> bool:
     """True when every span lies inside one JSON string literal (odd number of unescaped quotes before it) and
     holds no quote or backslash: replacing it keeps the document valid without parsing it twice. An escaped
     backslash anywhere makes quote parity ambiguous: then False, and the caller parses."""

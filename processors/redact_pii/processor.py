@@ -188,7 +188,7 @@ class PiiRedactor:
             return [(SECRET, value)] if counts else []
         flagged = bool(self.scanner.match_column(pa.array([value], pa.string()))[0])
         work = self._prepare([value], [flagged], [code])[0]
-        out = []
+        out: list[tuple[str, str]] = []
         for leaf in work.leaves:
             kept = [f for f in leaf.findings if not self.allow.allows(leaf.text[f.start : f.end])]
             out.extend((f.entity, leaf.text[f.start : f.end]) for f in resolve(kept, self.priority))
@@ -222,7 +222,7 @@ class PiiRedactor:
     def _action_globs(self) -> list[tuple[str, str]]:
         """Your key_actions first (in the order written), then the defaults: the first matching glob wins."""
         defaults = {k: "hash" for k in (*DEFAULT_HASH_KEYS, *self.context.normalizer.keys.user)}
-        out = list(self.config.key_actions.items())
+        out: list[tuple[str, str]] = list(self.config.key_actions.items())
         out += [(g, a) for g, a in defaults.items() if g not in self.config.key_actions]
         return out
 
@@ -414,10 +414,10 @@ class PiiRedactor:
             other = [j for j in misses if not (re2 and not work_codes[j] & F_NER)]
             if plain:
                 texts = [originals[j] for j in plain]
-                for j, result in zip(
+                for j, plain_result in zip(
                     plain, self._plain_results(texts, [work_codes[j] & 7 for j in plain]), strict=True
                 ):
-                    results[j] = result
+                    results[j] = plain_result
             if other:
                 works = self._prepare(
                     [originals[j] for j in other], flagged[work[other]].tolist(), [work_codes[j] for j in other]
@@ -425,9 +425,9 @@ class PiiRedactor:
                 for j, w in zip(other, works, strict=True):
                     results[j] = self._finish(w)
             for j in misses:
-                key = cache_keys[j]
-                if key is not None:
-                    self._remember(key, results[j])  # type: ignore[arg-type]
+                miss_key, computed = cache_keys[j], results[j]
+                if miss_key is not None and computed is not None:  # every miss was computed just above
+                    self._remember(miss_key, computed)
         for j, k in repeats:
             results[j] = results[k]
 

@@ -340,15 +340,15 @@ def _before(text: str, start: int, n: int) -> str:
 
 
 _NO_SEPARATORS = str.maketrans("", "", " -")
-_LUHN_DOUBLED = tuple((2 * d) // 10 + (2 * d) % 10 for d in range(10))
+# each digit doubled, with the digits of the result summed: again one digit (0 2 4 6 8 1 3 5 7 9)
+_LUHN_DOUBLED = str.maketrans("0123456789", "".join(str((2 * d) // 10 + (2 * d) % 10) for d in range(10)))
 
 
 def luhn_valid(digits: str) -> bool:
-    """The Luhn checksum (Presidio's credit card check, without its per-call list building)."""
-    total = 0
-    for i, c in enumerate(reversed(digits)):
-        total += _LUHN_DOUBLED[ord(c) - 48] if i % 2 else ord(c) - 48
-    return total % 10 == 0
+    """The Luhn checksum (Presidio's credit card check) of an ASCII digit string, summed as bytes in C:
+    every second digit from the right doubled (by translation), the sum a multiple of 10."""
+    doubled = digits[-2::-1][::2].translate(_LUHN_DOUBLED)
+    return (sum(digits[::-1][::2].encode()) + sum(doubled.encode()) - 48 * len(digits)) % 10 == 0
 
 
 def _ip_valid(cand: str) -> bool:
@@ -394,11 +394,10 @@ class Scanner:
         parts = [self._kind_pattern(k) for k in self.kinds]
         # no capture groups for RE2: with only \0 in the rewrite it finds match bounds with its DFAs (capture
         # groups that name the kind measured 2x slower), and the kind of a candidate is found in Python
-        # (`_kind_at`) on the few candidates there are
+        # (`parse_marked`) on the few candidates there are
         self.re2_pattern = "|".join(f"(?:{p})" for p in parts)
         self.rewrite = OPEN + "\\0" + CLOSE
         self.python = re.compile("|".join(f"(?P<k{i}>{p})" for i, p in enumerate(parts)) or "(?!)", re.ASCII)
-        self.kind_res = [re.compile(p, re.ASCII) for p in parts]
 
     def _kind_pattern(self, kind: str) -> str:
         if kind == DENY:
@@ -423,30 +422,22 @@ class Scanner:
         return pc.replace_substring_regex(values, self.re2_pattern, self.rewrite)
 
     def parse_marked(self, original: str, marked: str) -> list[Finding]:
-        """Candidates from a marked string (positions in `original`), validated."""
+        """Candidates from a marked string (positions in `original`), validated. The kind of each is the
+        alternative RE2 took at its position: leftmost-first, so the first kind that matches there, which is
+        what the combined Python pattern's first matching group says (one C-level match per candidate)."""
         found: list[Finding] = []
+        match, kinds, check = self.python.match, self.kinds, self._check
         pieces = marked.split(OPEN)
         pos = len(pieces[0])
         for piece in pieces[1:]:
             cand, _, rest = piece.partition(CLOSE)
-            kind = self._kind_at(original, pos, cand)
-            if kind is not None:
-                found.extend(self._check(kind, original, _cut_escape(original, pos), pos + len(cand)))
+            m = match(original, pos)
+            if m is not None:
+                kind = kinds[int(m.lastgroup[1:])]  # type: ignore[index]
+                start = pos if original[pos] != "\\" else _cut_escape(original, pos)
+                found.extend(check(kind, original, start, pos + len(cand)))
             pos += len(cand) + len(rest)
         return found
-
-    def _kind_at(self, text: str, pos: int, cand: str) -> str | None:
-        """The alternative RE2 took at `pos`: leftmost-first means the first kind that matches there. The kind
-        that won matched exactly `cand`, so a kind whose match could not be `cand` (an email without "@") is
-        skipped without running its pattern."""
-        digit = _ANY_DIGIT.search(cand) is not None
-        for kind, regex in zip(self.kinds, self.kind_res, strict=True):
-            precheck = _PRECHECKS.get(kind)
-            if precheck is not None and not precheck(cand, digit):
-                continue
-            if regex.match(text, pos):
-                return kind
-        return None
 
     def _check(self, kind: str, text: str, start: int, end: int) -> list[Finding]:
         if kind == DENY:
@@ -462,34 +453,6 @@ class Scanner:
             kind = self.kinds[int(name[1:])]
             found.extend(self._check(kind, text, _cut_escape(text, m.start()), m.end()))
         return found
-
-
-_ANY_DIGIT = re.compile(r"\d")
-# Necessary conditions for a candidate to be a whole match of a kind (see Scanner._kind_at). A candidate may
-# start with a JSON escape (`\n`, `\u201c`), so no condition looks at its first characters.
-_SECRET_HINTS = ("-----BEGIN", "eyJ", "sk-", "AKIA", "ASIA", "ABIA", "ACCA", "gh", "xox", "AIza", "k_live_", "k_test_",
-                 ":", "=")  # fmt: skip
-
-
-def _secret_hint(cand: str, _digit: bool) -> bool:
-    """Every SECRET_PATTERNS alternative holds one of these (or bearer/basic, any case)."""
-    if any(h in cand for h in _SECRET_HINTS):
-        return True
-    lower = cand.lower()
-    return "bearer" in lower or "basic" in lower
-
-
-# (candidate, whether it has a digit) → whether the kind can match all of it
-_PRECHECKS: dict[str, Callable[[str, bool], bool]] = {
-    "SECRET": _secret_hint,
-    EMAIL_ADDRESS: lambda c, _d: "@" in c,
-    US_SSN: lambda c, d: d and len(c) >= 9,
-    CREDIT_CARD: lambda c, d: d and len(c) >= 13,
-    "IPV4": lambda c, _d: "." in c,
-    "IPV6": lambda c, _d: ":" in c,
-    PHONE_NUMBER: lambda _c, d: d,
-    IBAN_CODE: lambda c, d: d and len(c) >= 12,
-}
 
 
 def _cut_escape(text: str, start: int) -> int:

@@ -18,6 +18,7 @@ from pipeline.otlp.encode import apply_table
 from processors.redact_pii import HashKeyMissing, PiiRedactor, RedactPiiConfig, factory
 from processors.redact_pii.engine import find_ner_model
 from processors.redact_pii.hash_key import hash_value, lookup_tokens
+from processors.redact_pii.recognizers import luhn_valid
 from processors.redact_pii.testing import TEST_HASH_KEY, make_batch, rows
 
 HAS_NER_MODEL = find_ner_model(None) is not None
@@ -104,6 +105,20 @@ def test_secret_kinds(entity: str, text: str, secret: str) -> None:
     row = one(redactor(), {"log.message": text.format(secret)})
     assert row["attributes"]["log.message"] == text.format(f"<{entity}>")
     assert row["pii_found"] == {entity: 1}
+
+
+def test_luhn_agrees_with_the_textbook_checksum() -> None:
+    def textbook(digits: str) -> bool:
+        total = 0
+        for i, c in enumerate(reversed(digits)):
+            d = int(c) * (2 if i % 2 else 1)
+            total += d - 9 if d > 9 else d
+        return total % 10 == 0
+
+    numbers = [str(n) for n in range(0, 100_000, 7)] + [str(4_000_000_000_000_000 + 7919 * n) for n in range(3000)]
+    numbers += ["4111111111111111", "5555555555554444", "378282246310005", "4111111111111112", "0000000000000000"]
+    assert [luhn_valid(n) for n in numbers] == [textbook(n) for n in numbers]
+    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
 
 
 def test_lookalikes_survive() -> None:

@@ -180,10 +180,10 @@ class TailSampler:
             answer[tid] = UNDECIDED
 
         if self.monotone_policies:
-            kept = self._release_kept(trace_ids, answer)
-            if kept:
-                whole += kept
-                at = [(t, j) for t, j in zip(holding, holding_at, strict=True) if t not in kept]
+            kept_traces = self._release_kept(trace_ids, answer)
+            if kept_traces:
+                whole += kept_traces
+                at = [(t, j) for t, j in zip(holding, holding_at, strict=True) if t not in kept_traces]
                 holding, holding_at = [t for t, _ in at], [j for _, j in at]
 
         release = is_feedback
@@ -221,6 +221,13 @@ class TailSampler:
             self._frozen_all = True
             return self._release([])
         return self._release(list(self._pending))
+
+    def retire(self) -> pa.Table:
+        """A reload replaces the chain: decide every pending trace with these policies now and release it, on
+        Kafka too (a replay would reach the new chain, not this one). Traces of revoked partitions waiting
+        for forget() stay frozen: their next owner replays them."""
+        self._frozen_all = False
+        return self._release([t for t, trace in self._pending.items() if not self._is_frozen(trace)])
 
     def on_revoke(self, sources: set[str]) -> pa.Table:
         """Partitions move away: decide their traces (embedded) or freeze them until forget() (Kafka)."""

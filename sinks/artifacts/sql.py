@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+from duckdb.func import FunctionNullHandling, PythonUDFType
 
 from sinks.artifacts.refs import REF_PATTERN
 from sinks.artifacts.store import ArtifactNotFoundError, ArtifactStore
@@ -84,7 +85,7 @@ def register_artifact_function(
         _Resolver(stores),
         ["VARCHAR"],
         "VARCHAR",
-        type="arrow",
-        null_handling="special",
+        type=PythonUDFType.ARROW,
+        null_handling=FunctionNullHandling.SPECIAL,
         side_effects=False,
     )

@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeAlias
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -44,7 +44,7 @@ import pyarrow.fs as pafs
 from sinks.artifacts.refs import _HEX, digest_of, make_ref
 
 PutStatus = Literal["created", "exists", "refreshed"]
-Data = bytes | bytearray | memoryview | pa.Buffer
+Data: TypeAlias = bytes | bytearray | memoryview | pa.Buffer
 
 # Filesystems whose writes become visible atomically on close: no temp object + move there
 # (a move is a server-side copy + delete on these).

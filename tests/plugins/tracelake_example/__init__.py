@@ -54,7 +54,9 @@ class ExampleHold:
             "released_spans": 0,
             "dropped_spans": 0,
             "promotions": 0,
-            "calls": dict.fromkeys(["process", "tick", "shutdown", "on_revoke", "forget", "take_promotions"], 0),
+            "calls": dict.fromkeys(
+                ["process", "tick", "shutdown", "retire", "on_revoke", "forget", "take_promotions"], 0
+            ),
         }
         self._record("build", context.stage)
 
@@ -85,6 +87,11 @@ class ExampleHold:
         self._record("shutdown", str(sum(h.rows.num_rows for h in self._held)))
         self._shut_down = True
         return self._label(self._empty()) if self.context.replayable_source else self._release(list(self._held))
+
+    def retire(self) -> pa.Table:
+        self._record("retire", str(sum(h.rows.num_rows for h in self._held)))
+        self._shut_down = True
+        return self._release(list(self._held))
 
     def on_revoke(self, sources: set[str]) -> pa.Table:
         self._record("on_revoke", ",".join(sorted(sources)))
