@@ -55,10 +55,10 @@ def _sink(server: S3Server, bucket: str, **kw: object) -> ParquetSink:
     return ParquetSink(ParquetSinkConfig(path=f"s3://{bucket}/lake", s3=options, **kw))  # type: ignore[arg-type]
 
 
-def _spans(n: int, prefix: str = "a", start: int = T0, source: str = "embedded:0@1") -> pa.Table:
+def _spans(n: int, prefix: str = "a", start: int = T0, source: str = "embedded:0@1", first: int = 0) -> pa.Table:
     rows = [
         {"trace_id": f"{prefix}{i:031x}", "span_id": f"{i + 1:016x}", "start": start, "end": start + 10**6}
-        for i in range(n)
+        for i in range(first, first + n)
     ]
     return spans_batch(rows, source)
 
@@ -246,3 +246,126 @@ def test_a_trace_lookup_asks_each_object_once_and_reads_only_its_footer_elsewher
     assert len(listings) == 3  # spans, traces, feedback: never the whole bucket
     reads = [p for m, p in served if m == "GET" and "list-type=2" not in p]
     assert len(reads) <= 2 * len(objects), reads
+
+
+# -- maintenance on S3 -------------------------------------------------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, timeout=120, env={**os.environ}
+    )
+
+
+def _lake_config(tmp_path: Path, bucket: str, server: S3Server, extra: str = "") -> Path:
+    path = tmp_path / "lake.yaml"
+    path.write_text(
+        f'sinks:\n  parquet: {{path: "s3://{bucket}/lake", s3: {{endpoint_override: "{server.endpoint}"}}}}\n{extra}'
+    )
+    return path
+
+
+def test_compaction_during_writes_counts_every_row_once(s3: S3Server) -> None:
+    """A sink keeps adding small files to a closed hour while compaction merges it over and over: every reader
+    counts each row once (inputs and outputs never both), and at the end the hour is a few files with every row."""
+    import threading
+
+    from pipeline.maintenance.compact import Compactor
+
+    bucket = s3.new_bucket()
+    lake = f"s3://{bucket}/lake"
+    batches, per_batch = 24, 25
+    written = threading.Event()
+    done_batches: list[int] = []
+
+    def write() -> None:
+        try:
+            sink = _sink(s3, bucket)
+            for i in range(batches):
+                sink.write("spans", _spans(per_batch, first=i * per_batch), "embedded:0", (i, i))
+                sink.flush_all()
+                done_batches.append(i)
+        finally:
+            written.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    compactor = Compactor(lake, tables=("spans",), grace_s=0.0)
+    runs = merged = 0
+    seen: list[tuple[int, int, int]] = []
+    while not written.is_set() or runs < 2:
+        before = len(done_batches)
+        report = compactor.run(older_than_s=0)
+        runs += 1
+        merged += len([r for r in report.compacted if r.error is None])
+        assert not report.errors, report.lines()
+        count, distinct = (
+            connect(lake).execute("SELECT count(*), count(DISTINCT span_id || trace_id) FROM spans").fetchone()
+        )
+        seen.append((before, count, distinct))
+        assert count == distinct and count >= before * per_batch, seen
+    writer.join()
+    assert len(done_batches) == batches
+    assert merged >= 2, seen  # it really merged while the writer wrote
+    con = connect(lake)
+    assert con.execute("SELECT count(*), count(DISTINCT trace_id) FROM spans").fetchone() == (600, 600)
+    compactor.run(older_than_s=0)
+    keys = s3.keys(bucket, "lake/spans")
+    assert [k.rsplit("/", 1)[1].split("-")[0] for k in keys] == ["compacted"], keys  # no record, no input left
+    assert connect(lake).execute("SELECT count(*) FROM spans").fetchone() == (600,)
+
+
+def test_the_maintenance_lock_on_s3_is_a_conditional_write_lease(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.maintenance import MaintenanceBusy, maintenance_lock
+    from pipeline.maintenance import object_lock as lock_module
+    from sinks.parquet.layout import open_lake
+
+    bucket = s3.new_bucket()
+    lake = open_lake(f"s3://{bucket}/lake")
+    with maintenance_lock(lake):
+        assert s3.keys(bucket) == ["lake/.maintenance.lock"]
+        with pytest.raises(MaintenanceBusy, match=f"s3://{bucket}/lake/.maintenance.lock"), maintenance_lock(lake):
+            pass
+    assert s3.keys(bucket) == []  # released
+    # a holder that died leaves its lease behind: taken over once it is older than the lease, by the server's clock
+    monkeypatch.setattr(lock_module, "LEASE_S", 1.0)
+    dead = lock_module.ObjectLease(lake)
+    dead.acquire(0.0)
+    dead._stop.set()  # it stops renewing, as a SIGKILLed process would
+    with pytest.raises(MaintenanceBusy), maintenance_lock(lake):
+        pass
+    with maintenance_lock(lake, wait_s=5.0):
+        assert s3.keys(bucket) == ["lake/.maintenance.lock"]
+
+
+def test_retention_and_forget_on_s3_through_the_cli(s3: S3Server, tmp_path: Path) -> None:
+    bucket = s3.new_bucket()
+    sink = _sink(s3, bucket)
+    user = _spans(3, "e", T0 + 2 * HOUR)
+    user = user.set_column(user.schema.get_field_index("user_id"), "user_id", pa.array(["u-42"] * 3, pa.string()))
+    sink.write("spans", pa.concat_tables([_spans(4, "a"), _spans(5, "b", T0 + 2 * HOUR), user]), "embedded:0", (1, 3))
+    sink.flush_all()
+    config = _lake_config(tmp_path, bucket, s3)
+    lake = f"s3://{bucket}/lake"
+
+    out = _cli("forget", "--config", str(config), "--user-id", "u-42")
+    assert out.returncode == 0, out.stderr
+    assert "removed 3 traces" in out.stdout and "spans: 3 rows" in out.stdout, out.stdout
+    con = connect(lake)
+    assert con.execute("SELECT count(*), count(*) FILTER (WHERE user_id = 'u-42') FROM spans").fetchone() == (9, 0)
+
+    out = _cli("retention", "--config", str(config), "--table", "spans", "--older-than", "1d")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("removed spans/") == 2, out.stdout  # both hours of 2025: whole hours, nothing else
+    assert connect(lake).execute("SELECT count(*) FROM spans").fetchone() == (0,)
+    assert s3.keys(bucket, "lake/spans") == []
+
+    sink.write("spans", _spans(6, "c"), "embedded:0", (4, 4))
+    sink.flush_all()
+    sink.write("spans", _spans(6, "c"), "embedded:0", (4, 4))  # the same offsets again: a replay, same key
+    sink.write("spans", _spans(2, "d"), "embedded:0", (5, 5))
+    sink.flush_all()
+    out = _cli("compact", "--config", str(config), "--older-than", "0s")
+    assert out.returncode == 0, out.stderr
+    assert "compacted spans/dt=2025-11-22/hour=08: 2 files" in out.stdout, out.stdout
+    assert connect(lake).execute("SELECT count(*) FROM spans").fetchone() == (8,)

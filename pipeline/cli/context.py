@@ -42,20 +42,6 @@ def config_from(args: argparse.Namespace) -> Config:
     return config_or_defaults(getattr(args, "config", None))
 
 
-def lake_from(args: argparse.Namespace, config: Config) -> Path:
-    """`--lake`, else the config's parquet sink path: a directory (the maintenance commands work on local and
-    shared-POSIX lakes only; an `s3://` lake exits 2 saying so)."""
-    lake = lake_location(args, config)
-    if lake.remote:
-        print(
-            f"tracelake {args.command}: {lake} is on object storage; `{args.command}` works on a lake directory only "
-            "so far (README, \"Lake on object storage\")",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
-    return Path(lake.root)
-
-
 def lake_location(args: argparse.Namespace, config: Config) -> Lake:
     """`--lake`, else the config's parquet sink path, with the sink's `s3` options (a directory or `s3://…`)."""
     from sinks.parquet.config import ParquetSinkConfig, check_lake_path

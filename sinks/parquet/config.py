@@ -25,7 +25,6 @@ class S3Options(Strict):
     access_key: SecretStr | None = None
     secret_key: SecretStr | None = None
     session_token: SecretStr | None = None
-    profile: str | None = None  # a profile of ~/.aws/credentials (AWS_PROFILE also works)
     connect_timeout: Seconds = 5.0
     request_timeout: Seconds = 30.0
 

@@ -15,6 +15,7 @@ rewrites the same bytes).
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 from datetime import UTC, datetime
@@ -24,16 +25,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
 from fsspec.implementations.arrow import ArrowFSWrapper
+from pydantic import SecretStr
 
 from sinks.parquet.config import S3Options
 
 
 def s3_filesystem(options: S3Options) -> pafs.S3FileSystem:
     """An S3FileSystem from the config's keys; what they leave unset comes from the AWS environment."""
-
-    def secret(value: Any) -> str | None:
-        return value.get_secret_value() if value is not None else None
-
     kwargs: dict[str, Any] = {
         "connect_timeout": options.connect_timeout,
         "request_timeout": options.request_timeout,
@@ -41,16 +39,50 @@ def s3_filesystem(options: S3Options) -> pafs.S3FileSystem:
     }
     if options.region:
         kwargs["region"] = options.region
-    # as AWS tools take it: the config key, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
-    endpoint = options.endpoint_override or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = endpoint_of(options)
     if endpoint:
         kwargs["endpoint_override"] = endpoint
     if options.access_key is not None:
-        kwargs["access_key"] = secret(options.access_key)
-        kwargs["secret_key"] = secret(options.secret_key)
+        kwargs["access_key"] = _secret(options.access_key)
+        kwargs["secret_key"] = _secret(options.secret_key)
         if options.session_token is not None:
-            kwargs["session_token"] = secret(options.session_token)
+            kwargs["session_token"] = _secret(options.session_token)
     return pafs.S3FileSystem(**kwargs)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def endpoint_of(options: S3Options) -> str | None:
+    """As AWS tools take it: the config key, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (None: AWS S3 itself)."""
+    return options.endpoint_override or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def s3_client(options: S3Options) -> Any:
+    """A botocore S3 client with the same endpoint and credentials as `s3_filesystem`, for what pyarrow cannot
+    send: conditional writes (`If-None-Match` / `If-Match`, pipeline/maintenance/object_lock.py)."""
+    import botocore.session
+    from botocore.config import Config
+
+    session = botocore.session.get_session()
+    logging.getLogger("botocore.credentials").setLevel(logging.WARNING)  # "Found credentials in …" on every run
+    endpoint = endpoint_of(options)
+    config = Config(
+        connect_timeout=options.connect_timeout,
+        read_timeout=options.request_timeout,
+        retries={"max_attempts": 3, "mode": "standard"},
+        s3={"addressing_style": "path"} if endpoint else {},
+    )
+    return session.create_client(
+        "s3",
+        region_name=options.region or session.get_config_variable("region") or "us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id=_secret(options.access_key),
+        aws_secret_access_key=_secret(options.secret_key),
+        aws_session_token=_secret(options.session_token),
+        config=config,
+    )
 
 
 _UNCHANGING = datetime(2000, 1, 1, tzinfo=UTC)

@@ -36,6 +36,7 @@ from sinks.parquet.config import ParquetSinkConfig
 
 log = logging.getLogger("tracelake.sink.parquet")
 
+
 @dataclass
 class _Buffer:
     table: str
