@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from core import schema
+from sinks.artifacts.store import ArtifactStore
 from sinks.parquet import layout, object_store
 
 
@@ -145,7 +146,7 @@ def sql_literal(value: str) -> str:
 def connect(
     lake: str | Path | layout.Lake,
     database: str = ":memory:",
-    artifact_stores: Sequence[str] | None = None,
+    artifact_stores: Sequence[str | ArtifactStore] | None = None,
     tenant: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Views `spans`, `traces`, `feedback` over the lake (a directory or `s3://…`, sinks/parquet/object_store.py);
@@ -166,5 +167,6 @@ def connect(
     con.execute(SPANS_VIEW.format(src=table_source(con, lake, "spans"), traces_src=traces, only_tenant=only))
     con.execute(TRACES_VIEW.format(src=traces, feedback=feedback, only_tenant=only))
     con.execute(FEEDBACK_VIEW.format(src=feedback, traces_src=traces, and_owner=and_owner))
-    register_artifact_function(con, list(artifact_stores or [lake.artifact_store]))
+    default = ArtifactStore(lake.artifact_store, filesystem=lake.fs) if lake.fs is not None else lake.artifact_store
+    register_artifact_function(con, list(artifact_stores or [default]))
     return con

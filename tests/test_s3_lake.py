@@ -369,3 +369,58 @@ def test_retention_and_forget_on_s3_through_the_cli(s3: S3Server, tmp_path: Path
     assert out.returncode == 0, out.stderr
     assert "compacted spans/dt=2025-11-22/hour=08: 2 files" in out.stdout, out.stdout
     assert connect(lake).execute("SELECT count(*) FROM spans").fetchone() == (8,)
+
+
+def test_artifacts_offloaded_to_s3_with_the_lakes_s3_settings_are_read_back(s3: S3Server, tmp_path: Path) -> None:
+    """offload_artifacts' `store: s3://…` reaches the server through `sinks.parquet.s3` (the environment's endpoint
+    is wrong on purpose); `tracelake artifact get` and `artifact()` in `tracelake query` read the value back."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    bucket = s3.new_bucket()
+    yaml = config_yaml(
+        process="[offload_artifacts]",
+        processors=f'{{offload_artifacts: {{min_bytes: 64, store: "s3://{bucket}/art"}}}}',
+    )
+    yaml = yaml.replace(
+        'parquet: {path: "{lake}", roll_seconds: 1s}',
+        f'parquet: {{path: "s3://{bucket}/lake", roll_seconds: 1s, s3: {{endpoint_override: "{s3.endpoint}"}}}}',
+    )
+    wrong = {**CREDENTIALS, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # nothing listens there
+    prompt = "You are a careful assistant. " * 20
+    tl = RunningTracelake(tmp_path, yaml, env=wrong)
+    try:
+        tp = TracerProvider()
+        tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=tl.grpc, insecure=True)))
+        with tp.get_tracer("t").start_as_current_span("chat") as span:
+            span.set_attribute("gen_ai.system_instructions", prompt)
+        tp.shutdown()
+    finally:
+        assert tl.stop() == 0, tl.log
+    assert [k for k in s3.keys(bucket, "art") if k.endswith(".zst")], s3.keys(bucket)
+    env = {**os.environ, **wrong}
+    ref = _query_env(tl.config, "SELECT attributes['gen_ai.system_instructions'] FROM spans", env).splitlines()[-1]
+    assert ref.startswith("artifact:sha256:"), ref
+    got = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "artifact", "get", "--config", str(tl.config), ref],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert got.returncode == 0 and got.stdout == prompt, got.stderr
+    sql = "SELECT artifact(attributes['gen_ai.system_instructions']) = $$" + prompt + "$$ FROM spans"
+    assert _query_env(tl.config, sql, env).splitlines()[-1] == "true"
+
+
+def _query_env(config: Path, sql: str, env: dict[str, str]) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "query", "--config", str(config), "--format", "csv", sql],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()

@@ -68,7 +68,7 @@ def add_lake_options(parser: argparse.ArgumentParser) -> None:
 def open_lake(args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
     """The lake's views plus `artifact(ref)` over the config's artifact stores; exit 2 when there is no lake."""
     from pipeline.query import connect
-    from sinks.artifacts.configured import store_uris
+    from sinks.artifacts.configured import open_stores
 
     config = config_from(args)
     lake = lake_location(args, config)
@@ -80,7 +80,7 @@ def open_lake(args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    stores = store_uris(config.view()) if not getattr(args, "lake", None) else [lake.artifact_store]
+    stores = open_stores(config.view()) if not getattr(args, "lake", None) else None  # None: the lake's own
     return connect(lake, artifact_stores=stores, tenant=getattr(args, "tenant", None))
 
 

@@ -74,8 +74,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from pipeline.maintenance.forget import forget_user
     from processors.redact_pii.config import RedactPiiConfig
     from processors.redact_pii.hash_key import HashKeyMissing, lookup_tokens, read_hash_key
-    from sinks.artifacts.configured import store_uris
-    from sinks.artifacts.store import ArtifactStore
+    from sinks.artifacts.configured import open_stores
 
     config = config_from(args)
     view = config.view()
@@ -87,7 +86,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
             except HashKeyMissing as e:
                 print(f"tracelake forget: {e}", file=sys.stderr)
                 return 2
-    stores = [ArtifactStore(u) for u in store_uris(view)]
+    stores = open_stores(view)
     try:
         report = forget_user(lake_location(args, config), sorted(ids), stores, dry_run=args.dry_run)
     except MaintenanceBusy as e:
