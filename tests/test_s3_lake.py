@@ -424,3 +424,13 @@ def _query_env(config: Path, sql: str, env: dict[str, str]) -> str:
     )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
+
+
+def test_the_ui_refuses_an_s3_lake_rather_than_showing_an_empty_one(tmp_path: Path) -> None:
+    """Not built yet: `tracelake ui` over S3. Before, `--lake s3://…` served an empty local directory `s3:/…`."""
+    config = tmp_path / "s3.yaml"
+    config.write_text('sinks:\n  parquet: {path: "s3://bucket/lake"}\n')
+    for args in (["--lake", "s3://bucket/lake"], ["--config", str(config)]):
+        out = _cli("ui", *args, "--listen", "127.0.0.1:0")
+        assert out.returncode == 2 and "s3://bucket/lake is on object storage" in out.stderr, out.stderr
+    assert not (tmp_path / "s3:").exists() and not Path("s3:").exists()
