@@ -57,6 +57,9 @@ class ProcessorContext:
     # True when the bus can replay (Kafka): a stateful processor may then keep undecided state at
     # shutdown/revoke instead of deciding early; the uncommitted offsets bring the spans back.
     replayable_source: bool = False
+    # The S3 filesystem of the pipeline's object-storage settings (`sinks.parquet.s3`: endpoint, credentials), made
+    # on first call, for processors that write `s3://` URIs (offload_artifacts' store). None: from the environment.
+    s3_filesystem: Callable[[], Any] | None = None
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ from pipeline.config import Config
 from pipeline.config.model import KafkaBusConfig
 from pipeline.trace_summary import TraceSummarizer
 from pipeline.worker import Worker, WorkerChain
+from sinks.artifacts.configured import object_storage
 
 if TYPE_CHECKING:
     from sinks.parquet.sink import ParquetSink
@@ -31,9 +32,12 @@ def build_chain(config: Config, stage: Stage, normalizer: Normalizer) -> list[tu
     # Only Kafka outlives a stop: on the embedded bus a stateful processor decides at shutdown (a worker
     # process that dies gets no shutdown; its replacement replays from the bus either way).
     replayable = isinstance(config.raw.bus, KafkaBusConfig)
+    s3 = object_storage(config.view())
     for pid in getattr(config.pipeline, stage):
         spec = config.processors[pid]
-        ctx = ProcessorContext(processor_id=pid, normalizer=normalizer, stage=stage, replayable_source=replayable)
+        ctx = ProcessorContext(
+            processor_id=pid, normalizer=normalizer, stage=stage, replayable_source=replayable, s3_filesystem=s3
+        )
         chain.append((pid, spec.factory.build(spec.config, ctx)))
     return chain
 

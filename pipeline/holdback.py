@@ -60,7 +60,7 @@ class Holdback:
         reasons = dict(requests)
         first = self.sinks[0]
         first.flush_all(tables={"holdback"})  # held-back rows still in memory are read from their file
-        rows = layout.read_rows(first.root, "holdback", sorted(reasons))
+        rows = layout.read_rows(first.lake, "holdback", sorted(reasons))
         if eligible is not None:
             rows = eligible(rows)
         if rows.num_rows == 0:
@@ -81,7 +81,5 @@ class Holdback:
         self._last_expiry = now
         cutoff = (time.time() if now_s is None else now_s) - self.retention_s
         for sink in self.sinks:
-            for part in layout.hour_partitions(sink.root, "holdback"):
-                if part.closed_before(cutoff):
-                    layout.remove_partition(sink.root, part)
-                    log.info("deleted held-back spans older than the late-feedback window: %s", part.path)
+            for where in layout.expire_hours(sink.lake, "holdback", cutoff):
+                log.info("deleted held-back spans older than the late-feedback window: %s", where)

@@ -15,11 +15,12 @@ import duckdb
 import pyarrow as pa
 
 from core import schema
-from sinks.parquet import layout
+from sinks.artifacts.store import ArtifactStore
+from sinks.parquet import layout, object_store
 
 
 def table_source(
-    con: duckdb.DuckDBPyConnection, lake: Path, table: str, files: Sequence[str | Path] | None = None
+    con: duckdb.DuckDBPyConnection, lake: Path | layout.Lake, table: str, files: Sequence[str | Path] | None = None
 ) -> str:
     """A FROM clause for the table's raw rows (replays included, `dt`/`hour` columns): every live file of the
     table, or only `files`. Unioned by name with an empty relation of the current schema, so every column
@@ -34,7 +35,7 @@ def table_source(
     name = f"_empty_{table}"
     con.register(name, empty)
     if files is None:
-        files = layout.table_files(lake, table)
+        files = layout.lake_files(layout.open_lake(lake), table)
     if not files:
         return name
     paths = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
@@ -143,20 +144,22 @@ def sql_literal(value: str) -> str:
 
 
 def connect(
-    lake: str | Path,
+    lake: str | Path | layout.Lake,
     database: str = ":memory:",
-    artifact_stores: Sequence[str] | None = None,
+    artifact_stores: Sequence[str | ArtifactStore] | None = None,
     tenant: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """Views `spans`, `traces`, `feedback` over the lake; `artifact(ref)` reads offloaded values back
-    from `artifact_stores` (default `<lake>/_artifacts`). `tenant`: the views show only that tenant's
-    spans, trace summaries and the feedback on its traces (a view restriction for people and tools
-    that use the views, not a wall: the same session can read_parquet() any file)."""
+    """Views `spans`, `traces`, `feedback` over the lake (a directory or `s3://…`, sinks/parquet/object_store.py);
+    `artifact(ref)` reads offloaded values back from `artifact_stores` (default `<lake>/_artifacts`). `tenant`:
+    the views show only that tenant's spans, trace summaries and the feedback on its traces (a view restriction for
+    people and tools that use the views, not a wall: the same session can read_parquet() any file)."""
     from sinks.artifacts.sql import register_artifact_function
 
-    lake = Path(lake)
+    lake = layout.open_lake(lake)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
+    if lake.fs is not None:
+        object_store.register(con, lake.fs)
     only = f"WHERE tenant_id = {sql_literal(tenant)}" if tenant is not None else ""
     and_owner = f"AND owners.owner = {sql_literal(tenant)}" if tenant is not None else ""
     traces = table_source(con, lake, "traces")
@@ -164,5 +167,6 @@ def connect(
     con.execute(SPANS_VIEW.format(src=table_source(con, lake, "spans"), traces_src=traces, only_tenant=only))
     con.execute(TRACES_VIEW.format(src=traces, feedback=feedback, only_tenant=only))
     con.execute(FEEDBACK_VIEW.format(src=feedback, traces_src=traces, and_owner=and_owner))
-    register_artifact_function(con, list(artifact_stores or [str(lake / "_artifacts")]))
+    default = ArtifactStore(lake.artifact_store, filesystem=lake.fs) if lake.fs is not None else lake.artifact_store
+    register_artifact_function(con, list(artifact_stores or [default]))
     return con

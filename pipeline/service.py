@@ -41,6 +41,7 @@ from pipeline.reload import ReloadResult, config_digest, restart_only_changes
 from pipeline.telemetry import TelemetryServer
 from pipeline.worker_pool import WorkerPool, WorkerStartError
 from sinks.parquet.config import ParquetSinkConfig
+from sinks.parquet.layout import open_lake
 
 log = logging.getLogger("tracelake")
 
@@ -120,9 +121,10 @@ class Service:
         self.workers: WorkerPool | None = None
         if role in ("all", "worker"):
             self.workers = WorkerPool(config, processes, self.bus, log_level=log_level, log_json=log_json)
-        # the lakes the workers write keep themselves compact, from this process (one compaction per lake at a time)
+        # the lakes the workers write keep themselves compact, from this process (one compaction per lake at a time,
+        # directories and object storage alike)
         self.compactors = (
-            [BackgroundCompactor(s.path, raw.compaction, s.compression_level) for s in _lakes(config)]
+            [BackgroundCompactor(open_lake(s.path, s.s3), raw.compaction, s.compression_level) for s in _lakes(config)]
             if raw.compaction.background and self.workers is not None
             else []
         )

@@ -70,19 +70,26 @@ def test_traces_stay_whole_across_worker_processes(tmp_path: Path) -> None:
     assert names == {"0", "1"}, names
 
 
+def send_and_kill_worker_1(tl: RunningTracelake, batches: int, kill_after: int) -> dict[int, int]:
+    """Send `batches` exports (3 spans × 20 traces each) while worker process 1 is SIGKILLed after `kill_after`
+    of them were acknowledged; every export ends acknowledged. Returns the worker pids before the kill."""
+    first = tl.worker_pids()
+    assert set(first) == {0, 1}, tl.log
+    sent: list[int] = []
+    sender = threading.Thread(target=_send_all, args=(tl.grpc, range(1, batches + 1), sent))
+    sender.start()
+    while len(sent) < kill_after:
+        time.sleep(0.05)
+    os.kill(first[1], signal.SIGKILL)
+    sender.join(120)
+    assert len(sent) == batches
+    return first
+
+
 def test_a_killed_worker_process_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     tl = RunningTracelake(tmp_path, config_yaml().replace("worker: {", "worker: {processes: 2, "))
     try:
-        first = tl.worker_pids()
-        assert set(first) == {0, 1}, tl.log
-        sent: list[int] = []
-        sender = threading.Thread(target=_send_all, args=(tl.grpc, range(1, 61), sent))
-        sender.start()
-        while len(sent) < 20:
-            time.sleep(0.05)
-        os.kill(first[1], signal.SIGKILL)
-        sender.join(120)
-        assert len(sent) == 60
+        first = send_and_kill_worker_1(tl, 60, 20)
         deadline = time.time() + 30
         while tl.worker_pids().get(1) == first[1] and time.time() < deadline:
             time.sleep(0.1)

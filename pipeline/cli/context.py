@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # imported where used: `tracelake run` and its worker process
     import duckdb
 
     from pipeline.config import Config
+    from sinks.parquet.layout import Lake
 
 
 def load_or_exit(path: str) -> Config:
@@ -41,9 +42,20 @@ def config_from(args: argparse.Namespace) -> Config:
     return config_or_defaults(getattr(args, "config", None))
 
 
-def lake_from(args: argparse.Namespace, config: Config) -> Path:
-    """`--lake`, else the config's parquet sink path."""
-    return Path(args.lake) if getattr(args, "lake", None) else Path(config.lake_path)
+def lake_location(args: argparse.Namespace, config: Config) -> Lake:
+    """`--lake`, else the config's parquet sink path, with the sink's `s3` options (a directory or `s3://…`)."""
+    from sinks.parquet.config import ParquetSinkConfig, check_lake_path
+    from sinks.parquet.layout import open_lake
+
+    given = getattr(args, "lake", None)
+    try:
+        location = check_lake_path(given or config.lake_path)
+    except ValueError as e:
+        print(f"tracelake {args.command}: --lake: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    sinks = [s.config for s in config.sinks.values() if isinstance(s.config, ParquetSinkConfig)]
+    options = next((s.s3 for s in sinks if s.path == location), None)
+    return open_lake(location, options)
 
 
 def add_lake_options(parser: argparse.ArgumentParser) -> None:
@@ -56,11 +68,11 @@ def add_lake_options(parser: argparse.ArgumentParser) -> None:
 def open_lake(args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
     """The lake's views plus `artifact(ref)` over the config's artifact stores; exit 2 when there is no lake."""
     from pipeline.query import connect
-    from sinks.artifacts.configured import store_uris
+    from sinks.artifacts.configured import open_stores
 
     config = config_from(args)
-    lake = lake_from(args, config)
-    if not lake.is_dir():
+    lake = lake_location(args, config)
+    if not lake.remote and not Path(lake.root).is_dir():
         where = "--lake" if getattr(args, "lake", None) else f"sinks.parquet.path of {config.source}"
         print(
             f"tracelake {args.command}: no lake at {lake} ({where}): the directory does not exist; "
@@ -68,7 +80,7 @@ def open_lake(args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    stores = store_uris(config.view()) if not getattr(args, "lake", None) else [str(lake / "_artifacts")]
+    stores = open_stores(config.view()) if not getattr(args, "lake", None) else None  # None: the lake's own
     return connect(lake, artifact_stores=stores, tenant=getattr(args, "tenant", None))
 
 

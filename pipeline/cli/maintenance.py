@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from core.command import SubParsers
-from pipeline.cli.context import add_lake_options, config_from, lake_from
+from pipeline.cli.context import add_lake_options, config_from, lake_location
 
 TABLES = ("spans", "traces", "feedback")
 COMPACT_LOCK_WAIT_S = 120.0  # a background compactor's round is short: wait for it
@@ -22,7 +22,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
     older_than = parse_duration(args.older_than) if args.older_than else settings.older_than
     try:
         compactor = Compactor(
-            lake_from(args, config),
+            lake_location(args, config),
             target_file_bytes=settings.target_file_bytes,
             row_group_rows=settings.row_group_rows,
             tables=args.table or TABLES,
@@ -58,7 +58,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     if args.table:  # only these tables
         ages = {t: a for t, a in ages.items() if t in args.table}
     try:
-        removed = apply_retention(lake_from(args, config), ages, dry_run=args.dry_run)
+        removed = apply_retention(lake_location(args, config), ages, dry_run=args.dry_run)
     except MaintenanceBusy as e:
         print(f"tracelake retention: {e}", file=sys.stderr)
         return 1
@@ -74,8 +74,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from pipeline.maintenance.forget import forget_user
     from processors.redact_pii.config import RedactPiiConfig
     from processors.redact_pii.hash_key import HashKeyMissing, lookup_tokens, read_hash_key
-    from sinks.artifacts.configured import store_uris
-    from sinks.artifacts.store import ArtifactStore
+    from sinks.artifacts.configured import open_stores
 
     config = config_from(args)
     view = config.view()
@@ -87,9 +86,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
             except HashKeyMissing as e:
                 print(f"tracelake forget: {e}", file=sys.stderr)
                 return 2
-    stores = [ArtifactStore(u) for u in store_uris(view)]
+    stores = open_stores(view)
     try:
-        report = forget_user(lake_from(args, config), sorted(ids), stores, dry_run=args.dry_run)
+        report = forget_user(lake_location(args, config), sorted(ids), stores, dry_run=args.dry_run)
     except MaintenanceBusy as e:
         print(f"tracelake forget: {e}", file=sys.stderr)
         return 1

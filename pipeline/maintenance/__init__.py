@@ -4,8 +4,9 @@ forgetting a user (`forget.py`), saved investigations (`saved_queries.py`).
 The lake's layout (hour partitions, file names, replaced files) is sinks/parquet/layout.py, shared with the
 sink and the query views. This module holds a per-lake lock so that two maintenance runs (in any
 process: the background compactor of each server writing the lake, `tracelake compact`, retention,
-forget) never rewrite or delete the same partition at once. Writers (`tracelake run` / workers)
-never take the lock: maintenance is built to be safe while they write.
+forget) never rewrite or delete the same partition at once (on object storage: a lease object taken with a
+conditional write, object_lock.py). Writers (`tracelake run` / workers) never take the lock: maintenance is built
+to be safe while they write.
 
 Readers take no lock either. Compaction keeps the files it replaced for a grace period, hidden
 from new listings (sinks/parquet/layout.py, "Replaced files"), so a query never fails for a file
@@ -26,6 +27,8 @@ from typing import TypeVar
 
 import duckdb
 
+from sinks.parquet.layout import Lake
+
 T = TypeVar("T")
 
 # Tables that retention and `tracelake compact` manage. The holdback area is the worker's: it expires it itself;
@@ -39,8 +42,17 @@ class MaintenanceBusy(RuntimeError):
 
 
 @contextlib.contextmanager
-def maintenance_lock(lake: Path, wait_s: float = 0.0) -> Iterator[None]:
-    """An exclusive flock on `<lake>/.maintenance.lock` (local filesystems), waited for up to `wait_s`."""
+def maintenance_lock(lake: Path | Lake, wait_s: float = 0.0) -> Iterator[None]:
+    """An exclusive flock on `<lake>/.maintenance.lock` (a lake directory), or on object storage a lease object
+    taken with a conditional write (object_lock.py), waited for up to `wait_s`."""
+    if isinstance(lake, Lake):
+        if lake.remote:
+            from pipeline.maintenance.object_lock import object_lock
+
+            with object_lock(lake, wait_s):
+                yield
+            return
+        lake = Path(lake.root)
     path = Path(lake) / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -25,6 +25,7 @@ from pathlib import Path
 from pipeline.config.model import CompactionConfig
 from pipeline.maintenance import TABLES, MaintenanceBusy
 from pipeline.maintenance.compact import CompactionReport, Compactor
+from sinks.parquet.layout import Lake, open_lake
 
 log = logging.getLogger("tracelake.compact")
 
@@ -36,12 +37,12 @@ BACKGROUND_TABLES = (*TABLES, "holdback")
 class BackgroundCompactor:
     def __init__(
         self,
-        lake: str | Path,
+        lake: str | Path | Lake,
         config: CompactionConfig,
         compression_level: int = 3,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.lake = Path(lake)
+        self.lake = open_lake(lake)
         self.config = config
         self.compactor = Compactor(
             self.lake,

@@ -36,6 +36,8 @@ Safe while workers write:
   name instead of adding a copy. A crash after the rename leaves inputs and outputs side by side
   (read once through the views); the next run merges them all and drops the duplicates. Temp files
   of a crashed run are removed.
+- On object storage (no rename) an output is written to a local temp file, checked, then uploaded to its final
+  key (it appears whole when the upload completes), and the record is an object PUT after the outputs.
 - One compaction at a time per lake, whichever process runs it (`maintenance_lock`: the background
   compactor of every `tracelake run` / `worker` sharing the lake, `tracelake compact`, retention and
   forget take it); writers take no lock.
@@ -63,7 +65,7 @@ import pyarrow.parquet as pq
 
 from core import schema
 from pipeline.maintenance import TABLES, maintenance_lock
-from sinks.parquet import layout
+from sinks.parquet import layout, object_store
 from sinks.parquet.layout import FULL_PREFIX, IDENTITY, TIER_PREFIX, HourPartition, hour_partitions
 
 log = logging.getLogger("tracelake.compact")
@@ -167,19 +169,12 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:  # replaced by a writer's replay this instant: the next run sees it
-        return None
-
-
 class Compactor:
     """Compacts the hour partitions of a lake. Not thread-safe; `interrupt` may be called from another thread."""
 
     def __init__(
         self,
-        lake: str | Path,
+        lake: str | Path | layout.Lake,
         *,
         target_file_bytes: int = 128 * 2**20,
         row_group_rows: int = 64 * 1024,
@@ -191,7 +186,7 @@ class Compactor:
         lock_wait_s: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.lake = Path(lake)
+        self.lake = layout.open_lake(lake)
         self.target_file_bytes = target_file_bytes
         self.row_group_rows = row_group_rows
         self.compression_level = compression_level
@@ -205,6 +200,7 @@ class Compactor:
         self.lock_wait_s = lock_wait_s
         self._clock = clock
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._spill = Path(tempfile.gettempdir())  # the run's spill directory; object storage: outputs' temp files
         self._interrupted = threading.Event()
 
     # -- planning -----------------------------------------------------------------------------
@@ -251,8 +247,8 @@ class Compactor:
                 if not closed and not recent:
                     left += 1
                     continue
-                files = layout.live_files(part.path)
-                sizes = {f: size for f in files if (size := _size(f)) is not None}
+                files = layout.live_paths(part)
+                sizes = layout.file_sizes(part, files)  # a file replaced by a replay this instant: the next run
                 files = [f for f in files if f in sizes]
                 if closed:
                     inputs, full = self.closed_inputs(files, sizes)
@@ -271,7 +267,7 @@ class Compactor:
         """Under the lake's maintenance lock: delete what earlier runs replaced (past the grace period),
         then merge what `plan` finds."""
         report = CompactionReport()
-        if not self.lake.is_dir() or self._interrupted.is_set():
+        if (not self.lake.remote and not Path(self.lake.root).is_dir()) or self._interrupted.is_set():
             return report
         with maintenance_lock(self.lake, self.lock_wait_s):
             now_s = self._clock() if now_s is None else now_s
@@ -283,12 +279,14 @@ class Compactor:
                 report.planned = plans
                 return report
             with tempfile.TemporaryDirectory(prefix="tracelake-compact-") as spill:
+                self._spill = Path(spill)
                 self._con = self._connect(spill)
                 try:
                     for plan in plans:
                         if self._interrupted.is_set():
                             break
-                        layout.sweep_temp_files(plan.partition.path, recursive=False)
+                        if not self.lake.remote:
+                            layout.sweep_temp_files(plan.partition.path, recursive=False)
                         result = self.compact_partition(self._con, plan)
                         report.compacted.append(result)
                         if result.error is None:
@@ -312,6 +310,8 @@ class Compactor:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET enable_progress_bar = false")  # a CLI/cron job: no progress bar on stderr
         con.execute(f"SET temp_directory = {_sql_str(spill_dir)}")
+        if self.lake.fs is not None:
+            object_store.register(con, self.lake.fs)
         if self.threads:
             con.execute(f"SET threads = {int(self.threads)}")
         if self.memory_limit:
@@ -320,13 +320,13 @@ class Compactor:
 
     def retire_inputs(self, plan: PartitionPlan, outputs: tuple[str, ...]) -> None:
         """Hide the inputs from new readers now, delete them after the grace period (at once when it is 0)."""
-        directory = plan.partition.path
+        part = plan.partition
         outputs_left = set(outputs)
         inputs = tuple(p.name for p in plan.inputs if p.name not in outputs_left)
         now = self._clock()
-        layout.write_record(layout.Replacement(directory, plan.digest, now, inputs, tuple(outputs)))
+        layout.put_record(part, layout.Replacement(part.path, plan.digest, now, inputs, tuple(outputs)))
         if self.grace_s <= 0:
-            layout.expire_records(directory, 0.0, now)
+            layout.expire_partition(part, 0.0, now)
 
     def expire_replaced(self) -> int:
         """Delete the inputs of earlier runs whose grace period is over; returns how many files went."""
@@ -334,30 +334,35 @@ class Compactor:
         deleted = 0
         for table in self.tables:
             for part in hour_partitions(self.lake, table):
-                deleted += sum(len(r.inputs) for r in layout.expire_records(part.path, self.grace_s, now))
+                deleted += sum(len(r.inputs) for r in layout.expire_partition(part, self.grace_s, now))
         return deleted
 
     def compact_partition(self, con: duckdb.DuckDBPyConnection, plan: PartitionPlan) -> PartitionResult:
-        """Merge the plan's inputs into sorted, de-duplicated outputs renamed into place (inputs kept)."""
+        """Merge the plan's inputs into sorted, de-duplicated outputs put in place (inputs kept): renamed into the
+        partition directory, or on object storage uploaded to their final keys (an object appears whole)."""
         t0 = time.perf_counter()
         part = plan.partition
         table = part.table
         tmps: list[Path] = []
         try:
-            rows_in = bytes_in = 0
-            for p in plan.inputs:
-                rows_in += pq.read_metadata(p).num_rows
-                bytes_in += p.stat().st_size
+            rows_in = sum(pq.read_metadata(str(p), filesystem=self.lake.fs).num_rows for p in plan.inputs)
+            bytes_in = sum(layout.file_sizes(part, list(plan.inputs)).values())
             outputs = self._write_outputs(con, plan, tmps)
             finals = []
             for tmp, rows in outputs:
                 if pq.read_metadata(tmp).num_rows != rows:  # a short write must never replace the inputs
                     raise OSError(f"{tmp}: wrote {rows} rows but the footer disagrees")
+            bytes_out = sum(tmp.stat().st_size for tmp, _rows in outputs)
             for i, (tmp, _rows) in enumerate(outputs):
                 final = part.path / layout.output_name(plan.prefix, plan.digest, i)
-                os.replace(tmp, final)
+                if self.lake.remote:
+                    layout.upload_file(self.lake, tmp, str(final))
+                    tmp.unlink()
+                else:
+                    os.replace(tmp, final)
                 finals.append(final)
-            layout.fsync_dir(part.path)
+            if not self.lake.remote:
+                layout.fsync_dir(part.path)
         except (OSError, duckdb.Error, pa.ArrowException) as e:
             for t in tmps:
                 t.unlink(missing_ok=True)
@@ -367,7 +372,6 @@ class Compactor:
                 log.error("cannot compact %s/%s: %s", table, part.name, e)
             return PartitionResult(table, part.name, len(plan.inputs), (), 0, 0, 0, 0, time.perf_counter() - t0, str(e))
         rows_out = sum(r for _t, r in outputs)
-        bytes_out = sum(f.stat().st_size for f in finals)
         return PartitionResult(
             table,
             part.name,
@@ -382,7 +386,7 @@ class Compactor:
 
     def _query(self, plan: PartitionPlan) -> str:
         table = plan.partition.table
-        files = ", ".join(_sql_str(str(p)) for p in plan.inputs)
+        files = ", ".join(_sql_str(self.lake.url(str(p))) for p in plan.inputs)
         order = ", ".join(layout.sql_ident(c) for c in SORT[table])
         return (
             f"SELECT * FROM read_parquet([{files}], union_by_name=true, hive_partitioning=false)\n"
@@ -410,7 +414,8 @@ class Compactor:
 
         def open_next() -> None:
             nonlocal writer, fh, rows_in_file
-            tmp = layout.temp_path(plan.partition.path / layout.output_name(plan.prefix, plan.digest, len(outputs)))
+            name = layout.output_name(plan.prefix, plan.digest, len(outputs))
+            tmp = self._spill / name if self.lake.remote else layout.temp_path(plan.partition.path / name)
             tmps.append(tmp)
             fh = open(tmp, "wb")  # noqa: SIM115 - closed in close_current
             writer = pq.ParquetWriter(

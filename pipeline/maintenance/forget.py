@@ -9,7 +9,9 @@ older versions hold), so the command takes what the user knows: their id.
 
 How: each Parquet file holding such a trace is rewritten without its rows (pyarrow, so every column
 keeps its exact type) to a temp name, fsynced and renamed over the original; a file left empty is
-removed. A reader sees the old file or the new one, never half. Then the artifacts referenced by the
+removed. A reader sees the old file or the new one, never half. On object storage the object is uploaded again
+under its own key (a PUT replaces an object whole; names stay, so compaction's records stay true); a query that
+had opened the old object at that moment fails and is run again. Then the artifacts referenced by the
 removed rows and by nothing left in the lake are deleted from the store. Runs under the maintenance
 lock, so it never races compaction or retention.
 """
@@ -29,7 +31,7 @@ from pipeline.maintenance import maintenance_lock
 from sinks.artifacts.gc import lake_files, referenced_refs
 from sinks.artifacts.refs import is_ref
 from sinks.artifacts.store import ArtifactStore
-from sinks.parquet import layout
+from sinks.parquet import layout, object_store
 
 TABLES = ("spans", "holdback", "traces", "feedback")  # holdback: dropped traces wait there for late feedback
 
@@ -62,16 +64,18 @@ def _sql_list(values: Iterable[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
-def user_trace_ids(lake: Path, user_ids: Sequence[str]) -> list[str]:
+def user_trace_ids(lake: layout.Lake, user_ids: Sequence[str]) -> list[str]:
     """Trace ids whose spans (kept or held back) or summaries carry one of `user_ids`."""
     con = duckdb.connect()
+    if lake.fs is not None:
+        object_store.register(con, lake.fs)
     found: set[str] = set()
     for table in ("spans", "holdback", "traces"):
-        files = layout.stored_files(lake, table)
+        files = [lake.url(str(p)) for p in layout.stored_files(lake, table)]
         if not files:
             continue
         sql = (
-            f"SELECT DISTINCT trace_id FROM read_parquet([{_sql_list(map(str, files))}], union_by_name=true, "
+            f"SELECT DISTINCT trace_id FROM read_parquet([{_sql_list(files)}], union_by_name=true, "
             f"hive_partitioning=false) WHERE user_id IN ({_sql_list(user_ids)})"
         )
         found.update(row[0] for row in con.execute(sql).fetchall())
@@ -90,8 +94,17 @@ def _artifact_refs(rows: pa.Table) -> set[str]:
     return refs
 
 
-def _rewrite(path: Path, keep: pa.Table) -> bool:
-    """Replace `path` with `keep`; an empty result removes the file. Returns whether it was removed."""
+def _rewrite(lake: layout.Lake, path: Path, keep: pa.Table) -> bool:
+    """Replace `path` with `keep`; an empty result removes the file. Returns whether it was removed.
+    On object storage the object is uploaded again under its key (a PUT replaces it whole)."""
+    if lake.fs is not None:
+        if keep.num_rows == 0:
+            lake.fs.delete_file(str(path))
+            return True
+        out = pa.BufferOutputStream()
+        pq.write_table(keep, out, compression="zstd")
+        layout.put_file(lake, str(path), out.getvalue())
+        return False
     if keep.num_rows == 0:
         path.unlink()
         layout.fsync_dir(path.parent)
@@ -102,16 +115,16 @@ def _rewrite(path: Path, keep: pa.Table) -> bool:
 
 
 def forget_user(
-    lake: str | Path,
+    lake: str | Path | layout.Lake,
     user_ids: Sequence[str],
     stores: Sequence[ArtifactStore] = (),
     dry_run: bool = False,
     lock_wait_s: float = 30.0,
 ) -> ForgetReport:
     """Remove every trace of the user from the lake (see the module docstring)."""
-    lake = Path(lake)
+    lake = layout.open_lake(lake)
     report = ForgetReport(dry_run=dry_run)
-    if not lake.is_dir() or not user_ids:
+    if (not lake.remote and not Path(lake.root).is_dir()) or not user_ids:
         return report
     with maintenance_lock(lake, lock_wait_s):
         traces = user_trace_ids(lake, user_ids)
@@ -123,7 +136,7 @@ def forget_user(
         for table in TABLES:
             removed_rows = 0
             for path in layout.stored_files(lake, table):
-                rows = pq.read_table(path)
+                rows = pq.read_table(str(path), filesystem=lake.fs)
                 mine = pc.is_in(rows.column("trace_id"), value_set=doomed)
                 hits = pc.sum(mine).as_py() or 0
                 if not hits:
@@ -132,13 +145,13 @@ def forget_user(
                 candidates |= _artifact_refs(rows.filter(mine))
                 if dry_run:
                     continue
-                if _rewrite(path, rows.filter(pc.invert(mine))):
+                if _rewrite(lake, path, rows.filter(pc.invert(mine))):
                     report.files_removed += 1
                 else:
                     report.files_rewritten += 1
             report.rows[table] = removed_rows
         if candidates and stores:
-            still = referenced_refs(lake_files([lake])) if not dry_run else set()
+            still = referenced_refs(lake_files([lake]), [lake]) if not dry_run else set()
             for ref in sorted(candidates - still):
                 if dry_run:
                     report.artifacts_deleted.append(ref)

@@ -7,7 +7,8 @@ summaries and `feedback` are small and keep cost, latency and quality trends ans
 A partition goes when its whole hour ended more than the age ago, so no row younger than the age is
 ever deleted. The hour directory is first renamed out of the table (into `<lake>/.trash/`, which no
 view globs) and then removed: a reader sees the whole hour or none of it, never half a directory.
-An emptied `dt=` directory is removed too.
+An emptied `dt=` directory is removed too. On object storage (no rename) one record retiring every file of the
+hour hides it from new listings at once, then its objects are deleted (sinks/parquet/layout.py `drop_partition`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class RemovedPartition:
 
 
 def apply_retention(
-    lake: str | Path,
+    lake: str | Path | layout.Lake,
     ages_s: Mapping[str, float | None],
     *,
     now_s: float | None = None,
@@ -45,17 +46,17 @@ def apply_retention(
     """Delete each table's hour partitions that ended more than `ages_s[table]` seconds ago.
 
     A table missing from `ages_s`, or with age None, is kept forever."""
-    lake = Path(lake)
+    lake = layout.open_lake(lake)
     for table in ages_s:
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}: expected one of {', '.join(TABLES)}")
-    if not lake.is_dir():
+    if not lake.remote and not Path(lake.root).is_dir():
         return []
     now_s = time.time() if now_s is None else now_s
     removed: list[RemovedPartition] = []
     with maintenance_lock(lake, lock_wait_s):
-        if not dry_run:
-            layout.empty_trash(lake)  # left over by a run that crashed between rename and delete
+        if not dry_run and not lake.remote:
+            layout.empty_trash(lake.root)  # left over by a run that crashed between rename and delete
         for table in TABLES:
             age = ages_s.get(table)
             if age is None:
@@ -63,11 +64,14 @@ def apply_retention(
             for part in layout.hour_partitions(lake, table):
                 if not part.closed_before(now_s - age):
                     continue
-                files = [p for p in part.path.rglob("*") if p.is_file()]
-                size = sum(p.stat().st_size for p in files)
+                if part.remote:
+                    objects = dict(part.objects)
+                else:
+                    objects = {p.name: p.stat().st_size for p in part.path.rglob("*") if p.is_file()}
+                files = sum(name.endswith(".parquet") for name in objects)
                 removed.append(
-                    RemovedPartition(table, part.name, str(part.path), sum(f.suffix == ".parquet" for f in files), size)
+                    RemovedPartition(table, part.name, lake.url(str(part.path)), files, sum(objects.values()))
                 )
                 if not dry_run:
-                    layout.remove_partition(lake, part)
+                    layout.drop_partition(lake, part, time.time())
     return removed

@@ -31,6 +31,7 @@ from core.maps import MapColumn, NestedMapColumn, single_array
 from core.processor import ProcessorContext
 from core.schema import ARTIFACT
 from processors.offload_artifacts.config import OffloadArtifactsConfig, glob_to_regex
+from sinks.artifacts.configured import open_store
 from sinks.artifacts.refs import REF_PREFIX, make_ref
 from sinks.artifacts.store import ArtifactStore
 
@@ -77,7 +78,8 @@ class ArtifactOffloader:
     ) -> None:
         self.config = config
         self.id = context.processor_id if context else "offload_artifacts"
-        self.store = store or ArtifactStore(config.store, compression_level=config.compression_level)
+        s3 = context.s3_filesystem if context else None
+        self.store = store or open_store(config.store, s3, compression_level=config.compression_level)
         self._key_regex = glob_to_regex(config.keys)
         self._known: OrderedDict[str, float] = OrderedDict()
         self._clock = clock

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from core.command import CommandContext, ConfigView, SubParsers
-from sinks.artifacts.configured import OFFLOAD_TYPE, store_uris
+from sinks.artifacts.configured import OFFLOAD_TYPE, object_storage, open_store, store_uris
 
 
 def gc_grace(config: ConfigView) -> float:
@@ -22,13 +22,13 @@ def gc_grace(config: ConfigView) -> float:
 
 
 def cmd_artifact_get(args: argparse.Namespace, context: CommandContext) -> int:
-    from sinks.artifacts.store import ArtifactCorruptError, ArtifactNotFoundError, ArtifactStore
+    from sinks.artifacts.store import ArtifactCorruptError, ArtifactNotFoundError
 
     config = context.load_config(args.config)
     uris = [args.store] if args.store else store_uris(config)
     for uri in uris:
         try:
-            data = ArtifactStore(uri).get(args.ref)
+            data = open_store(uri, object_storage(config)).get(args.ref)
         except ArtifactNotFoundError:
             continue
         except ArtifactCorruptError as e:
@@ -53,18 +53,23 @@ def cmd_artifact_get(args: argparse.Namespace, context: CommandContext) -> int:
 def cmd_gc(args: argparse.Namespace, context: CommandContext) -> int:
     from core.config import parse_duration
     from sinks.artifacts.gc import GcRefused, collect
-    from sinks.artifacts.store import ArtifactStore
+    from sinks.parquet.config import ParquetSinkConfig
+    from sinks.parquet.layout import Lake, open_lake
 
     config = context.load_config(args.config)
     uris = [args.store] if args.store else store_uris(config)
-    paths = (getattr(sink, "path", None) for sink in config.sinks.values())
-    lakes = [p for p in paths if isinstance(p, str)] or [config.lake_path]
+    sinks = [s for s in config.sinks.values() if isinstance(s, ParquetSinkConfig)]
+    lakes: list[Lake] = [open_lake(s.path, s.s3) for s in sinks] or [open_lake(config.lake_path)]
     grace = parse_duration(args.grace) if args.grace is not None else gc_grace(config)
     status = 0
     for uri in uris:
         try:
             report = collect(
-                ArtifactStore(uri), lakes, grace_s=grace, dry_run=args.dry_run, allow_empty_lake=args.force
+                open_store(uri, object_storage(config)),
+                lakes,
+                grace_s=grace,
+                dry_run=args.dry_run,
+                allow_empty_lake=args.force,
             )
         except GcRefused as e:
             print(f"tracelake gc: {e}; pass --force if the lake really is empty", file=sys.stderr)

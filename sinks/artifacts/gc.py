@@ -33,7 +33,8 @@ import duckdb
 
 from sinks.artifacts.refs import REF_PREFIX
 from sinks.artifacts.store import ArtifactStore
-from sinks.parquet.layout import stored_files
+from sinks.parquet import object_store
+from sinks.parquet.layout import Lake, open_lake, stored_files
 
 log = logging.getLogger("tracelake.artifacts.gc")
 
@@ -66,19 +67,25 @@ class GcReport:
         )
 
 
-def lake_files(lakes: Sequence[str | Path]) -> list[str]:
+def lake_files(lakes: Sequence[str | Path | Lake]) -> list[str]:
+    """Every spans and held-back file of the lakes, as DuckDB opens them (paths, `s3://` URLs)."""
     files: list[str] = []
-    for lake in lakes:
+    for lake in map(open_lake, lakes):
         for table in SCANNED_TABLES:
-            files.extend(str(p) for p in stored_files(lake, table))
+            files.extend(lake.url(str(p)) for p in stored_files(lake, table))
     return files
 
 
-def referenced_refs(files: Sequence[str]) -> set[str]:
-    """Every `artifact:sha256:` value anywhere in these spans files."""
+def referenced_refs(files: Sequence[str], lakes: Sequence[str | Path | Lake] = ()) -> set[str]:
+    """Every `artifact:sha256:` value anywhere in these spans files (`s3://` ones read through the first lake on
+    object storage among `lakes`)."""
     if not files:
         return set()
     con = duckdb.connect()
+    remote = [lake for lake in map(open_lake, lakes) if lake.fs is not None]
+    if remote:
+        assert remote[0].fs is not None
+        object_store.register(con, remote[0].fs)
     try:
         paths = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
         con.execute(f"CREATE TEMP VIEW f AS SELECT * FROM read_parquet([{paths}], union_by_name=true)")
@@ -103,7 +110,7 @@ def referenced_refs(files: Sequence[str]) -> set[str]:
 
 def collect(
     store: ArtifactStore,
-    lakes: Sequence[str | Path],
+    lakes: Sequence[str | Path | Lake],
     grace_s: float = DEFAULT_GRACE_S,
     dry_run: bool = False,
     now: float | None = None,
@@ -118,7 +125,7 @@ def collect(
             "artifact as unreferenced (wrong lake path?)"
         )
     # the lake is scanned before the store is listed: an object written after the scan is young
-    referenced = referenced_refs(files)
+    referenced = referenced_refs(files, lakes)
     report.referenced = len(referenced)
     cutoff = (time.time() if now is None else now) - grace_s
     for obj in store.iter_objects():

@@ -14,8 +14,8 @@ Roots:
 - any other URI (`s3://bucket/prefix`, `gs://…`, `hdfs://…`) goes through
   `pyarrow.fs.FileSystem.from_uri`. Object stores publish an object atomically when its upload
   completes, so objects are written in place there; other filesystems get temp + move.
-  s3:// is not exercised by the offline tests (the generic path is, with pyarrow's mock
-  filesystem and LocalFileSystem).
+  An `s3://` store configured in tracelake is opened with the pipeline's object-storage settings
+  (`sinks.parquet.s3`, sinks/artifacts/configured.py `open_store`), tested against moto's S3 server.
 
 Write-once: an object that exists is not rewritten. The one exception is the refresh that the
 garbage collector's grace period relies on: `write()` of an existing object older than
@@ -338,8 +338,8 @@ class ArtifactStore:
         self._codec = pa.Codec("zstd", compression_level=compression_level)
         local = None if filesystem is not None else _local_root(uri)
         self._backend: _Backend
-        if filesystem is not None:
-            self._backend = _ArrowBackend(filesystem, uri, uri)
+        if filesystem is not None:  # `s3://bucket/prefix` is `bucket/prefix` in an S3FileSystem
+            self._backend = _ArrowBackend(filesystem, uri.split("://", 1)[-1], uri)
         elif local is not None:
             self._backend = _LocalBackend(local)
         else:

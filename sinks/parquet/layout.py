@@ -52,8 +52,10 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from core import schema
+from sinks.parquet.config import S3Options, lake_scheme
 
 log = logging.getLogger("tracelake.sink.parquet")
 
@@ -115,8 +117,14 @@ def parse_hour(dt_name: str, hour_name: str) -> datetime | None:
 @dataclass(frozen=True)
 class HourPartition:
     table: str
-    path: Path
+    path: Path  # the directory; on object storage the key prefix in `lake.fs` (`bucket/prefix/<table>/dt=…/hour=…`)
     start: datetime  # UTC; the partition holds rows with start_time / time in [start, start + 1h)
+    lake: Lake | None = None  # set on object storage
+    objects: tuple[tuple[str, int], ...] = ()  # object storage: (name, size) of each object, as listed
+
+    @property
+    def remote(self) -> bool:
+        return self.lake is not None and self.lake.remote
 
     @property
     def name(self) -> str:
@@ -131,8 +139,13 @@ class HourPartition:
         return self.end_s <= cutoff_s
 
 
-def hour_partitions(lake: str | Path, table: str) -> list[HourPartition]:
-    """The table's `dt=…/hour=…` directories, oldest first; directories with other names are ignored."""
+def hour_partitions(lake: str | Path | Lake, table: str) -> list[HourPartition]:
+    """The table's `dt=…/hour=…` directories (prefixes on object storage: one listing of the table), oldest first;
+    directories with other names are ignored."""
+    if isinstance(lake, Lake):
+        if lake.remote:
+            return _object_partitions(lake, table)
+        lake = lake.root
     out = []
     for d in table_dir(lake, table).glob("dt=*/hour=*"):
         start = parse_hour(d.parent.name, d.name)
@@ -141,9 +154,18 @@ def hour_partitions(lake: str | Path, table: str) -> list[HourPartition]:
     return sorted(out, key=lambda p: (p.start, str(p.path)))
 
 
-def stored_files(lake: str | Path, table: str) -> list[Path]:
-    """Every Parquet file of the table, retired compaction inputs included (what must be rewritten to forget)."""
+def stored_files(lake: str | Path | Lake, table: str) -> list[Path]:
+    """Every Parquet file of the table, retired compaction inputs included (what must be rewritten to forget);
+    on object storage, paths in `lake.fs` (`Lake.url` makes them what DuckDB opens)."""
+    if isinstance(lake, Lake):
+        if lake.remote:
+            return [p.path / n for p in _object_partitions(lake, table) for n, _ in p.objects if _is_data(n)]
+        lake = lake.root
     return sorted(table_dir(lake, table).glob("dt=*/hour=*/*.parquet"))
+
+
+def _is_data(name: str) -> bool:
+    return name.endswith(".parquet") and not name.startswith(".")
 
 
 # -- file names ---------------------------------------------------------------------------------------
@@ -316,7 +338,7 @@ def _read_record(directory: Path, name: str, read: Callable[[str], bytes] | None
 
 def _live_names(directory: Path, names: list[str], read: Callable[[str], bytes] | None = None) -> list[str]:
     """Of a partition's listing, the Parquet files to read: all but inputs retired by a complete record."""
-    parquet = {n for n in names if n.endswith(".parquet") and not n.startswith(".")}
+    parquet = {n for n in names if _is_data(n)}
     retired: set[str] = set()
     for name in names:
         rec = _read_record(directory, name, read)
@@ -380,13 +402,18 @@ def table_files(lake: str | Path, table: str) -> list[Path]:
     return files
 
 
-def read_rows(lake: str | Path, table: str, trace_ids: list[str]) -> pa.Table:
+def read_rows(lake: str | Path | Lake, table: str, trace_ids: list[str]) -> pa.Table:
     """The stored rows of these traces in the table's live files, replays included (in file order)."""
-    files = table_files(lake, table) if trace_ids else []
+    lake = open_lake(lake)
+    files = lake_files(lake, table) if trace_ids else []
     if not files:
         return schema.empty(table)
     dataset = ds.dataset(
-        [str(f) for f in files], format="parquet", partitioning="hive", partition_base_dir=str(table_dir(lake, table))
+        [lake.fs_path(f) for f in files],
+        format="parquet",
+        partitioning="hive",
+        partition_base_dir=lake.table_root(table),
+        filesystem=lake.fs,
     )
     wanted = schema.TABLES[table]
     columns = [c for c in wanted.names if c in dataset.schema.names]  # files from before a column existed
@@ -415,3 +442,218 @@ def empty_trash(lake: str | Path) -> None:
     """What a run that crashed between `remove_partition`'s rename and delete left behind."""
     for p in (Path(lake) / TRASH).glob("*"):
         shutil.rmtree(p, ignore_errors=True)
+
+
+# -- where the lake lives ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lake:
+    """A lake's location: a local directory (os calls: temp file, fsync, rename) or an S3 prefix (pyarrow.fs:
+    an object appears whole when its upload completes, so files are written straight to their final key)."""
+
+    location: str  # as configured
+    root: str  # the directory, or `bucket/prefix`
+    fs: pafs.FileSystem | None = None  # None: a local directory
+    s3: S3Options | None = None  # how `fs` was made (the maintenance lock's conditional writes use the same)
+
+    @property
+    def remote(self) -> bool:
+        return self.fs is not None
+
+    def table_root(self, table: str) -> str:
+        return f"{self.root}/{schema.TABLE_DIRS[table]}"
+
+    def url(self, fs_path: str) -> str:
+        """What DuckDB opens and logs show: the local path, or `s3://bucket/key`."""
+        return f"s3://{fs_path}" if self.remote else fs_path
+
+    def fs_path(self, url: str | Path) -> str:
+        url = str(url)
+        return url.removeprefix("s3://") if self.remote else url
+
+    @property
+    def artifact_store(self) -> str:
+        """The default artifact store, `<lake>/_artifacts` (an `s3://` URI on object storage)."""
+        return f"{self.location.rstrip('/')}/_artifacts"
+
+    def __str__(self) -> str:
+        return self.location
+
+
+def open_lake(location: str | Path | Lake, s3: S3Options | None = None) -> Lake:
+    """The lake at a configured path (`sinks.parquet.path`, `--lake`): a directory, `file://…` or `s3://…`."""
+    if isinstance(location, Lake):
+        return location
+    text = str(location)
+    if lake_scheme(text) == "s3":
+        from sinks.parquet.object_store import s3_filesystem
+
+        s3 = s3 or S3Options()
+        return Lake(text, text[len("s3://") :].rstrip("/"), s3_filesystem(s3), s3)
+    return Lake(text, str(Path(text.removeprefix("file://"))))
+
+
+def lake_files(lake: Lake, table: str) -> list[str]:
+    """`table_files` of any lake, as the paths or `s3://` URLs DuckDB opens."""
+    if not lake.remote:
+        return [str(p) for p in table_files(lake.root, table)]
+    return [lake.url(str(f)) for part in _object_partitions(lake, table) for f in live_paths(part)]
+
+
+# -- partitions on object storage ---------------------------------------------------------------------------
+# There is no rename and no directory on S3: a partition is a key prefix, a file appears whole when its upload
+# completes, and the replaced-files records above are objects like any other (one PUT each). Retention retires a
+# whole hour with one record naming every file and no outputs, so a new listing sees the hour whole or not at all.
+
+
+def _object_partitions(lake: Lake, table: str) -> list[HourPartition]:
+    """The table's hours on object storage, from one listing of the table's prefix."""
+    assert lake.fs is not None
+    by_dir: dict[str, list[tuple[str, int]]] = {}
+    selector = pafs.FileSelector(lake.table_root(table), recursive=True, allow_not_found=True)
+    for info in lake.fs.get_file_info(selector):
+        if info.type == pafs.FileType.File:
+            directory, _, name = info.path.rpartition("/")
+            by_dir.setdefault(directory, []).append((name, int(info.size or 0)))
+    out = []
+    for directory, objects in by_dir.items():
+        start = _hour_of(directory)
+        if start is not None:
+            out.append(HourPartition(table, Path(directory), start, lake, tuple(sorted(objects))))
+    return sorted(out, key=lambda p: (p.start, str(p.path)))
+
+
+def _relist(part: HourPartition) -> HourPartition:
+    """The partition as it is now (one listing of its prefix)."""
+    assert part.lake is not None and part.lake.fs is not None
+    selector = pafs.FileSelector(str(part.path), allow_not_found=True)
+    infos = part.lake.fs.get_file_info(selector)
+    objects = tuple(sorted((i.base_name, int(i.size or 0)) for i in infos if i.type == pafs.FileType.File))
+    return HourPartition(part.table, part.path, part.start, part.lake, objects)
+
+
+def _reader(part: HourPartition) -> Callable[[str], bytes]:
+    assert part.lake is not None and part.lake.fs is not None
+    fs = part.lake.fs
+
+    def read(name: str) -> bytes:
+        with fs.open_input_stream(str(part.path / name), compression=None) as fh:
+            return bytes(fh.read())
+
+    return read
+
+
+def live_paths(part: HourPartition) -> list[Path]:
+    """`live_files` of a partition of any lake (paths in `lake.fs` on object storage)."""
+    if not part.remote:
+        return live_files(part.path)
+    for _ in range(LISTING_ATTEMPTS):
+        try:
+            return [part.path / n for n in _live_names(part.path, [n for n, _ in part.objects], _reader(part))]
+        except _RecordVanished:  # compaction expired a record after our listing: its inputs may be gone too
+            part = _relist(part)
+    raise OSError(f"{part.path}: compaction records kept changing while listing the partition")
+
+
+def file_sizes(part: HourPartition, files: list[Path]) -> dict[Path, int]:
+    """The size of each of `files` still there (a local file replaced by a replay this instant is left out)."""
+    if part.remote:
+        listed = dict(part.objects)
+        return {f: listed[f.name] for f in files if f.name in listed}
+    sizes = {}
+    for f in files:
+        with contextlib.suppress(FileNotFoundError):
+            sizes[f] = f.stat().st_size
+    return sizes
+
+
+def partition_records(part: HourPartition) -> list[Replacement]:
+    """`records` of a partition of any lake, oldest first."""
+    if not part.remote:
+        return records(part.path)
+    read = _reader(part)
+    found = []
+    for name, _size in part.objects:
+        with contextlib.suppress(_RecordVanished):
+            rec = _read_record(part.path, name, read)
+            if rec is not None:
+                found.append(rec)
+    return sorted(found, key=lambda r: (r.replaced_at, r.digest))
+
+
+def put_record(part: HourPartition, record: Replacement) -> None:
+    """`write_record` on any lake: on object storage one PUT, whole or not at all."""
+    if not part.remote:
+        write_record(record)
+        return
+    assert part.lake is not None
+    body = {"replaced_at": record.replaced_at, "inputs": list(record.inputs), "outputs": list(record.outputs)}
+    put_file(part.lake, str(record.path), pa.py_buffer(json.dumps(body).encode()))
+
+
+def expire_partition(part: HourPartition, grace_s: float, now_s: float) -> list[Replacement]:
+    """`expire_records` on any lake (object storage: the partition listed again first). Caller holds the lock."""
+    if not part.remote:
+        return expire_records(part.path, grace_s, now_s)
+    assert part.lake is not None and part.lake.fs is not None
+    done = []
+    for rec in partition_records(_relist(part)):
+        if rec.replaced_at + grace_s > now_s:
+            break
+        for name in (*rec.inputs, rec.path.name):  # the inputs first: the record hides them until they are gone
+            with contextlib.suppress(FileNotFoundError):
+                part.lake.fs.delete_file(str(part.path / name))
+        done.append(rec)
+    return done
+
+
+def remote_hours(lake: Lake, table: str) -> list[tuple[datetime, str]]:
+    """The `dt=…/hour=…` prefixes of a table on object storage, oldest first: (hour start, fs path)."""
+    return [(p.start, str(p.path)) for p in _object_partitions(lake, table)]
+
+
+def _hour_of(directory: str) -> datetime | None:
+    """The hour a `…/dt=…/hour=…` prefix holds."""
+    dt_dir, _, hour_name = directory.rpartition("/")
+    return parse_hour(dt_dir.rpartition("/")[2], hour_name)
+
+
+def drop_partition(lake: Lake, part: HourPartition, now_s: float) -> None:
+    """Delete a whole hour so that a reader sees all of it or none of it: a directory is renamed out of the table
+    (`remove_partition`); on object storage one record retiring every file of the hour (no outputs) hides them
+    from new listings at once, then the files and the record are deleted key by key."""
+    if not part.remote:
+        remove_partition(lake.root, part)
+        return
+    names = tuple(sorted(n for n, _ in part.objects if _is_data(n)))
+    digest = hashlib.sha256("\0".join((part.name, *names)).encode()).hexdigest()[:16]
+    put_record(part, Replacement(part.path, digest, now_s, names, ()))
+    expire_partition(part, 0.0, now_s + 1.0)
+    assert lake.fs is not None
+    for name, _size in _relist(part).objects:  # anything else left there: the hour is past its retention
+        with contextlib.suppress(FileNotFoundError):
+            lake.fs.delete_file(str(part.path / name))
+
+
+def expire_hours(lake: Lake, table: str, cutoff_s: float) -> list[str]:
+    """Delete the table's hours that ended before `cutoff_s`; returns where they were."""
+    removed = []
+    for part in hour_partitions(lake, table):
+        if part.closed_before(cutoff_s):
+            drop_partition(lake, part, time.time())
+            removed.append(lake.url(str(part.path)))
+    return removed
+
+
+def upload_file(lake: Lake, local: Path, fs_path: str) -> None:
+    """A local file as one object, whole (streamed: a multipart upload completed only after its last part)."""
+    assert lake.fs is not None
+    with open(local, "rb") as src, lake.fs.open_output_stream(fs_path, compression=None) as out:
+        while chunk := src.read(8 * 2**20):
+            out.write(chunk)
+
+
+def put_file(lake: Lake, fs_path: str, data: pa.Buffer) -> None:
+    """One object, whole: uploaded in one go (completed only when every byte is there)."""
+    assert lake.fs is not None
+    with lake.fs.open_output_stream(fs_path) as out:
+        out.write(data)

@@ -36,6 +36,7 @@ from sinks.parquet.config import ParquetSinkConfig
 
 log = logging.getLogger("tracelake.sink.parquet")
 
+
 @dataclass
 class _Buffer:
     table: str
@@ -90,14 +91,15 @@ class ParquetSink:
     ) -> None:
         self.config = config
         self.sink_id = sink_id
-        self.root = Path(config.path)
+        self.lake = layout.open_lake(config.path, config.s3)
+        self.root = Path(self.lake.root)  # a local lake's directory
         self._clock = clock
         self._buffers: dict[tuple[str, str, str | None], _Buffer] = {}
         self._on_written = on_written
         self.files_written = 0
         self.bytes_written = 0
         self.write_latency = WriteLatency()
-        self.stale_temp_removed = layout.sweep_temp_files(self.root)
+        self.stale_temp_removed = 0 if self.lake.remote else layout.sweep_temp_files(self.root)
 
     # -- intake -----------------------------------------------------------------------------
     def write(
@@ -201,7 +203,7 @@ class ParquetSink:
             except OSError as e:
                 buf.failures += 1
                 buf.retry_at = self._clock() + min(30.0, 0.5 * 2 ** min(buf.failures, 6))
-                target = layout.table_dir(self.root, buf.table) / buf.partition
+                target = f"{self.lake.url(self.lake.table_root(buf.table))}/{buf.partition}"
                 msg = f"cannot write {buf.rows} {buf.table} rows to {target}: {e.strerror or e}"
                 if buf.failures == 1 or raise_errors:
                     log.error("%s; keeping them in memory and retrying", msg)
@@ -230,12 +232,21 @@ class ParquetSink:
             "compression_level": self.config.compression_level,
             "row_group_size": 128 * 1024,
         }
-        directory = layout.table_dir(self.root, buf.table) / buf.partition
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / name
-        with layout.durable_output(path, sync_dir=False) as fh:
-            pq.write_table(rows, fh, **options)
-        final, size = str(path), path.stat().st_size
+        if self.lake.remote:
+            # the whole file in memory, then one upload: nothing appears under the key until it completes
+            key = f"{self.lake.table_root(buf.table)}/{buf.partition}/{name}"
+            out = pa.BufferOutputStream()
+            pq.write_table(rows, out, **options)
+            data = out.getvalue()
+            layout.put_file(self.lake, key, data)
+            final, size = self.lake.url(key), data.size
+        else:
+            directory = layout.table_dir(self.root, buf.table) / buf.partition
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / name
+            with layout.durable_output(path, sync_dir=False) as fh:
+                pq.write_table(rows, fh, **options)
+            final, size = str(path), path.stat().st_size
         if buf.failures:
             log.info("wrote %s after %d failed attempts", final, buf.failures)
         result = WrittenFile(buf.table, final, rows.num_rows, size, time.perf_counter() - t0)
