@@ -11,7 +11,8 @@ grouped into worker batches of up to --batch-spans spans, each request with a Ka
     the README example. The sampler's clock advances 0.2 s per batch (decision_wait 0.5 s), and tick()
     runs after every batch as in the worker, so traces are held, decided and released in steady
     state; shutdown() releases the rest. Every span must come out exactly once.
-(2) Memory: --pending traces folded in with decision_wait 1 h (nothing decided). Python-side state
+(2) Memory: --pending traces folded in with decision_wait 1 h (nothing decided; the spans of traces a
+    policy keeps whatever comes next, e.g. an error, pass at once and are not held). Python-side state
     per pending trace is measured with tracemalloc (per-trace records, pending dict, held-batch
     bookkeeping); the held rows themselves live in Arrow buffers, which tracemalloc cannot see, so
     Arrow's allocator is reported beside it (pa.total_allocated_bytes).
@@ -110,10 +111,10 @@ def measure_memory(raw: list[bytes], pending: int, batch_spans: int) -> dict[str
     gc.collect()
     tracemalloc.start()
     py_before = tracemalloc.get_traced_memory()[0]
-    held_rows = 0
+    rows_in = passed = 0  # spans of traces a policy keeps whatever comes next pass at once (released_early)
     for t in tables:
-        ts.process(t)
-        held_rows += t.num_rows
+        passed += ts.process(t).num_rows
+        rows_in += t.num_rows
         if ts.stats["pending_traces"] >= pending:
             break
     gc.collect()
@@ -123,14 +124,14 @@ def measure_memory(raw: list[bytes], pending: int, batch_spans: int) -> dict[str
     arrow_held = sum(h.table.nbytes for h in ts._held.values())
     clock.now += 3601  # decide all: the pending state goes, the decision cache entries stay
     released = ts.tick(time.time_ns())
-    assert released.num_rows == held_rows, (released.num_rows, held_rows)
+    assert passed + released.num_rows == rows_in, (passed, released.num_rows, rows_in)
     del released
     gc.collect()
     py_decided = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     return {
         "pending": n,
-        "spans": held_rows,
+        "spans": rows_in - passed,
         "python_bytes_per_trace": (py_pending - py_before) / n,
         "arrow_bytes_per_trace": arrow_held / n,
         "cache_bytes_per_trace": (py_decided - py_before) / n,

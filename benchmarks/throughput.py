@@ -5,7 +5,7 @@
                                     [--processes 1,auto] [--buses embedded,kafka] [--rounds 1]
                                     [--traces 15000] [--ner-traces 4000] [--warmup-traces 300] [--clients 2]
                                     [--seed 0] [--wait-quiet 0.5] [--timeline] [--skip-in-process]
-                                    [--profile floor|worker] [--py-spy DIR]
+                                    [--profile floor|worker] [--py-spy DIR] [--server-code DIR]
 
 Traffic (benchmarks/traffic.py): `demo` (the `tracelake demo` generator: three applications, 512-span
 requests) and `prompt-heavy` (a support assistant: 4 spans per trace with a 1.4 KB system prompt, a unique
@@ -51,6 +51,8 @@ memory limiter, sinks and worker settings are the shipped ones):
 --rounds N repeats (2) and (3) N times, interleaved; every round's ratios come from that round.
 --py-spy DIR records every server process during each timed burst with py-spy (pip install py-spy) and
 prints the functions most often on-CPU per process; profiled runs are slower (py-spy shares the cores).
+--server-code DIR: the servers of (2) and (3) run another checkout's `tracelake` (its .venv, its shipped
+config) with this script's clients and traffic; benchmarks/before_after.py interleaves two checkouts.
 """
 
 from __future__ import annotations
@@ -111,12 +113,40 @@ READY_S = 180  # a loaded 2-core machine takes a while to import spaCy and Presi
 KAFKA_GROUP_SETTINGS = {"max.poll.interval.ms": 120000, "heartbeat.interval.ms": 500}
 
 
+@dataclass(frozen=True)
+class ServerCode:
+    """Which checkout's `tracelake` the servers run (--server-code; benchmarks/before_after.py runs two):
+    `python` has it installed (its virtualenv), `shipped` is its conf/tracelake.yaml, which every chain's
+    config starts from, and `settings` are merged over each config (nested mappings, key by key)."""
+
+    python: str = sys.executable
+    shipped: Path = SHIPPED
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def checkout(cls, root: Path, settings: dict[str, Any] | None = None) -> ServerCode:
+        """The checkout at `root` with its own virtualenv (`root/.venv`)."""
+        return cls(str(root / ".venv" / "bin" / "python"), root / "conf" / "tracelake.yaml", settings or {})
+
+
+def merge(doc: dict[str, Any], settings: dict[str, Any]) -> None:
+    """`settings` into `doc` in place: mappings merged key by key, anything else replaced."""
+    for key, value in settings.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            merge(doc[key], value)
+        else:
+            doc[key] = value
+
+
 # -- configs ---------------------------------------------------------------------------------------
-def server_config(chain: str, processes: str, bus: dict[str, Any] | None = None, running: bool = False) -> str:
-    """conf/tracelake.yaml with the chain's processors, `worker.processes`, and optionally another bus.
-    `running`: short roll/idle/decision times, for measuring while the server runs. Ports, lake and hash
-    key come from the environment (`server_env`), as the shipped file reads them."""
-    doc = yaml.safe_load(SHIPPED.read_text())
+def server_config(
+    chain: str, processes: str, bus: dict[str, Any] | None = None, running: bool = False, code: ServerCode | None = None
+) -> str:
+    """conf/tracelake.yaml (`code.shipped`) with the chain's processors, `worker.processes`, and optionally
+    another bus. `running`: short roll/idle/decision times, for measuring while the server runs. Ports, lake
+    and hash key come from the environment (`server_env`), as the shipped file reads them."""
+    code = code or ServerCode()
+    doc = yaml.safe_load(code.shipped.read_text())
     traces = doc["pipelines"]["traces"]
     if chain == "empty":
         doc["processors"] = {}
@@ -140,6 +170,7 @@ def server_config(chain: str, processes: str, bus: dict[str, Any] | None = None,
         doc["worker"]["trace_idle"] = "1s"
         if "tail_sampling" in doc["processors"]:
             doc["processors"]["tail_sampling"]["decision_wait"] = "1s"
+    merge(doc, code.settings)
     return yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -431,6 +462,7 @@ class Setup:
     quiet: float  # wait until other work on the machine uses under this many cores (0: don't)
     broker: Any = None
     timeline: bool = False  # print each server process's CPU over the run
+    code: ServerCode = field(default_factory=ServerCode)  # whose `tracelake` runs, from which shipped config
 
 
 @dataclass
@@ -486,15 +518,17 @@ def _kill(servers: list[RunningTracelake]) -> None:
             tl.proc.wait()
 
 
-def _server(workdir: Path, config: str, env: dict[str, str], command: str = "run") -> RunningTracelake:
-    return RunningTracelake(workdir, config, env=env, command=command, name=command, ready_timeout=READY_S)
+def _server(setup: Setup, workdir: Path, config: str, env: dict[str, str], command: str = "run") -> RunningTracelake:
+    return RunningTracelake(
+        workdir, config, env=env, command=command, name=command, ready_timeout=READY_S, python=setup.code.python
+    )
 
 
 def run_embedded(setup: Setup) -> Run:
     """`tracelake run`; durable = SIGTERM right after the last OK → drained exit."""
     setup.workdir.mkdir(parents=True)
-    config = server_config(setup.chain, setup.processes)
-    tl = _server(setup.workdir, config, server_env(setup.workdir / "lake"))
+    config = server_config(setup.chain, setup.processes, code=setup.code)
+    tl = _server(setup, setup.workdir, config, server_env(setup.workdir / "lake"))
     pid = tl.proc.pid
     ends: list[harness.Exit] = []
 
@@ -516,8 +550,8 @@ def run_embedded(setup: Setup) -> Run:
 def run_embedded_running(setup: Setup) -> Run:
     """`tracelake run`; durable = the embedded bus holds nothing that is not committed (server running)."""
     setup.workdir.mkdir(parents=True)
-    config = server_config(setup.chain, setup.processes, running=True)
-    tl = _server(setup.workdir, config, server_env(setup.workdir / "lake"))
+    config = server_config(setup.chain, setup.processes, running=True, code=setup.code)
+    tl = _server(setup, setup.workdir, config, server_env(setup.workdir / "lake"))
     pid = tl.proc.pid
 
     def cpu() -> CpuSnapshot:
@@ -565,14 +599,14 @@ def run_kafka(setup: Setup) -> Run:
     broker = setup.broker
     topic = f"bench_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
     bus = kafka_bus(broker.address, topic)
-    config = server_config(setup.chain, setup.processes, bus=bus, running=True)
+    config = server_config(setup.chain, setup.processes, bus=bus, running=True, code=setup.code)
     env = server_env(setup.workdir / "lake")
     (setup.workdir / "receiver").mkdir(parents=True)
-    receiver = _server(setup.workdir / "receiver", config, env, "receiver")
+    receiver = _server(setup, setup.workdir / "receiver", config, env, "receiver")
     servers = [receiver]
     committed = kafka_committed(broker.address, topic, bus["group"])
     try:
-        worker = _server(setup.workdir, config, env, "worker")
+        worker = _server(setup, setup.workdir, config, env, "worker")
         servers.append(worker)
         pids = (receiver.proc.pid, worker.proc.pid)
 
@@ -739,6 +773,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-in-process", action="store_true")
     ap.add_argument("--profile", choices=["floor", "worker"], default=None, help="cProfile of (1)")
     ap.add_argument("--py-spy", type=Path, default=None, metavar="DIR", help="py-spy every server process")
+    ap.add_argument(
+        "--server-code",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="servers run that checkout's tracelake (DIR/.venv/bin/python) from its conf/tracelake.yaml, e.g. the "
+        "code before a change; (1) in-process still runs this checkout (benchmarks/before_after.py compares two)",
+    )
     if ap.parse_known_args(argv)[0].quick:
         ap.set_defaults(**QUICK)
     args = ap.parse_args(argv)
@@ -752,6 +794,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = use_server_memory_pool()
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; Arrow memory pool {pool}; "
           f"{args.clients} client processes")  # fmt: skip
+    code = ServerCode.checkout(args.server_code.resolve()) if args.server_code else ServerCode()
     workdir = Path(tempfile.mkdtemp(prefix="tracelake-throughput-"))
     broker = None
     rounds: list[list[Run]] = [[] for _ in range(args.rounds)]
@@ -793,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
                         for fn in todo:
                             k += 1
                             cell = Setup(t, chain, proc, args.clients, workdir / f"run{k}", args.py_spy,
-                                         args.wait_quiet, broker, args.timeline)  # fmt: skip
+                                         args.wait_quiet, broker, args.timeline, code)  # fmt: skip
                             try:
                                 r = fn(cell)
                             except Exception as e:  # one cell failing must not lose the rest of a long run

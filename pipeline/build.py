@@ -6,8 +6,6 @@ worker process; `tracelake worker` builds only workers. Each piece is built in t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
-
 from core.conventions import CorrelationKeys, Normalizer
 from core.processor import Processor, ProcessorContext, Stage
 from core.sink import Sink, SinkContext
@@ -17,9 +15,6 @@ from pipeline.config.model import KafkaBusConfig
 from pipeline.trace_summary import TraceSummarizer
 from pipeline.worker import Worker, WorkerChain
 from sinks.artifacts.configured import object_storage
-
-if TYPE_CHECKING:
-    from sinks.parquet.sink import ParquetSink
 
 
 def build_normalizer(config: Config) -> Normalizer:
@@ -60,11 +55,9 @@ def build_worker_chain(config: Config) -> WorkerChain:
     """What a worker runs that a reload may replace: processors, sinks, the non-restart-only settings."""
     w = config.raw.worker
     normalizer = build_normalizer(config)
-    # The worker also reads sinks' `buffered_rows` and `metrics()`, which the Sink protocol does not declare yet.
-    sinks = cast("list[ParquetSink]", [build_sink(config, sid) for sid in config.pipeline.sinks])
     return WorkerChain(
         processors=build_chain(config, "process", normalizer),
-        sinks=sinks,
+        sinks=[build_sink(config, sid) for sid in config.pipeline.sinks],
         normalizer=normalizer,
         trace_idle=w.trace_idle,
         trace_max_wait=w.trace_max_wait,

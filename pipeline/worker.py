@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 from core import feedback, metrics, schema, source_ref
 from core.conventions import Normalizer
 from core.processor import Processor, Sampler, StatefulProcessor
-from core.sink import SinkWriteError
+from core.sink import Sink, SinkWriteError
 from pipeline.bus.base import Delivery, Source
 from pipeline.feedback_scope import FeedbackScope
 from pipeline.holdback import Holdback
@@ -62,7 +62,7 @@ class WorkerChain:
     chain, the sinks, and the worker settings that are not restart-only."""
 
     processors: list[tuple[str, Processor]]
-    sinks: list[ParquetSink]
+    sinks: list[Sink]
     normalizer: Normalizer
     trace_idle: float
     trace_max_wait: float | None
@@ -73,6 +73,12 @@ class WorkerChain:
 
 class WorkerStopping(Exception):
     """A swap requested of a worker that stopped before its next batch boundary."""
+
+
+def lakes(sinks: list[Sink]) -> list[ParquetSink]:
+    """The sinks that keep a holdback area (a Parquet lake's `_holdback/`): where the holdback writes what a
+    sampler drops and reads back what late feedback promotes."""
+    return [s for s in sinks if isinstance(s, ParquetSink)]
 
 
 def _by_partition(deliveries: list[Delivery]) -> Iterable[tuple[str | None, list[Delivery]]]:
@@ -87,7 +93,7 @@ class Worker:
         self,
         source: Source,
         processors: list[tuple[str, Processor]],
-        sinks: list[ParquetSink],
+        sinks: list[Sink],
         normalizer: Normalizer,
         summarizer: TraceSummarizer,
         max_batch_spans: int = 8192,
@@ -110,7 +116,7 @@ class Worker:
         self.stopped = threading.Event()
         self.error: BaseException | None = None
         self._last_commit = 0.0
-        self.holdback = Holdback(sinks, holdback_retention)
+        self.holdback = Holdback(lakes(sinks), holdback_retention)
         self._last_busy = time.monotonic()
         self._released = True
         self._bind(processors)
@@ -401,7 +407,7 @@ class Worker:
         self.normalizer = new.normalizer
         self.summarizer.trace_idle, self.summarizer.trace_max_wait = new.trace_idle, new.trace_max_wait
         self.max_batch_spans, self.max_batch_delay = new.max_batch_spans, new.max_batch_delay
-        self.holdback_retention = new.holdback_retention
+        self.holdback.sinks, self.holdback.retention_s = lakes(new.sinks), new.holdback_retention
         self._maybe_commit(force=True)
         log.info("reload: now running processors [%s]", ", ".join(pid for pid, _ in new.processors))
 

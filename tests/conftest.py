@@ -24,7 +24,8 @@ READY = re.compile(r"tracelake ready (?:grpc=(\S+))? ?(?:http=(\S+))?.*?(?:telem
 
 
 class RunningTracelake:
-    """`python -m pipeline.cli run` on ephemeral ports; the ready log line tells the ports."""
+    """`python -m pipeline.cli run` on ephemeral ports; the ready log line tells the ports. `python`: the
+    interpreter (default this one; a benchmark passes another checkout's virtualenv to run its code)."""
 
     def __init__(
         self,
@@ -35,6 +36,7 @@ class RunningTracelake:
         name: str = "tracelake",
         args: tuple[str, ...] = (),
         ready_timeout: float = 30,
+        python: str = sys.executable,
     ) -> None:
         self.workdir = workdir
         self.lake = workdir / "lake"
@@ -44,7 +46,7 @@ class RunningTracelake:
         self._ready = threading.Event()
         self.grpc = self.http = self.telemetry = ""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", command, "--config", str(self.config), *args],
+            [python, "-m", "pipeline.cli", command, "--config", str(self.config), *args],
             cwd=workdir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -5,19 +5,14 @@ Modelled on the OpenTelemetry Collector's attributes processor; see README.md be
 
 from __future__ import annotations
 
-from core.processor import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorFactory
 from processors.attributes.config import AttributeAction, AttributesConfig
 from processors.attributes.processor import AttributesProcessor
-
-
-def _create(config: AttributesConfig, context: ProcessorContext) -> AttributesProcessor:
-    return AttributesProcessor(config, context)
-
 
 factory = ProcessorFactory(
     type="attributes",
     config_class=AttributesConfig,
-    create=_create,
+    create=AttributesProcessor,
     description="insert/update/upsert/delete/hash/rename span and resource attributes (Collector-style)",
     example_config={"actions": [{"key": "*", "action": "hash"}]},
 )

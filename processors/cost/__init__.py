@@ -6,20 +6,15 @@ See README.md beside this file for the config keys, the token arithmetic per att
 
 from __future__ import annotations
 
-from core.processor import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorFactory
 from processors.cost.config import CostConfig, PriceOverride, load_overrides_file
 from processors.cost.prices import GENAI_PRICES_VERSION, PriceTable, ResolvedPrice, describe
 from processors.cost.processor import CostProcessor
 
-
-def _create(config: CostConfig, context: ProcessorContext) -> CostProcessor:
-    return CostProcessor(config, context)
-
-
 factory = ProcessorFactory(
     type="cost",
     config_class=CostConfig,
-    create=_create,
+    create=CostProcessor,
     description="cost_usd / cost_status on every LLM span from genai-prices, with YAML price overrides",
 )
 

@@ -5,19 +5,14 @@ Modelled on the OpenTelemetry Collector's filter processor; see README.md beside
 
 from __future__ import annotations
 
-from core.processor import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorFactory
 from processors.filter.config import FilterConfig, SpanCondition, SpanFilter
 from processors.filter.processor import FilterProcessor
-
-
-def _create(config: FilterConfig, context: ProcessorContext) -> FilterProcessor:
-    return FilterProcessor(config, context)
-
 
 factory = ProcessorFactory(
     type="filter",
     config_class=FilterConfig,
-    create=_create,
+    create=FilterProcessor,
     description="drop spans matching any exclude condition, or not matching any include condition",
     example_config={"spans": {"include": [{"span_type": ["llm"]}]}},
 )

@@ -6,20 +6,15 @@ must run after redact_pii.
 
 from __future__ import annotations
 
-from core.processor import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorFactory
 from processors.offload_artifacts.config import OffloadArtifactsConfig
 from processors.offload_artifacts.order import order_warnings
 from processors.offload_artifacts.processor import ArtifactOffloader, ArtifactStoreError
 
-
-def _create(config: OffloadArtifactsConfig, context: ProcessorContext) -> ArtifactOffloader:
-    return ArtifactOffloader(config, context)
-
-
 factory = ProcessorFactory(
     type="offload_artifacts",
     config_class=OffloadArtifactsConfig,
-    create=_create,
+    create=ArtifactOffloader,
     description="large attribute values become artifact:sha256:<hex> references into a content-addressed store",
 )
 

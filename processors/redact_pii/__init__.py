@@ -6,21 +6,16 @@ the `ingest` chain.
 
 from __future__ import annotations
 
-from core.processor import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorFactory
 from processors.redact_pii import engine as _engine  # noqa: F401  (offline tldextract before presidio loads)
 from processors.redact_pii.config import RedactPiiConfig
 from processors.redact_pii.hash_key import HashKeyMissing
 from processors.redact_pii.processor import PiiRedactor
 
-
-def _create(config: RedactPiiConfig, context: ProcessorContext) -> PiiRedactor:
-    return PiiRedactor(config, context)
-
-
 factory = ProcessorFactory(
     type="redact_pii",
     config_class=RedactPiiConfig,
-    create=_create,
+    create=PiiRedactor,
     description="PII and secrets in every span string become typed placeholders (Presidio, RE2 fast path)",
 )
 

@@ -6,19 +6,14 @@ See README.md beside this file for the config keys, the policies and the contrac
 
 from __future__ import annotations
 
-from core.processor import ProcessorContext, ProcessorFactory
+from core.processor import ProcessorFactory
 from processors.tail_sampling.config import TailSamplingConfig
 from processors.tail_sampling.processor import TailSampler
-
-
-def _create(config: TailSamplingConfig, context: ProcessorContext) -> TailSampler:
-    return TailSampler(config, context)
-
 
 factory = ProcessorFactory(
     type="tail_sampling",
     config_class=TailSamplingConfig,
-    create=_create,
+    create=TailSampler,
     description="holds each trace until it is complete, then keeps it when any policy does (errors, cost, "
     "latency, feedback, attributes, probabilistic)",
     stateful=True,

@@ -286,7 +286,8 @@ class TailSampler:
         for p in self.monotone_policies:
             p.prepare(fresh)
         newly = [t for t in fresh if any(p.evaluate(t, pending[t].values) for p in self.monotone_policies)]
-        kept = [t for t in touched if pending[t].kept is not None or t in set(newly)]
+        newly_set = set(newly)
+        kept = [t for t in touched if pending[t].kept is not None or t in newly_set]
         if not kept:
             return set()
         for p in self.policies:
