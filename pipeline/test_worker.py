@@ -54,3 +54,27 @@ def test_after_a_reload_dropped_spans_reach_the_new_sinks_holdback(tmp_path: Pat
     ids = duckdb.sql(f"SELECT DISTINCT trace_id FROM read_parquet({held!r}) ORDER BY 1").fetchall()
     assert [int(t, 16) for (t,) in ids] == [*range(1, 11), *range(101, 111)]
     assert not table_files(lake, "spans"), "the sampler kept nothing"
+
+
+def test_a_batch_waits_max_batch_delay_for_more_messages(tmp_path: Path) -> None:
+    """A bus hands over what is waiting at once; the worker then waits up to `max_batch_delay` for a fuller
+    batch (per-batch costs make batches of one small request twice as expensive per span)."""
+    import threading
+
+    (tmp_path / "tracelake.yaml").write_text(
+        CONFIG.replace("pipelines:", "worker: {max_batch_delay: 2s}\npipelines:") % (tmp_path / "lake")
+    )
+    config = load(tmp_path / "tracelake.yaml")
+    bus = EmbeddedBus(1, 10**6, 2**30)
+    worker = build_worker(config, bus.reader(0))
+    _publish(bus, 1, 10)
+    later = threading.Timer(0.3, _publish, (bus, 101, 10))
+    later.start()
+    try:
+        assert worker.step() == 2, "the message published 0.3 s later belongs to the same batch"
+        assert worker.stats.batches == 1
+    finally:
+        later.join()
+        bus.close()
+        worker.run()
+    assert worker.error is None

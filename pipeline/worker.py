@@ -194,7 +194,7 @@ class Worker:
             self._flush_due()
             time.sleep(0.2)
             return 0
-        deliveries = self.source.take(self.max_batch_spans, self.max_batch_delay)
+        deliveries = self._take_batch()
         for partition, group in _by_partition(deliveries):
             self.handle(group, partition)
         self._release_memory_when_idle(bool(deliveries))
@@ -202,6 +202,24 @@ class Worker:
         self._tick()
         self._maybe_commit()
         return len(deliveries)
+
+    def _take_batch(self) -> list[Delivery]:
+        """Up to `max_batch_spans` spans, waiting at most `max_batch_delay` after the first message for more
+        (the Collector's batch processor: size or timeout). A bus hands over what is waiting at once; a worker
+        that keeps up would otherwise run its chain on every message alone, and a batch of one 512-span request
+        costs twice the CPU per span of one of 2,048 (benchmarks/README.md, issue 12 evening)."""
+        deliveries = self.source.take(self.max_batch_spans, self.max_batch_delay)
+        if not deliveries or any(d.spans <= 0 for d in deliveries):
+            return deliveries  # unknown sizes (Kafka): its consume already waits for a full fetch or the timeout
+        spans = sum(d.spans for d in deliveries)
+        deadline = time.monotonic() + self.max_batch_delay
+        while spans < self.max_batch_spans and (remaining := deadline - time.monotonic()) > 0:
+            more = self.source.take(self.max_batch_spans - spans, remaining)
+            if not more:
+                break
+            deliveries += more
+            spans += sum(d.spans for d in more)
+        return deliveries
 
     # After this long without data, free Arrow memory kept for reuse goes back to the OS
     # (pipeline.service.use_server_memory_pool keeps it while batches keep coming).
