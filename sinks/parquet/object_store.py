@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import posixpath
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -126,19 +127,43 @@ class _SharedReader(io.RawIOBase):
 
 
 class DuckDBS3(ArrowFSWrapper):
-    """A pyarrow S3FileSystem as the fsspec filesystem DuckDB calls for `s3://` paths (read-only)."""
+    """A pyarrow S3FileSystem as the fsspec filesystem DuckDB calls for `s3://` paths (read-only).
+
+    `confined_to` (`bucket/prefix`): every path outside it, or with a `.` / `..` segment, is refused with a
+    PermissionError. The UI's SQL console reads through such a bridge: DuckDB's `allowed_directories` compares
+    `s3://` paths as text, so `s3://bucket/lake/../other/…` would pass it, and the credentials may reach more
+    than the lake."""
 
     protocol = "s3"
     root_marker = ""
 
-    def __init__(self, fs: pafs.FileSystem, **kwargs: Any) -> None:
+    def __init__(self, fs: pafs.FileSystem, confined_to: str | None = None, **kwargs: Any) -> None:
         super().__init__(fs, **kwargs)
         self._handles: dict[str, tuple[pa.NativeFile, int]] = {}
         self._lock = threading.Lock()
+        self._root = confined_to.strip("/") if confined_to else None
         self.heads = 0  # objects opened (pyarrow asks S3 for each one's size once), for benchmarks
 
+    def _inside(self, path: str) -> str:
+        """`path` without `s3://`, or PermissionError when the bridge is confined and the path is not inside."""
+        stripped: str = self._strip_protocol(path)
+        if self._root is not None:
+            norm = posixpath.normpath(stripped)
+            if norm != stripped.rstrip("/") or not (norm == self._root or norm.startswith(self._root + "/")):
+                raise PermissionError(f"s3://{stripped} is outside the lake (s3://{self._root}/)")
+        return stripped
+
+    def ls(self, path: str, detail: bool = False, **kwargs: Any) -> Any:
+        return super().ls(self._inside(path), detail=detail, **kwargs)
+
+    def exists(self, path: str) -> bool:
+        return bool(super().exists(self._inside(path)))
+
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> Any:
+        return super().cat_file(self._inside(path), start, end, **kwargs)
+
     def _handle(self, path: str) -> tuple[pa.NativeFile, int]:
-        path = self._strip_protocol(path)
+        path = self._inside(path)
         with self._lock:
             found = self._handles.get(path)
         if found is None:
@@ -150,7 +175,7 @@ class DuckDBS3(ArrowFSWrapper):
         return found
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        stripped = self._strip_protocol(path)
+        stripped = self._inside(path)
         with self._lock:
             known = self._handles.get(stripped)
         if known is not None:
@@ -173,8 +198,9 @@ class DuckDBS3(ArrowFSWrapper):
         return _SharedReader(handle, size)  # unbuffered: each read DuckDB makes is one ranged GET
 
 
-def register(con: duckdb.DuckDBPyConnection, fs: pafs.FileSystem) -> DuckDBS3:
-    """Let `con` read `s3://…` through `fs` (once per connection)."""
-    bridge = DuckDBS3(fs)
+def register(con: duckdb.DuckDBPyConnection, fs: pafs.FileSystem | DuckDBS3) -> DuckDBS3:
+    """Let `con` read `s3://…` through `fs` (once per connection); a bridge given is shared with other
+    connections, and so is what it knows of the objects it opened."""
+    bridge = fs if isinstance(fs, DuckDBS3) else DuckDBS3(fs)
     con.register_filesystem(bridge)
     return bridge
