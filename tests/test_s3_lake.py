@@ -545,3 +545,33 @@ def _check_ui_pages(ui: str, bucket: str, elsewhere: str, prompt: str) -> None:
     ):
         answer = _sql(ui, outside)
         assert refusal in answer and 'id="sql-result"' not in answer, (outside, answer)
+
+
+def test_a_running_ui_sees_an_object_forget_rewrote_under_the_same_key(s3: S3Server) -> None:
+    """`tracelake forget` uploads a file again under its key without the user's rows. A UI that has read the object
+    before (its size and footer cached for the server's life) reads the new object, not the old footer's offsets."""
+    import pyarrow.parquet as pq
+
+    from pipeline.ui.lake import LakeReader
+    from pipeline.ui.trace_detail import load_trace
+    from sinks.parquet.layout import open_lake, put_file
+
+    bucket = s3.new_bucket()
+    sink = _sink(s3, bucket)
+    sink.write("spans", _spans(300, "f"), "embedded:0", (1, 1))
+    [written] = sink.flush_all()
+    ids = _spans(300, "f").column("trace_id").to_pylist()
+    reader = LakeReader(f"s3://{bucket}/lake")
+    try:
+        assert load_trace(reader, ids[7]) is not None and load_trace(reader, ids[8]) is not None
+        lake = open_lake(f"s3://{bucket}/lake")
+        key = lake.fs_path(written.path)
+        old = pq.read_table(key, filesystem=lake.fs)
+        out = pa.BufferOutputStream()
+        pq.write_table(old.filter(pa.compute.not_equal(old.column("trace_id"), ids[7])), out)
+        put_file(lake, key, out.getvalue())
+        assert load_trace(reader, ids[7]) is None
+        kept = load_trace(reader, ids[8])
+        assert kept is not None and [r.span.span_id for r in kept.waterfall] == [f"{9:016x}"]
+    finally:
+        reader.close()

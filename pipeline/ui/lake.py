@@ -28,7 +28,7 @@ from pipeline import query
 from pipeline.maintenance import retry_vanished
 from pipeline.ui.trace_id_index import TraceIdIndex
 from sinks.parquet import object_store
-from sinks.parquet.layout import Lake, full_run_digest, hour_partitions, live_paths, open_lake
+from sinks.parquet.layout import Lake, file_sizes, full_run_digest, hour_partitions, live_paths, open_lake
 
 T = TypeVar("T")
 HOUR_NS = 3600 * 10**9
@@ -38,6 +38,7 @@ HOUR_NS = 3600 * 10**9
 class Hour:
     start_ns: int
     files: tuple[str, ...]  # as DuckDB opens them: local paths, or `s3://` URLs
+    sizes: tuple[int, ...] = ()  # on object storage: each file's size, as listed
 
     @property
     def compacted(self) -> bool:
@@ -54,10 +55,10 @@ def lake_hours(lake: Lake, table: str, lo_ns: int | None = None, hi_ns: int | No
         start = int(part.start.timestamp()) * 10**9
         if (lo_ns is not None and start + HOUR_NS <= lo_ns) or (hi_ns is not None and start >= hi_ns):
             continue
-        # not the inputs compaction replaced (still readable for a while)
-        files = tuple(lake.url(str(f)) for f in live_paths(part))
-        if files:
-            out.append(Hour(start, files))
+        live = live_paths(part)  # not the inputs compaction replaced (still readable for a while)
+        sizes = tuple(file_sizes(part, live).get(f, 0) for f in live) if part.remote else ()
+        if live:
+            out.append(Hour(start, tuple(lake.url(str(f)) for f in live), sizes))
     return out
 
 
@@ -95,15 +96,16 @@ class LakeReader:
     def __init__(self, lake: str | Path | Lake) -> None:
         self.lake = open_lake(lake)
         self._db = duckdb.connect(":memory:")
-        if self.lake.fs is not None:
-            object_store.register(self._db, self.lake.fs)  # every cursor of the database reads through it
+        # every cursor of the database reads an S3 lake through it
+        self._s3 = object_store.register(self._db, self.lake.fs) if self.lake.fs is not None else None
         self._db.execute("SET TimeZone = 'UTC'")
         self._db.execute("SET enable_progress_bar = false")
         # footers of files already read stay cached: the second look at a trace skips re-reading them
         self._db.execute("SET parquet_metadata_cache = true")
         self._lock = threading.Lock()
         # which `traces` / `feedback` files hold a trace id
-        self.ids = {table: TraceIdIndex(self.lake) for table in ("traces", "feedback")}
+        self.ids = {table: TraceIdIndex(self.lake, self._listed_size) for table in ("traces", "feedback")}
+        self._sizes: dict[str, int] = {}  # S3: each object's size as last listed
         self._names = itertools.count()  # relations registered on a cursor (`owned_feedback`)
 
     def warm(self) -> None:
@@ -128,7 +130,17 @@ class LakeReader:
         return retry_vanished(attempt)
 
     def hours(self, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Hour]:
-        return lake_hours(self.lake, table, lo_ns, hi_ns)
+        hours = lake_hours(self.lake, table, lo_ns, hi_ns)
+        if self._s3 is not None:  # `forget` rewrites objects in place: what was cached of a changed one is dropped
+            listed = {self.lake.fs_path(f): n for h in hours for f, n in zip(h.files, h.sizes, strict=True)}
+            self._s3.note_listed(listed)
+            with self._lock:
+                self._sizes.update(listed)
+        return hours
+
+    def _listed_size(self, path: str) -> int:
+        with self._lock:
+            return self._sizes.get(self.lake.fs_path(path), 0)
 
     def files(self, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[str]:
         return [f for h in self.hours(table, lo_ns, hi_ns) for f in h.files]

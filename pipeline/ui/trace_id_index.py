@@ -6,8 +6,8 @@ Scanning every file's `trace_id` column for one id costs a read of the whole col
 for a 10-million-span week). Instead the UI keeps, per file, the sorted first 64 bits of the ids it
 holds (8 bytes per row: 22 MB for those 2.8 million), read once and kept while the file is unchanged
 (same path, size and mtime; compaction and retention replace files, never change them in place). On
-object storage a file is read through the lake's filesystem and kept while it is listed: an object never
-changes once written (a replay rewrites the same bytes under the same key).
+object storage a file is read through the lake's filesystem and kept while it is listed with the same size
+(`tracelake forget` is the one writer that rewrites an object under its key, with fewer rows).
 
 An answer may name a file that does not hold the id (two ids sharing their first 64 bits, about one
 chance in 10^19 per pair), never miss one: the caller's query then filters by the whole id.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -78,8 +78,10 @@ def common_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class TraceIdIndex:
     """Thread-safe; files are read on first use and forgotten when they vanish or change."""
 
-    def __init__(self, lake: Lake) -> None:
+    def __init__(self, lake: Lake, listed_size: Callable[[str], int] | None = None) -> None:
+        """`listed_size(file)`: on object storage, the file's size as the lake was last listed."""
         self.lake = lake
+        self._listed_size = listed_size
         self._keys: dict[str, tuple[tuple[int, int], np.ndarray]] = {}
         self._lock = threading.Lock()
 
@@ -87,7 +89,7 @@ class TraceIdIndex:
         """The keys of one file (a local path or an `s3://` URL); none when it is gone."""
         try:
             if self.lake.remote:
-                stamp = (0, 0)  # an object never changes once written
+                stamp = (self._listed_size(path) if self._listed_size else 0, 0)
             else:
                 st = os.stat(path)
                 stamp = (st.st_size, st.st_mtime_ns)

@@ -8,8 +8,10 @@ Reading: DuckDB 2.0 cannot load its httpfs extension here (no package ships it f
 downloaded at run time), so a DuckDB connection gets the same pyarrow filesystem as an fsspec filesystem
 (`register`): `read_parquet('s3://bucket/…')` then reads the footer and the row groups a query needs with
 ranged GETs. Each object is opened once per connection (one HEAD for its size) and every later open, size
-or time look-up DuckDB makes reuses that handle: a lake object never changes once written (a replay
-rewrites the same bytes).
+or time look-up DuckDB makes reuses that handle: a lake object does not change once written (a replay
+rewrites the same bytes), except that `tracelake forget` uploads a file again, smaller, under its key. A
+long-lived reader (the UI) tells the bridge the sizes each listing shows (`note_listed`): a changed object is
+opened afresh, and its `modified()` (when the bridge opened it) tells DuckDB its cached footer is stale.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import os
 import posixpath
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,9 +89,6 @@ def s3_client(options: S3Options) -> Any:
     )
 
 
-_UNCHANGING = datetime(2000, 1, 1, tzinfo=UTC)
-
-
 class _SharedReader(io.RawIOBase):
     """One open of a lake object for DuckDB: its own position over a handle shared by every open of the object
     on the connection (pyarrow's `read_at` is thread-safe), so the object's size is asked for once (one HEAD)."""
@@ -140,6 +140,7 @@ class DuckDBS3(ArrowFSWrapper):
     def __init__(self, fs: pafs.FileSystem, confined_to: str | None = None, **kwargs: Any) -> None:
         super().__init__(fs, **kwargs)
         self._handles: dict[str, tuple[pa.NativeFile, int]] = {}
+        self._opened: dict[str, datetime] = {}  # when each handle was opened: no earlier than its object's write
         self._lock = threading.Lock()
         self._root = confined_to.strip("/") if confined_to else None
         self.heads = 0  # objects opened (pyarrow asks S3 for each one's size once), for benchmarks
@@ -171,6 +172,8 @@ class DuckDBS3(ArrowFSWrapper):
             found = (handle, handle.size())
             with self._lock:
                 self.heads += 1
+                if path not in self._handles:
+                    self._opened[path] = datetime.now(UTC)
                 found = self._handles.setdefault(path, found)
         return found
 
@@ -187,9 +190,20 @@ class DuckDBS3(ArrowFSWrapper):
         return {"name": stripped, "size": size, "type": "file"}
 
     def modified(self, path: str) -> datetime:
-        """A lake object never changes once written, so no request: DuckDB only compares it between its reads."""
+        """When the bridge opened the object, not its Last-Modified (no request for it): DuckDB keeps a footer it read
+        after this, and reads it again once `note_listed` had the object opened anew."""
         self._handle(path)
-        return _UNCHANGING
+        with self._lock:  # (dropped by `note_listed` a moment ago: it is being opened anew)
+            return self._opened.get(self._inside(path)) or datetime.now(UTC)
+
+    def note_listed(self, sizes: Mapping[str, int]) -> None:
+        """The sizes a listing just showed (paths without `s3://`): objects known with another size are opened again
+        when next read."""
+        with self._lock:
+            for path, size in sizes.items():
+                known = self._handles.get(path)
+                if known is not None and known[1] != size:
+                    del self._handles[path], self._opened[path]
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None, **kwargs: Any) -> Any:
         if mode != "rb":
