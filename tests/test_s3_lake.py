@@ -549,10 +549,12 @@ def _check_ui_pages(ui: str, bucket: str, elsewhere: str, prompt: str) -> None:
 
 def test_a_running_ui_sees_an_object_forget_rewrote_under_the_same_key(s3: S3Server) -> None:
     """`tracelake forget` uploads a file again under its key without the user's rows. A UI that has read the object
-    before (its size and footer cached for the server's life) reads the new object, not the old footer's offsets."""
+    before (its size and footer cached for the server's life) reads the new object, not the old footer's offsets;
+    so does its SQL console (its object sizes are shared by every query)."""
     import pyarrow.parquet as pq
 
     from pipeline.ui.lake import LakeReader
+    from pipeline.ui.sql_console import SqlSandbox
     from pipeline.ui.trace_detail import load_trace
     from sinks.parquet.layout import open_lake, put_file
 
@@ -562,8 +564,11 @@ def test_a_running_ui_sees_an_object_forget_rewrote_under_the_same_key(s3: S3Ser
     [written] = sink.flush_all()
     ids = _spans(300, "f").column("trace_id").to_pylist()
     reader = LakeReader(f"s3://{bucket}/lake")
+    console = SqlSandbox(f"s3://{bucket}/lake")
+    count = "SELECT count(*) FROM spans"
     try:
         assert load_trace(reader, ids[7]) is not None and load_trace(reader, ids[8]) is not None
+        assert console.run(count).rows == [["300"]]
         lake = open_lake(f"s3://{bucket}/lake")
         key = lake.fs_path(written.path)
         old = pq.read_table(key, filesystem=lake.fs)
@@ -573,5 +578,7 @@ def test_a_running_ui_sees_an_object_forget_rewrote_under_the_same_key(s3: S3Ser
         assert load_trace(reader, ids[7]) is None
         kept = load_trace(reader, ids[8])
         assert kept is not None and [r.span.span_id for r in kept.waterfall] == [f"{9:016x}"]
+        assert console.run(count).rows == [["299"]]
     finally:
         reader.close()
+        console.close()

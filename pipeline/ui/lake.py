@@ -47,9 +47,16 @@ class Hour:
         return len(digests) == 1 and None not in digests
 
 
-def lake_hours(lake: Lake, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Hour]:
+def lake_hours(
+    lake: Lake,
+    table: str,
+    lo_ns: int | None = None,
+    hi_ns: int | None = None,
+    s3: object_store.DuckDBS3 | None = None,
+) -> list[Hour]:
     """The table's hour partitions whose hour overlaps [lo_ns, hi_ns), oldest first, with their files (on
-    object storage: one listing of the table)."""
+    object storage: one listing of the table, whose sizes `s3`, the bridge the reader reads through, is told:
+    `tracelake forget` rewrites objects under their keys, and what the bridge cached of a changed one goes)."""
     out = []
     for part in hour_partitions(lake, table):
         start = int(part.start.timestamp()) * 10**9
@@ -59,6 +66,8 @@ def lake_hours(lake: Lake, table: str, lo_ns: int | None = None, hi_ns: int | No
         sizes = tuple(file_sizes(part, live).get(f, 0) for f in live) if part.remote else ()
         if live:
             out.append(Hour(start, tuple(lake.url(str(f)) for f in live), sizes))
+    if s3 is not None:
+        s3.note_listed({lake.fs_path(f): n for h in out for f, n in zip(h.files, h.sizes, strict=True)})
     return out
 
 
@@ -76,14 +85,16 @@ def view_rows(
     return "(" + " UNION ALL BY NAME ".join(parts) + ")"
 
 
-def create_views(con: duckdb.DuckDBPyConnection, lake: str | Path | Lake) -> None:
+def create_views(
+    con: duckdb.DuckDBPyConnection, lake: str | Path | Lake, s3: object_store.DuckDBS3 | None = None
+) -> None:
     """`spans`, `traces`, `feedback` as `pipeline.query.connect` defines them (its DEDUP, SPANS_DECIDED,
     FEEDBACK_OWNED and TRACES_MERGE), over the files there are now, without de-duplicating compacted hours
-    again: same rows. On object storage `con` must read `s3://` already (`object_store.register`)."""
+    again: same rows. On object storage `con` must read `s3://` already, through `s3` when given (`lake_hours`)."""
     lake = open_lake(lake)
-    parts = view_rows(con, lake, "traces", lake_hours(lake, "traces"))
-    spans = view_rows(con, lake, "spans", lake_hours(lake, "spans"))
-    feedback = view_rows(con, lake, "feedback", lake_hours(lake, "feedback"))
+    parts = view_rows(con, lake, "traces", lake_hours(lake, "traces", s3=s3))
+    spans = view_rows(con, lake, "spans", lake_hours(lake, "spans", s3=s3))
+    feedback = view_rows(con, lake, "feedback", lake_hours(lake, "feedback", s3=s3))
     con.execute(f"CREATE OR REPLACE VIEW spans AS {query.SPANS_DECIDED.format(rows=spans, traces_src=parts)}")
     con.execute(f"CREATE OR REPLACE VIEW traces AS {query.TRACES_MERGE.format(parts=parts, feedback=feedback)}")
     owned = query.FEEDBACK_OWNED.format(rows=feedback, traces_src=parts, and_owner="")
@@ -104,8 +115,7 @@ class LakeReader:
         self._db.execute("SET parquet_metadata_cache = true")
         self._lock = threading.Lock()
         # which `traces` / `feedback` files hold a trace id
-        self.ids = {table: TraceIdIndex(self.lake, self._listed_size) for table in ("traces", "feedback")}
-        self._sizes: dict[str, int] = {}  # S3: each object's size as last listed
+        self.ids = {table: TraceIdIndex(self.lake, self._s3) for table in ("traces", "feedback")}
         self._names = itertools.count()  # relations registered on a cursor (`owned_feedback`)
 
     def warm(self) -> None:
@@ -130,17 +140,7 @@ class LakeReader:
         return retry_vanished(attempt)
 
     def hours(self, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Hour]:
-        hours = lake_hours(self.lake, table, lo_ns, hi_ns)
-        if self._s3 is not None:  # `forget` rewrites objects in place: what was cached of a changed one is dropped
-            listed = {self.lake.fs_path(f): n for h in hours for f, n in zip(h.files, h.sizes, strict=True)}
-            self._s3.note_listed(listed)
-            with self._lock:
-                self._sizes.update(listed)
-        return hours
-
-    def _listed_size(self, path: str) -> int:
-        with self._lock:
-            return self._sizes.get(self.lake.fs_path(path), 0)
+        return lake_hours(self.lake, table, lo_ns, hi_ns, self._s3)
 
     def files(self, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[str]:
         return [f for h in self.hours(table, lo_ns, hi_ns) for f in h.files]

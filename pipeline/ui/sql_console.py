@@ -88,7 +88,7 @@ class SqlSandbox:
         con.execute("SET TimeZone = 'UTC'")
         if self._s3 is not None:
             object_store.register(con, self._s3)
-        create_views(con, self.lake)
+        create_views(con, self.lake, self._s3)
         register_artifact_function(con, list(self.artifact_stores))
         for sql, value in (
             ("SET temp_directory = $v", self._spill.name),

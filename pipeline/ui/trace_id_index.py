@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sinks.parquet.layout import Lake
+from sinks.parquet.object_store import DuckDBS3
 
 # ASCII hex digit -> its value (anything else maps to 0: ids are validated lowercase hex elsewhere)
 _HEX = np.zeros(256, np.uint64)
@@ -78,10 +79,10 @@ def common_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class TraceIdIndex:
     """Thread-safe; files are read on first use and forgotten when they vanish or change."""
 
-    def __init__(self, lake: Lake, listed_size: Callable[[str], int] | None = None) -> None:
-        """`listed_size(file)`: on object storage, the file's size as the lake was last listed."""
+    def __init__(self, lake: Lake, s3: DuckDBS3 | None = None) -> None:
+        """`s3`: on object storage, the bridge the reader lists through (it knows each object's listed size)."""
         self.lake = lake
-        self._listed_size = listed_size
+        self._s3 = s3
         self._keys: dict[str, tuple[tuple[int, int], np.ndarray]] = {}
         self._lock = threading.Lock()
 
@@ -89,7 +90,7 @@ class TraceIdIndex:
         """The keys of one file (a local path or an `s3://` URL); none when it is gone."""
         try:
             if self.lake.remote:
-                stamp = (self._listed_size(path) if self._listed_size else 0, 0)
+                stamp = ((self._s3.listed_size(path) or 0) if self._s3 is not None else 0, 0)
             else:
                 st = os.stat(path)
                 stamp = (st.st_size, st.st_mtime_ns)

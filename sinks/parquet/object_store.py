@@ -141,6 +141,7 @@ class DuckDBS3(ArrowFSWrapper):
         super().__init__(fs, **kwargs)
         self._handles: dict[str, tuple[pa.NativeFile, int]] = {}
         self._opened: dict[str, datetime] = {}  # when each handle was opened: no earlier than its object's write
+        self._listed: dict[str, int] = {}  # sizes from listings (`note_listed`)
         self._lock = threading.Lock()
         self._root = confined_to.strip("/") if confined_to else None
         self.heads = 0  # objects opened (pyarrow asks S3 for each one's size once), for benchmarks
@@ -200,16 +201,16 @@ class DuckDBS3(ArrowFSWrapper):
         """The sizes a listing just showed (paths without `s3://`): objects known with another size are opened again
         when next read."""
         with self._lock:
+            self._listed.update(sizes)
             for path, size in sizes.items():
                 known = self._handles.get(path)
                 if known is not None and known[1] != size:
                     del self._handles[path], self._opened[path]
 
-    def _open(self, path: str, mode: str = "rb", block_size: int | None = None, **kwargs: Any) -> Any:
-        if mode != "rb":
-            raise PermissionError(f"the lake is read-only through DuckDB: cannot open {path} for {mode!r}")
-        handle, size = self._handle(path)
-        return _SharedReader(handle, size)  # unbuffered: each read DuckDB makes is one ranged GET
+    def listed_size(self, path: str) -> int | None:
+        """The object's size as last noted from a listing (`note_listed`), if it was."""
+        with self._lock:
+            return self._listed.get(self._strip_protocol(path))
 
 
 def register(con: duckdb.DuckDBPyConnection, fs: pafs.FileSystem | DuckDBS3) -> DuckDBS3:
