@@ -11,7 +11,8 @@ ranged GETs. Each object is opened once per connection (one HEAD for its size) a
 or time look-up DuckDB makes reuses that handle: a lake object does not change once written (a replay
 rewrites the same bytes), except that `tracelake forget` uploads a file again, smaller, under its key. A
 long-lived reader (the UI) tells the bridge the sizes each listing shows (`note_listed`): a changed object is
-opened afresh, and its `modified()` (when the bridge opened it) tells DuckDB its cached footer is stale.
+opened afresh, and its `modified()` (from then on the time the bridge saw the change) tells DuckDB its cached
+footer is stale.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ def s3_client(options: S3Options) -> Any:
     )
 
 
+_UNCHANGING = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 class _SharedReader(io.RawIOBase):
     """One open of a lake object for DuckDB: its own position over a handle shared by every open of the object
     on the connection (pyarrow's `read_at` is thread-safe), so the object's size is asked for once (one HEAD)."""
@@ -140,7 +144,7 @@ class DuckDBS3(ArrowFSWrapper):
     def __init__(self, fs: pafs.FileSystem, confined_to: str | None = None, **kwargs: Any) -> None:
         super().__init__(fs, **kwargs)
         self._handles: dict[str, tuple[pa.NativeFile, int]] = {}
-        self._opened: dict[str, datetime] = {}  # when each handle was opened: no earlier than its object's write
+        self._changed: dict[str, datetime] = {}  # when `note_listed` saw an object change
         self._listed: dict[str, int] = {}  # sizes from listings (`note_listed`)
         self._lock = threading.Lock()
         self._root = confined_to.strip("/") if confined_to else None
@@ -173,8 +177,6 @@ class DuckDBS3(ArrowFSWrapper):
             found = (handle, handle.size())
             with self._lock:
                 self.heads += 1
-                if path not in self._handles:
-                    self._opened[path] = datetime.now(UTC)
                 found = self._handles.setdefault(path, found)
         return found
 
@@ -191,11 +193,16 @@ class DuckDBS3(ArrowFSWrapper):
         return {"name": stripped, "size": size, "type": "file"}
 
     def modified(self, path: str) -> datetime:
-        """When the bridge opened the object, not its Last-Modified (no request for it): DuckDB keeps a footer it read
-        after this, and reads it again once `note_listed` had the object opened anew."""
-        self._handle(path)
-        with self._lock:  # (dropped by `note_listed` a moment ago: it is being opened anew)
-            return self._opened.get(self._inside(path)) or datetime.now(UTC)
+        """No request (not the object's Last-Modified): a fixed time in the past, so DuckDB keeps the footers it read,
+        or the time `note_listed` saw the object change, so DuckDB reads its footer again."""
+        with self._lock:
+            return self._changed.get(self._inside(path), _UNCHANGING)
+
+    def _open(self, path: str, mode: str = "rb", block_size: int | None = None, **kwargs: Any) -> Any:
+        if mode != "rb":
+            raise PermissionError(f"the lake is read-only through DuckDB: cannot open {path} for {mode!r}")
+        handle, size = self._handle(path)
+        return _SharedReader(handle, size)  # unbuffered: each read DuckDB makes is one ranged GET
 
     def note_listed(self, sizes: Mapping[str, int]) -> None:
         """The sizes a listing just showed (paths without `s3://`): objects known with another size are opened again
@@ -205,7 +212,8 @@ class DuckDBS3(ArrowFSWrapper):
             for path, size in sizes.items():
                 known = self._handles.get(path)
                 if known is not None and known[1] != size:
-                    del self._handles[path], self._opened[path]
+                    del self._handles[path]
+                    self._changed[path] = datetime.now(UTC)
 
     def listed_size(self, path: str) -> int | None:
         """The object's size as last noted from a listing (`note_listed`), if it was."""
