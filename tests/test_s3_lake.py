@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
@@ -112,6 +113,9 @@ def test_every_table_is_written_as_whole_objects_and_read_back_with_duckdb(s3: S
     hours = con.execute("SELECT dt::VARCHAR, hour, count(*) FROM spans GROUP BY ALL ORDER BY ALL").fetchall()
     assert hours == [("2025-11-22", 8, 3), ("2025-11-22", 9, 2)]
     assert not Path("s3:").exists()
+    with pytest.raises(duckdb.Error, match="read-only through DuckDB"):  # the views' filesystem never writes
+        con.execute(f"COPY (SELECT 1) TO 's3://{bucket}/lake/spans/x.csv'")
+    assert s3.keys(bucket) == keys
 
 
 def test_held_back_spans_are_promoted_and_expire_on_s3(s3: S3Server) -> None:
