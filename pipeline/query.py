@@ -167,6 +167,5 @@ def connect(
     con.execute(SPANS_VIEW.format(src=table_source(con, lake, "spans"), traces_src=traces, only_tenant=only))
     con.execute(TRACES_VIEW.format(src=traces, feedback=feedback, only_tenant=only))
     con.execute(FEEDBACK_VIEW.format(src=feedback, traces_src=traces, and_owner=and_owner))
-    default = ArtifactStore(lake.artifact_store, filesystem=lake.fs) if lake.fs is not None else lake.artifact_store
-    register_artifact_function(con, list(artifact_stores or [default]))
+    register_artifact_function(con, list(artifact_stores or [ArtifactStore(lake.artifact_store, filesystem=lake.fs)]))
     return con

@@ -7,12 +7,18 @@ real OpenTelemetry SDK into `tracelake run` with an `s3://` lake, and a SIGKILLe
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
@@ -107,6 +113,9 @@ def test_every_table_is_written_as_whole_objects_and_read_back_with_duckdb(s3: S
     hours = con.execute("SELECT dt::VARCHAR, hour, count(*) FROM spans GROUP BY ALL ORDER BY ALL").fetchall()
     assert hours == [("2025-11-22", 8, 3), ("2025-11-22", 9, 2)]
     assert not Path("s3:").exists()
+    with pytest.raises(duckdb.Error, match="read-only through DuckDB"):  # the views' filesystem never writes
+        con.execute(f"COPY (SELECT 1) TO 's3://{bucket}/lake/spans/x.csv'")
+    assert s3.keys(bucket) == keys
 
 
 def test_held_back_spans_are_promoted_and_expire_on_s3(s3: S3Server) -> None:
@@ -426,11 +435,154 @@ def _query_env(config: Path, sql: str, env: dict[str, str]) -> str:
     return out.stdout.strip()
 
 
-def test_the_ui_refuses_an_s3_lake_rather_than_showing_an_empty_one(tmp_path: Path) -> None:
-    """Not built yet: `tracelake ui` over S3. Before, `--lake s3://…` served an empty local directory `s3:/…`."""
-    config = tmp_path / "s3.yaml"
-    config.write_text('sinks:\n  parquet: {path: "s3://bucket/lake"}\n')
-    for args in (["--lake", "s3://bucket/lake"], ["--config", str(config)]):
-        out = _cli("ui", *args, "--listen", "127.0.0.1:0")
-        assert out.returncode == 2 and "s3://bucket/lake is on object storage" in out.stderr, out.stderr
+def _get(base: str, path: str) -> tuple[int, str]:
+    with urllib.request.urlopen(base.rstrip("/") + path, timeout=60) as resp:
+        return resp.status, resp.read().decode()
+
+
+def _sql(base: str, sql: str) -> str:
+    """The console's page for `sql`, unescaped."""
+    return html.unescape(_get(base, "/sql?" + urllib.parse.urlencode({"q": sql}))[1])
+
+
+def _sql_value(base: str, expr: str, source: str = "traces") -> str:
+    """The console's one value of `expr` (marked `@@v=…`: a marker the page's echo of the query does not hold)."""
+    page = _sql(base, f"SELECT '@@' || 'v=' || ({expr}) FROM {source}")
+    m = re.search(r"@@v=([^\s<]*)", page)
+    assert m, page
+    return m.group(1)
+
+
+def test_the_ui_reads_an_s3_lake(s3: S3Server, tmp_path: Path) -> None:
+    """Before: `tracelake ui` exited 2 for an `s3://` lake (and the UI inside `tracelake run` read a local `s3:`
+    directory). Now the UI inside `tracelake run` (the config's lake and its `s3` settings) and `tracelake ui
+    --lake s3://…` (the environment's) show the traces list, a trace with its offloaded value, the dashboards and
+    the SQL console over the bucket; the console reads nothing outside the lake."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    bucket, elsewhere = s3.new_bucket(), s3.new_bucket()
+    s3.filesystem().open_output_stream(f"{elsewhere}/secret.csv").close()
+    yaml = config_yaml(
+        process="[offload_artifacts]",
+        processors=f'{{offload_artifacts: {{min_bytes: 64, store: "s3://{bucket}/lake/_artifacts"}}}}',
+        extra="ui: {enabled: true, endpoint: 127.0.0.1:0}\n",
+    ).replace(
+        'parquet: {path: "{lake}", roll_seconds: 1s}',
+        f'parquet: {{path: "s3://{bucket}/lake", roll_seconds: 1s, s3: {{endpoint_override: "{s3.endpoint}"}}}}',
+    )
+    prompt = "You are the S3 lake's careful assistant. " * 10
+    tl = RunningTracelake(tmp_path, yaml, env={**CREDENTIALS, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    try:
+        ui = next(m.group(1) for line in tl.log_lines if (m := re.search(r"tracelake ui listening on (\S+)/$", line)))
+        tp = TracerProvider(resource=Resource.create({"service.name": "s3-ui"}))
+        tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=tl.grpc, insecure=True)))
+        for i in range(3):
+            tracer = tp.get_tracer("t")
+            with tracer.start_as_current_span(f"request {i}"), tracer.start_as_current_span("chat gpt-4o") as span:
+                span.set_attributes(
+                    {
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.provider.name": "openai",
+                        "gen_ai.request.model": "gpt-4o",
+                        "gen_ai.usage.input_tokens": 100,
+                        "gen_ai.usage.output_tokens": 7,
+                        "gen_ai.system_instructions": prompt,
+                    }
+                )
+        tp.shutdown()
+        deadline = time.monotonic() + 60
+        while _sql_value(ui, "count(*)") != "3":
+            assert time.monotonic() < deadline, _sql(ui, "SELECT count(*) FROM traces")
+            time.sleep(0.5)
+        _check_ui_pages(ui, bucket, elsewhere, prompt)
+    finally:
+        assert tl.stop() == 0, tl.log
     assert not (tmp_path / "s3:").exists() and not Path("s3:").exists()
+
+    # `tracelake ui --lake s3://…`: endpoint and keys from the environment, as AWS tools take them
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "ui", "--lake", f"s3://{bucket}/lake", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **s3.env},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"open (http://\S+?)/? \(lake s3://", line)
+        assert m, line + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+        _check_ui_pages(m.group(1), bucket, elsewhere, prompt)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+
+
+def _check_ui_pages(ui: str, bucket: str, elsewhere: str, prompt: str) -> None:
+    status, page = _get(ui, "/traces?range=all")
+    assert status == 200 and all(f"request {i}" in page for i in range(3)), page
+    trace_ids = sorted(set(re.findall(r'href="/traces/([0-9a-f]{32})"', page)))
+    assert len(trace_ids) == 3, trace_ids
+    trace = _get(ui, f"/traces/{trace_ids[0]}")[1]
+    assert "chat gpt-4o" in trace and "request " in trace
+    span_ids = set(re.findall(r'data-span="([0-9a-f]{16})"', trace))
+    assert len(span_ids) == 2, trace
+    panes = "".join(_get(ui, f"/traces/{trace_ids[0]}/spans/{span_id}")[1] for span_id in span_ids)
+    refs = set(re.findall(r"artifact:sha256:[0-9a-f]{64}", panes))
+    assert len(refs) == 1, refs  # the offloaded system prompt, by reference
+    assert _get(ui, f"/artifacts/{refs.pop()}")[1] == prompt  # and its value on demand, from the bucket
+    dashboards = _get(ui, "/dashboards?range=all")[1]
+    assert "gpt-4o" in dashboards, dashboards
+    counts = _sql(ui, "SELECT 'n=' || count(*) || ',' || sum(llm_count) || ',' || sum(input_tokens) FROM traces")
+    assert "n=3,3,300" in counts, counts
+    assert "n=6" in _sql(
+        ui, "SELECT 'n=' || count(*) FROM read_parquet('s3://" + bucket + "/lake/spans/*/*/*.parquet')"
+    )
+    for outside, refusal in (
+        (f"SELECT * FROM read_csv('s3://{elsewhere}/secret.csv')", "Permission Error"),
+        (f"SELECT * FROM glob('s3://{elsewhere}/*')", "Permission Error"),
+        (f"SELECT * FROM read_csv('s3://{bucket}/lake/../../{elsewhere}/secret.csv')", "is outside the lake"),
+        ("SELECT * FROM read_text('/etc/hostname')", "Permission Error"),
+    ):
+        answer = _sql(ui, outside)
+        assert refusal in answer and 'id="sql-result"' not in answer, (outside, answer)
+
+
+def test_a_running_ui_sees_an_object_forget_rewrote_under_the_same_key(s3: S3Server) -> None:
+    """`tracelake forget` uploads a file again under its key without the user's rows. A UI that has read the object
+    before (its size and footer cached for the server's life) reads the new object, not the old footer's offsets;
+    so does its SQL console (its object sizes are shared by every query)."""
+    import pyarrow.parquet as pq
+
+    from pipeline.ui.lake import LakeReader
+    from pipeline.ui.sql_console import SqlSandbox
+    from pipeline.ui.trace_detail import load_trace
+    from sinks.parquet.layout import open_lake, put_file
+
+    bucket = s3.new_bucket()
+    sink = _sink(s3, bucket)
+    sink.write("spans", _spans(300, "f"), "embedded:0", (1, 1))
+    [written] = sink.flush_all()
+    ids = _spans(300, "f").column("trace_id").to_pylist()
+    reader = LakeReader(f"s3://{bucket}/lake")
+    console = SqlSandbox(f"s3://{bucket}/lake")
+    count = "SELECT count(*) FROM spans"
+    try:
+        assert load_trace(reader, ids[7]) is not None and load_trace(reader, ids[8]) is not None
+        assert console.run(count).rows == [["300"]]
+        lake = open_lake(f"s3://{bucket}/lake")
+        key = lake.fs_path(written.path)
+        old = pq.read_table(key, filesystem=lake.fs)
+        out = pa.BufferOutputStream()
+        pq.write_table(old.filter(pa.compute.not_equal(old.column("trace_id"), ids[7])), out)
+        put_file(lake, key, out.getvalue())
+        assert load_trace(reader, ids[7]) is None
+        kept = load_trace(reader, ids[8])
+        assert kept is not None and [r.span.span_id for r in kept.waterfall] == [f"{9:016x}"]
+        assert console.run(count).rows == [["299"]]
+    finally:
+        reader.close()
+        console.close()

@@ -220,8 +220,8 @@ def sandbox(running: tuple[RunningTracelake, str]) -> Iterator[SqlSandbox]:
 )
 def test_only_one_select_runs(sandbox: SqlSandbox, sql: str) -> None:
     with pytest.raises(SqlRefused):
-        sandbox.run(sql.format(lake=sandbox.lake))
-    assert sorted(p.name for p in sandbox.lake.iterdir()) == ["feedback", "spans", "traces"]
+        sandbox.run(sql.format(lake=sandbox.lake.root))
+    assert sorted(p.name for p in Path(sandbox.lake.root).iterdir()) == ["feedback", "spans", "traces"]
 
 
 @pytest.mark.parametrize(
@@ -235,7 +235,7 @@ def test_only_one_select_runs(sandbox: SqlSandbox, sql: str) -> None:
 )
 def test_nothing_outside_the_lake_can_be_read(sandbox: SqlSandbox, sql: str) -> None:
     with pytest.raises(duckdb.PermissionException):
-        sandbox.run(sql.format(lake=sandbox.lake, repo=REPO))
+        sandbox.run(sql.format(lake=sandbox.lake.root, repo=REPO))
 
 
 def test_the_lake_reads_with_limits(sandbox: SqlSandbox) -> None:
@@ -243,7 +243,7 @@ def test_the_lake_reads_with_limits(sandbox: SqlSandbox) -> None:
     assert result.rows == [[ERROR_TRACE, "1"], [TRACE, "2"]] and not result.truncated
     assert result.trace_columns == [0] and result.chart is not None and result.chart["x_kind"] == "category"
     assert sandbox.run("SELECT * FROM range(10)").truncated
-    files = sandbox.run(f"SELECT count(*) > 0 FROM glob('{sandbox.lake}/spans/*/*/*.parquet')")
+    files = sandbox.run(f"SELECT count(*) > 0 FROM glob('{sandbox.lake.root}/spans/*/*/*.parquet')")
     assert files.rows == [["true"]]
     with pytest.raises(duckdb.InterruptException, match="1 s time limit"):
         sandbox.run("SELECT count(*) FROM range(100000000000)")

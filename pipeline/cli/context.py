@@ -44,8 +44,7 @@ def config_from(args: argparse.Namespace) -> Config:
 
 def lake_location(args: argparse.Namespace, config: Config) -> Lake:
     """`--lake`, else the config's parquet sink path, with the sink's `s3` options (a directory or `s3://…`)."""
-    from sinks.parquet.config import ParquetSinkConfig, check_lake_path
-    from sinks.parquet.layout import open_lake
+    from sinks.parquet.config import check_lake_path
 
     given = getattr(args, "lake", None)
     try:
@@ -53,9 +52,7 @@ def lake_location(args: argparse.Namespace, config: Config) -> Lake:
     except ValueError as e:
         print(f"tracelake {args.command}: --lake: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    sinks = [s.config for s in config.sinks.values() if isinstance(s.config, ParquetSinkConfig)]
-    options = next((s.s3 for s in sinks if s.path == location), None)
-    return open_lake(location, options)
+    return config.lake(location)
 
 
 def add_lake_options(parser: argparse.ArgumentParser) -> None:

@@ -6,28 +6,18 @@ import argparse
 import sys
 
 from core.command import SubParsers
-from pipeline.cli.context import add_lake_options, config_from
+from pipeline.cli.context import add_lake_options, config_from, lake_location
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     import signal
     import threading
-    from pathlib import Path
 
     from pipeline.ui import UiSetupError, ui_server
-    from sinks.parquet.config import lake_scheme
 
     config = config_from(args)
-    lake = args.lake or config.lake_path
-    if lake_scheme(lake) == "s3":  # Path('s3://b/x') would be an empty local directory 's3:/b/x': say so instead
-        print(
-            f"tracelake ui: {lake} is on object storage; the UI reads lake directories only so far "
-            "(tracelake query / trace read it: README \"Lake on object storage\")",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        server = ui_server(config, lake=Path(args.lake) if args.lake else None, endpoint=args.listen)
+        server = ui_server(config, lake=lake_location(args, config) if args.lake else None, endpoint=args.listen)
     except (UiSetupError, OSError) as e:
         print(f"tracelake ui: {e}", file=sys.stderr)
         return 2 if isinstance(e, UiSetupError) else 1

@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
@@ -16,6 +16,9 @@ from core.command import ConfigView
 from core.processor import ProcessorConfig, ProcessorFactory, Registry, processor_type
 from core.registry import component_type
 from pipeline.config.model import PipelineConfig, RawConfig
+
+if TYPE_CHECKING:
+    from sinks.parquet.layout import Lake
 
 _ENV = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -64,6 +67,16 @@ class Config:
         """The lake the investigation commands read: the first sink that has a `path`."""
         paths = (getattr(s.config, "path", None) for s in self.sinks.values())
         return next((p for p in paths if isinstance(p, str)), "./lake")
+
+    def lake(self, location: str | None = None) -> Lake:
+        """The lake at `location` (default `lake_path`): a directory or `s3://…`, reached with the `s3` options of
+        the parquet sink that writes there (else the AWS environment's)."""
+        from sinks.parquet.config import ParquetSinkConfig
+        from sinks.parquet.layout import open_lake
+
+        location = location or self.lake_path
+        sinks = [s.config for s in self.sinks.values() if isinstance(s.config, ParquetSinkConfig)]
+        return open_lake(location, next((s.s3 for s in sinks if s.path == location), None))
 
     def view(self) -> ConfigView:
         """What a command plugin (core.command) and the lake readers may see: the validated blocks by id."""

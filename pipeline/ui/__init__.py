@@ -21,6 +21,7 @@ from pipeline.receiver.http_server import Route
 
 if TYPE_CHECKING:  # the modules themselves load when a UI is built: `import pipeline.ui` stays cheap
     from pipeline.ui.server import UiServer
+    from sinks.parquet.layout import Lake
 
 TOKEN_ENV = "TRACELAKE_UI_TOKEN"
 
@@ -32,18 +33,21 @@ class UiSetupError(ValueError):
 def ui_server(
     config: Config,
     *,
-    lake: Path | None = None,
+    lake: str | Path | Lake | None = None,
     endpoint: str | None = None,
     feedback_route: Route | None = None,
 ) -> UiServer:
-    """The UI over `lake` (default: the config's), listening on `endpoint` (default: `ui.endpoint`).
+    """The UI over `lake` (a directory or `s3://…`; default: the config's, with its parquet sink's `s3`
+    settings), listening on `endpoint` (default: `ui.endpoint`).
 
     Feedback goes to `feedback_route` when given (inside `tracelake run`: the receiver's own route),
     else over HTTP to the config's receiver (`ui.feedback_url`, else its OTLP/HTTP endpoint)."""
     from pipeline.ui.feedback_client import http_poster, in_process_poster, receiver_feedback_url
     from pipeline.ui.pages import UiApp, UiSettings
     from pipeline.ui.server import UiServer
-    from sinks.artifacts.configured import store_uris
+    from sinks.artifacts.configured import open_stores
+    from sinks.artifacts.store import ArtifactStore
+    from sinks.parquet.layout import open_lake
 
     ui = config.raw.ui
     endpoint = endpoint or ui.endpoint
@@ -52,8 +56,12 @@ def ui_server(
         raise UiSetupError(
             f"{endpoint} is not a loopback address: the UI needs a token there (ui.auth_token or ${TOKEN_ENV})"
         )
-    stores = [str(lake / "_artifacts")] if lake is not None else store_uris(config.view())
-    lake = lake if lake is not None else Path(config.lake_path)
+    if lake is None:
+        lake = config.lake()
+        stores = open_stores(config.view())
+    else:
+        lake = open_lake(lake)
+        stores = [ArtifactStore(lake.artifact_store, filesystem=lake.fs)]
     if feedback_route is not None:
         post, target = in_process_poster(feedback_route), "this process's receiver"
     elif (url := receiver_feedback_url(config)) is not None:

@@ -6,6 +6,10 @@ reads the newest hours first, a trace page the hours its spans started in. So a 
 their hive directory (`dt=…/hour=…`, the hour the row's start time falls in) and runs the views' own
 de-duplicating SQL (`pipeline.query.SPANS_SQL`, …) over a source filtered before de-duplication, which
 gives exactly the view's rows (replayed rows are identical but for `lake_source`).
+
+The lake is a directory or an `s3://` prefix (`sinks.parquet.layout.Lake`): partitions and their live files
+come from the layout module either way, and a page names files as DuckDB opens them (a path, or an
+`s3://` URL read through the lake's pyarrow filesystem, `sinks.parquet.object_store`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import pyarrow as pa
 from pipeline import query
 from pipeline.maintenance import retry_vanished
 from pipeline.ui.trace_id_index import TraceIdIndex
-from sinks.parquet.layout import full_run_digest, hour_partitions, live_files
+from sinks.parquet import object_store
+from sinks.parquet.layout import Lake, file_sizes, full_run_digest, hour_partitions, live_paths, open_lake
 
 T = TypeVar("T")
 HOUR_NS = 3600 * 10**9
@@ -32,30 +37,42 @@ HOUR_NS = 3600 * 10**9
 @dataclass(frozen=True)
 class Hour:
     start_ns: int
-    files: tuple[Path, ...]
+    files: tuple[str, ...]  # as DuckDB opens them: local paths, or `s3://` URLs
+    sizes: tuple[int, ...] = ()  # on object storage: each file's size, as listed
 
     @property
     def compacted(self) -> bool:
         """Only the output of one compaction run: its rows are one per identity already."""
-        digests = {full_run_digest(f.name) for f in self.files}
+        digests = {full_run_digest(f.rpartition("/")[2]) for f in self.files}
         return len(digests) == 1 and None not in digests
 
 
-def lake_hours(lake: Path, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Hour]:
-    """The table's hour partitions whose hour overlaps [lo_ns, hi_ns), oldest first, with their files."""
+def lake_hours(
+    lake: Lake,
+    table: str,
+    lo_ns: int | None = None,
+    hi_ns: int | None = None,
+    s3: object_store.DuckDBS3 | None = None,
+) -> list[Hour]:
+    """The table's hour partitions whose hour overlaps [lo_ns, hi_ns), oldest first, with their files (on
+    object storage: one listing of the table, whose sizes `s3`, the bridge the reader reads through, is told:
+    `tracelake forget` rewrites objects under their keys, and what the bridge cached of a changed one goes)."""
     out = []
     for part in hour_partitions(lake, table):
         start = int(part.start.timestamp()) * 10**9
         if (lo_ns is not None and start + HOUR_NS <= lo_ns) or (hi_ns is not None and start >= hi_ns):
             continue
-        files = tuple(live_files(part.path))  # not the inputs compaction replaced (still readable for a while)
-        if files:
-            out.append(Hour(start, files))
+        live = live_paths(part)  # not the inputs compaction replaced (still readable for a while)
+        sizes = tuple(file_sizes(part, live).get(f, 0) for f in live) if part.remote else ()
+        if live:
+            out.append(Hour(start, tuple(lake.url(str(f)) for f in live), sizes))
+    if s3 is not None:
+        s3.note_listed({lake.fs_path(f): n for h in out for f, n in zip(h.files, h.sizes, strict=True)})
     return out
 
 
 def view_rows(
-    con: duckdb.DuckDBPyConnection, lake: Path, table: str, hours: Sequence[Hour], where: str = "true"
+    con: duckdb.DuckDBPyConnection, lake: Lake, table: str, hours: Sequence[Hour], where: str = "true"
 ) -> str:
     """A subquery: the rows of `table` in `hours` that pass `where`, one per identity, as the view has
     them. Compacted hours are read as they are; the others are de-duplicated (after `where`: a
@@ -68,13 +85,16 @@ def view_rows(
     return "(" + " UNION ALL BY NAME ".join(parts) + ")"
 
 
-def create_views(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
+def create_views(
+    con: duckdb.DuckDBPyConnection, lake: str | Path | Lake, s3: object_store.DuckDBS3 | None = None
+) -> None:
     """`spans`, `traces`, `feedback` as `pipeline.query.connect` defines them (its DEDUP, SPANS_DECIDED,
     FEEDBACK_OWNED and TRACES_MERGE), over the files there are now, without de-duplicating compacted hours
-    again: same rows."""
-    parts = view_rows(con, lake, "traces", lake_hours(lake, "traces"))
-    spans = view_rows(con, lake, "spans", lake_hours(lake, "spans"))
-    feedback = view_rows(con, lake, "feedback", lake_hours(lake, "feedback"))
+    again: same rows. On object storage `con` must read `s3://` already, through `s3` when given (`lake_hours`)."""
+    lake = open_lake(lake)
+    parts = view_rows(con, lake, "traces", lake_hours(lake, "traces", s3=s3))
+    spans = view_rows(con, lake, "spans", lake_hours(lake, "spans", s3=s3))
+    feedback = view_rows(con, lake, "feedback", lake_hours(lake, "feedback", s3=s3))
     con.execute(f"CREATE OR REPLACE VIEW spans AS {query.SPANS_DECIDED.format(rows=spans, traces_src=parts)}")
     con.execute(f"CREATE OR REPLACE VIEW traces AS {query.TRACES_MERGE.format(parts=parts, feedback=feedback)}")
     owned = query.FEEDBACK_OWNED.format(rows=feedback, traces_src=parts, and_owner="")
@@ -84,16 +104,18 @@ def create_views(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
 class LakeReader:
     """Read-only access for the UI's pages; thread-safe (one DuckDB cursor per call)."""
 
-    def __init__(self, lake: str | Path) -> None:
-        self.lake = Path(lake)
+    def __init__(self, lake: str | Path | Lake) -> None:
+        self.lake = open_lake(lake)
         self._db = duckdb.connect(":memory:")
+        # every cursor of the database reads an S3 lake through it
+        self._s3 = object_store.register(self._db, self.lake.fs) if self.lake.fs is not None else None
         self._db.execute("SET TimeZone = 'UTC'")
         self._db.execute("SET enable_progress_bar = false")
         # footers of files already read stay cached: the second look at a trace skips re-reading them
         self._db.execute("SET parquet_metadata_cache = true")
         self._lock = threading.Lock()
         # which `traces` / `feedback` files hold a trace id
-        self.ids = {table: TraceIdIndex() for table in ("traces", "feedback")}
+        self.ids = {table: TraceIdIndex(self.lake, self._s3) for table in ("traces", "feedback")}
         self._names = itertools.count()  # relations registered on a cursor (`owned_feedback`)
 
     def warm(self) -> None:
@@ -118,12 +140,12 @@ class LakeReader:
         return retry_vanished(attempt)
 
     def hours(self, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Hour]:
-        return lake_hours(self.lake, table, lo_ns, hi_ns)
+        return lake_hours(self.lake, table, lo_ns, hi_ns, self._s3)
 
-    def files(self, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Path]:
+    def files(self, table: str, lo_ns: int | None = None, hi_ns: int | None = None) -> list[str]:
         return [f for h in self.hours(table, lo_ns, hi_ns) for f in h.files]
 
-    def source(self, con: duckdb.DuckDBPyConnection, table: str, files: Sequence[Path] | None) -> str:
+    def source(self, con: duckdb.DuckDBPyConnection, table: str, files: Sequence[str] | None) -> str:
         """A FROM clause over `files` of `table` (None: every file), before de-duplication."""
         return query.table_source(con, self.lake, table, files)
 

@@ -37,6 +37,7 @@ from pipeline.ui.server import Request, Response
 from pipeline.ui.sql_console import SqlRefused, SqlSandbox
 from sinks.artifacts.refs import is_ref
 from sinks.artifacts.store import ArtifactNotFoundError, ArtifactStore
+from sinks.parquet.layout import Lake
 
 _TRACE = re.compile(r"^/traces/([0-9a-fA-F]{32})$")
 _SPAN = re.compile(r"^/traces/([0-9a-fA-F]{32})/spans/([0-9a-fA-F]{16})$")
@@ -48,8 +49,8 @@ FEEDBACK_NAME = "user_thumbs"
 
 @dataclass(frozen=True)
 class UiSettings:
-    lake: Path
-    artifact_stores: Sequence[str]
+    lake: Lake
+    artifact_stores: Sequence[ArtifactStore]
     sql_max_rows: int = 5000
     sql_timeout_s: float = 30.0
 
@@ -111,7 +112,6 @@ class UiApp:
         )
         self.feedback = feedback
         self.feedback_target = feedback_target
-        self._stores: list[ArtifactStore] | None = None
         self.static = _static_files()
         self.env = Environment(
             loader=PackageLoader("pipeline.ui", "templates"),
@@ -229,9 +229,7 @@ class UiApp:
 
     def read_artifact(self, ref: str) -> bytes | None:
         """An offloaded value from the first store that has it; None when none has (deleted by gc)."""
-        if self._stores is None:
-            self._stores = [ArtifactStore(s) for s in self.settings.artifact_stores]
-        for store in self._stores:
+        for store in self.settings.artifact_stores:
             try:
                 return store.get(ref)
             except ArtifactNotFoundError:

@@ -3,7 +3,9 @@
 Each query gets a fresh in-memory DuckDB with the `spans` / `traces` / `feedback` views (the rows of
 `pipeline.query.connect`'s, see `pipeline.ui.lake.create_views`) and `artifact(ref)`, then:
 - `allowed_directories` = the lake (and DuckDB's private spill directory), `enable_external_access` off:
-  read_parquet / read_csv / glob of any other path fail with DuckDB's permission error;
+  read_parquet / read_csv / glob of any other path fail with DuckDB's permission error; a lake on object
+  storage is read through a filesystem confined to its prefix (`object_store.DuckDBS3`), which also refuses
+  `..` (DuckDB compares `s3://` paths as text);
 - extensions are neither installed nor loaded automatically, and the configuration is locked, so a
   query cannot turn any of that back on;
 - only one SELECT (or EXPLAIN) statement is accepted: COPY, ATTACH, INSTALL, LOAD, SET, PRAGMA,
@@ -15,6 +17,7 @@ Each query gets a fresh in-memory DuckDB with the `spans` / `traces` / `feedback
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import tempfile
@@ -31,6 +34,9 @@ import pyarrow as pa
 from pipeline.maintenance import saved_queries
 from pipeline.ui.lake import create_views
 from sinks.artifacts.sql import register_artifact_function
+from sinks.artifacts.store import ArtifactStore
+from sinks.parquet import object_store
+from sinks.parquet.layout import Lake, open_lake
 
 ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -54,16 +60,20 @@ class SqlResult:
 class SqlSandbox:
     def __init__(
         self,
-        lake: str | Path,
-        artifact_stores: Sequence[str] | None = None,
+        lake: str | Path | Lake,
+        artifact_stores: Sequence[str | ArtifactStore] | None = None,
         *,
         max_rows: int = 5000,
         timeout_s: float = 30.0,
         memory_limit: str = "2GB",
         threads: int = 2,
     ) -> None:
-        self.lake = Path(lake).resolve()
-        self.artifact_stores = artifact_stores
+        lake = open_lake(lake)
+        # a directory as an absolute path: what allowed_directories compares the views' file paths with
+        self.lake = lake if lake.remote else dataclasses.replace(lake, root=str(Path(lake.root).resolve()))
+        self.artifact_stores = artifact_stores or [ArtifactStore(self.lake.artifact_store, filesystem=self.lake.fs)]
+        # one bridge for every query: an object's size is asked for once, not once per query
+        self._s3 = object_store.DuckDBS3(lake.fs, confined_to=lake.root) if lake.fs is not None else None
         self.max_rows = max_rows
         self.timeout_s = timeout_s
         self.memory_limit = memory_limit
@@ -76,11 +86,13 @@ class SqlSandbox:
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:")
         con.execute("SET TimeZone = 'UTC'")
-        create_views(con, self.lake)
-        register_artifact_function(con, list(self.artifact_stores or [str(self.lake / "_artifacts")]))
+        if self._s3 is not None:
+            object_store.register(con, self._s3)
+        create_views(con, self.lake, self._s3)
+        register_artifact_function(con, list(self.artifact_stores))
         for sql, value in (
             ("SET temp_directory = $v", self._spill.name),
-            ("SET allowed_directories = $v", [str(self.lake) + "/", self._spill.name + "/"]),
+            ("SET allowed_directories = $v", [self.lake.url(self.lake.root) + "/", self._spill.name + "/"]),
             ("SET memory_limit = $v", self.memory_limit),
             ("SET threads = $v", self.threads),
         ):

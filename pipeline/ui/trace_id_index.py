@@ -5,7 +5,9 @@ spans or feedback do), and trace ids are random, so Parquet's min/max statistics
 Scanning every file's `trace_id` column for one id costs a read of the whole column (2.8 million ids
 for a 10-million-span week). Instead the UI keeps, per file, the sorted first 64 bits of the ids it
 holds (8 bytes per row: 22 MB for those 2.8 million), read once and kept while the file is unchanged
-(same path, size and mtime; compaction and retention replace files, never change them in place).
+(same path, size and mtime; compaction and retention replace files, never change them in place). On
+object storage a file is read through the lake's filesystem and kept while it is listed with the same size
+(`tracelake forget` is the one writer that rewrites an object under its key, with fewer rows).
 
 An answer may name a file that does not hold the id (two ids sharing their first 64 bits, about one
 chance in 10^19 per pair), never miss one: the caller's query then filters by the whole id.
@@ -16,12 +18,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from sinks.parquet.layout import Lake
+from sinks.parquet.object_store import DuckDBS3
 
 # ASCII hex digit -> its value (anything else maps to 0: ids are validated lowercase hex elsewhere)
 _HEX = np.zeros(256, np.uint64)
@@ -75,29 +79,37 @@ def common_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class TraceIdIndex:
     """Thread-safe; files are read on first use and forgotten when they vanish or change."""
 
-    def __init__(self) -> None:
-        self._keys: dict[Path, tuple[tuple[int, int], np.ndarray]] = {}
+    def __init__(self, lake: Lake, s3: DuckDBS3 | None = None) -> None:
+        """`s3`: on object storage, the bridge the reader lists through (it knows each object's listed size)."""
+        self.lake = lake
+        self._s3 = s3
+        self._keys: dict[str, tuple[tuple[int, int], np.ndarray]] = {}
         self._lock = threading.Lock()
 
-    def _file_keys(self, path: Path) -> np.ndarray:
+    def _file_keys(self, path: str) -> np.ndarray:
+        """The keys of one file (a local path or an `s3://` URL); none when it is gone."""
         try:
-            st = os.stat(path)
+            if self.lake.remote:
+                stamp = ((self._s3.listed_size(path) or 0) if self._s3 is not None else 0, 0)
+            else:
+                st = os.stat(path)
+                stamp = (st.st_size, st.st_mtime_ns)
+            with self._lock:
+                cached = self._keys.get(path)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            ids = pq.read_table(self.lake.fs_path(path), columns=["trace_id"], filesystem=self.lake.fs)
         except FileNotFoundError:
             return np.zeros(0, np.uint64)
-        stamp = (st.st_size, st.st_mtime_ns)
-        with self._lock:
-            cached = self._keys.get(path)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        keys = sorted_unique(column_keys(pq.read_table(path, columns=["trace_id"]).column("trace_id")))
+        keys = sorted_unique(column_keys(ids.column("trace_id")))
         with self._lock:
             self._keys[path] = (stamp, keys)
         return keys
 
-    def files_with(self, files: Iterable[Path], ids: Sequence[str]) -> dict[Path, list[str]]:
+    def files_with(self, files: Iterable[str], ids: Sequence[str]) -> dict[str, list[str]]:
         """The files (of `files`) that may hold any of `ids`, and which ids each may hold."""
         wanted = id_keys([i.lower() for i in ids])
-        out: dict[Path, list[str]] = {}
+        out: dict[str, list[str]] = {}
         for path in files:
             keys = self._file_keys(path)
             if keys.size == 0:
@@ -108,12 +120,12 @@ class TraceIdIndex:
                 out[path] = [i for i, h in zip(ids, hit, strict=True) if h]
         return out
 
-    def keys(self, files: Iterable[Path]) -> np.ndarray:
+    def keys(self, files: Iterable[str]) -> np.ndarray:
         """Every id key of `files`, sorted and unique."""
         parts = [self._file_keys(p) for p in files]
         return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
 
-    def forget_missing(self, present: Iterable[Path]) -> None:
+    def forget_missing(self, present: Iterable[str]) -> None:
         """Drop files that are gone (compacted away, expired) so the index does not grow forever."""
         keep = set(present)
         with self._lock:

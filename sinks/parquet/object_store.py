@@ -8,8 +8,11 @@ Reading: DuckDB 2.0 cannot load its httpfs extension here (no package ships it f
 downloaded at run time), so a DuckDB connection gets the same pyarrow filesystem as an fsspec filesystem
 (`register`): `read_parquet('s3://bucket/…')` then reads the footer and the row groups a query needs with
 ranged GETs. Each object is opened once per connection (one HEAD for its size) and every later open, size
-or time look-up DuckDB makes reuses that handle: a lake object never changes once written (a replay
-rewrites the same bytes).
+or time look-up DuckDB makes reuses that handle: a lake object does not change once written (a replay
+rewrites the same bytes), except that `tracelake forget` uploads a file again, smaller, under its key. A
+long-lived reader (the UI) tells the bridge the sizes each listing shows (`note_listed`): a changed object is
+opened afresh, and its `modified()` (from then on the time the bridge saw the change) tells DuckDB its cached
+footer is stale.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import posixpath
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,19 +131,45 @@ class _SharedReader(io.RawIOBase):
 
 
 class DuckDBS3(ArrowFSWrapper):
-    """A pyarrow S3FileSystem as the fsspec filesystem DuckDB calls for `s3://` paths (read-only)."""
+    """A pyarrow S3FileSystem as the fsspec filesystem DuckDB calls for `s3://` paths (read-only).
+
+    `confined_to` (`bucket/prefix`): every path outside it, or with a `.` / `..` segment, is refused with a
+    PermissionError. The UI's SQL console reads through such a bridge: DuckDB's `allowed_directories` compares
+    `s3://` paths as text, so `s3://bucket/lake/../other/…` would pass it, and the credentials may reach more
+    than the lake."""
 
     protocol = "s3"
     root_marker = ""
 
-    def __init__(self, fs: pafs.FileSystem, **kwargs: Any) -> None:
+    def __init__(self, fs: pafs.FileSystem, confined_to: str | None = None, **kwargs: Any) -> None:
         super().__init__(fs, **kwargs)
         self._handles: dict[str, tuple[pa.NativeFile, int]] = {}
+        self._changed: dict[str, datetime] = {}  # when `note_listed` saw an object change
+        self._listed: dict[str, int] = {}  # sizes from listings (`note_listed`)
         self._lock = threading.Lock()
+        self._root = confined_to.strip("/") if confined_to else None
         self.heads = 0  # objects opened (pyarrow asks S3 for each one's size once), for benchmarks
 
+    def _inside(self, path: str) -> str:
+        """`path` without `s3://`, or PermissionError when the bridge is confined and the path is not inside."""
+        stripped: str = self._strip_protocol(path)
+        if self._root is not None:
+            norm = posixpath.normpath(stripped)
+            if norm != stripped.rstrip("/") or not (norm == self._root or norm.startswith(self._root + "/")):
+                raise PermissionError(f"s3://{stripped} is outside the lake (s3://{self._root}/)")
+        return stripped
+
+    def ls(self, path: str, detail: bool = False, **kwargs: Any) -> Any:
+        return super().ls(self._inside(path), detail=detail, **kwargs)
+
+    def exists(self, path: str) -> bool:
+        return bool(super().exists(self._inside(path)))
+
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> Any:
+        return super().cat_file(self._inside(path), start, end, **kwargs)
+
     def _handle(self, path: str) -> tuple[pa.NativeFile, int]:
-        path = self._strip_protocol(path)
+        path = self._inside(path)
         with self._lock:
             found = self._handles.get(path)
         if found is None:
@@ -150,7 +181,7 @@ class DuckDBS3(ArrowFSWrapper):
         return found
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        stripped = self._strip_protocol(path)
+        stripped = self._inside(path)
         with self._lock:
             known = self._handles.get(stripped)
         if known is not None:
@@ -162,9 +193,10 @@ class DuckDBS3(ArrowFSWrapper):
         return {"name": stripped, "size": size, "type": "file"}
 
     def modified(self, path: str) -> datetime:
-        """A lake object never changes once written, so no request: DuckDB only compares it between its reads."""
-        self._handle(path)
-        return _UNCHANGING
+        """No request (not the object's Last-Modified): a fixed time in the past, so DuckDB keeps the footers it read,
+        or the time `note_listed` saw the object change, so DuckDB reads its footer again."""
+        with self._lock:
+            return self._changed.get(self._inside(path), _UNCHANGING)
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None, **kwargs: Any) -> Any:
         if mode != "rb":
@@ -172,9 +204,26 @@ class DuckDBS3(ArrowFSWrapper):
         handle, size = self._handle(path)
         return _SharedReader(handle, size)  # unbuffered: each read DuckDB makes is one ranged GET
 
+    def note_listed(self, sizes: Mapping[str, int]) -> None:
+        """The sizes a listing just showed (paths without `s3://`): objects known with another size are opened again
+        when next read."""
+        with self._lock:
+            self._listed.update(sizes)
+            for path, size in sizes.items():
+                known = self._handles.get(path)
+                if known is not None and known[1] != size:
+                    del self._handles[path]
+                    self._changed[path] = datetime.now(UTC)
 
-def register(con: duckdb.DuckDBPyConnection, fs: pafs.FileSystem) -> DuckDBS3:
-    """Let `con` read `s3://…` through `fs` (once per connection)."""
-    bridge = DuckDBS3(fs)
+    def listed_size(self, path: str) -> int | None:
+        """The object's size as last noted from a listing (`note_listed`), if it was."""
+        with self._lock:
+            return self._listed.get(self._strip_protocol(path))
+
+
+def register(con: duckdb.DuckDBPyConnection, fs: pafs.FileSystem | DuckDBS3) -> DuckDBS3:
+    """Let `con` read `s3://…` through `fs` (once per connection); a bridge given is shared with other
+    connections, and so is what it knows of the objects it opened."""
+    bridge = fs if isinstance(fs, DuckDBS3) else DuckDBS3(fs)
     con.register_filesystem(bridge)
     return bridge
