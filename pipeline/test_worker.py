@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import duckdb
@@ -59,8 +60,6 @@ def test_after_a_reload_dropped_spans_reach_the_new_sinks_holdback(tmp_path: Pat
 def test_a_batch_waits_max_batch_delay_for_more_messages(tmp_path: Path) -> None:
     """A bus hands over what is waiting at once; the worker then waits up to `max_batch_delay` for a fuller
     batch (per-batch costs make batches of one small request twice as expensive per span)."""
-    import threading
-
     (tmp_path / "tracelake.yaml").write_text(
         CONFIG.replace("pipelines:", "worker: {max_batch_delay: 2s}\npipelines:") % (tmp_path / "lake")
     )

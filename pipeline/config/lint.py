@@ -160,16 +160,18 @@ def _raw_pii_on_kafka(config: Config, env: Mapping[str, str]) -> list[ConfigIssu
     """Redaction only in the worker is enough on the embedded bus (memory), not on Kafka (brokers keep the log)."""
     if config.raw.bus.type != "kafka" or any(_redacts(config, pid) for pid in config.pipeline.ingest):
         return []
+    process = config.pipeline.process
+    first = next((i for i, pid in enumerate(process) if _redacts(config, pid)), None)
+    if first is None:
+        return []
     return [
         ConfigIssue(
-            f"pipelines.traces.process.{i}",
-            f"{pid!r} redacts in the worker, after Kafka: raw PII is stored on the brokers for the topic's "
-            f"retention; add a pattern-only redact_pii (ner: \"off\") to `pipelines.traces.ingest` so it is "
-            "redacted before the bus (README \"Processes\")",
+            f"pipelines.traces.process.{first}",
+            f"{process[first]!r} redacts in the worker, after Kafka: raw PII is stored on the brokers for the "
+            f"topic's retention; add a pattern-only redact_pii (ner: \"off\") to `pipelines.traces.ingest` so it "
+            "is redacted before the bus (README \"Processes\")",
         )
-        for i, pid in enumerate(config.pipeline.process)
-        if _redacts(config, pid)
-    ][:1]
+    ]
 
 
 def _redacts(config: Config, pid: str) -> bool:
