@@ -8,7 +8,7 @@ different times into one row; `spans.duplicate_of` also takes what the trace sum
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -148,11 +148,16 @@ def connect(
     database: str = ":memory:",
     artifact_stores: Sequence[str | ArtifactStore] | None = None,
     tenant: str | None = None,
+    files: Mapping[str, Sequence[str]] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Views `spans`, `traces`, `feedback` over the lake (a directory or `s3://…`, sinks/parquet/object_store.py);
     `artifact(ref)` reads offloaded values back from `artifact_stores` (default `<lake>/_artifacts`). `tenant`:
     the views show only that tenant's spans, trace summaries and the feedback on its traces (a view restriction for
-    people and tools that use the views, not a wall: the same session can read_parquet() any file)."""
+    people and tools that use the views, not a wall: the same session can read_parquet() any file).
+
+    `files`: per table, the only files its view reads (as `table_source` takes them; a table not named reads every
+    live file). A view binds every file it reads (`union_by_name` opens each footer), so a caller that knows which
+    hours can matter — a time range, one trace's hours — names them here instead of having DuckDB open the lake."""
     from sinks.artifacts.sql import register_artifact_function
 
     lake = layout.open_lake(lake)
@@ -162,9 +167,11 @@ def connect(
         object_store.register(con, lake.fs)
     only = f"WHERE tenant_id = {sql_literal(tenant)}" if tenant is not None else ""
     and_owner = f"AND owners.owner = {sql_literal(tenant)}" if tenant is not None else ""
-    traces = table_source(con, lake, "traces")
-    feedback = table_source(con, lake, "feedback")
-    con.execute(SPANS_VIEW.format(src=table_source(con, lake, "spans"), traces_src=traces, only_tenant=only))
+    files = files or {}
+    traces = table_source(con, lake, "traces", files.get("traces"))
+    feedback = table_source(con, lake, "feedback", files.get("feedback"))
+    spans = table_source(con, lake, "spans", files.get("spans"))
+    con.execute(SPANS_VIEW.format(src=spans, traces_src=traces, only_tenant=only))
     con.execute(TRACES_VIEW.format(src=traces, feedback=feedback, only_tenant=only))
     con.execute(FEEDBACK_VIEW.format(src=feedback, traces_src=traces, and_owner=and_owner))
     register_artifact_function(con, list(artifact_stores or [ArtifactStore(lake.artifact_store, filesystem=lake.fs)]))

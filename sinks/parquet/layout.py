@@ -139,19 +139,40 @@ class HourPartition:
         return self.end_s <= cutoff_s
 
 
-def hour_partitions(lake: str | Path | Lake, table: str) -> list[HourPartition]:
-    """The table's `dt=…/hour=…` directories (prefixes on object storage: one listing of the table), oldest first;
-    directories with other names are ignored."""
+def hour_partitions(
+    lake: str | Path | Lake, table: str, lo_s: float | None = None, hi_s: float | None = None
+) -> list[HourPartition]:
+    """The table's `dt=…/hour=…` directories (prefixes on object storage), oldest first; directories with other
+    names are ignored. With `lo_s` / `hi_s` (unix seconds), only the hours overlapping [lo_s, hi_s), and only the
+    days that hold them are listed: one listing of the table's `dt=` names, then one per day."""
     if isinstance(lake, Lake):
         if lake.remote:
-            return _object_partitions(lake, table)
+            return _object_partitions(lake, table, lo_s, hi_s)
         lake = lake.root
     out = []
-    for d in table_dir(lake, table).glob("dt=*/hour=*"):
-        start = parse_hour(d.parent.name, d.name)
-        if start is not None and d.is_dir():
-            out.append(HourPartition(table, d, start))
+    for day in table_dir(lake, table).glob("dt=*"):
+        if not _day_overlaps(day.name, lo_s, hi_s):
+            continue
+        for d in day.glob("hour=*"):
+            start = parse_hour(day.name, d.name)
+            if start is not None and _hour_overlaps(start, lo_s, hi_s) and d.is_dir():
+                out.append(HourPartition(table, d, start))
     return sorted(out, key=lambda p: (p.start, str(p.path)))
+
+
+def _day_overlaps(dt_name: str, lo_s: float | None, hi_s: float | None) -> bool:
+    """Whether a `dt=YYYY-MM-DD` directory may hold hours overlapping [lo_s, hi_s) (other names: yes)."""
+    if lo_s is None and hi_s is None:
+        return True
+    start = parse_hour(dt_name, "hour=00")
+    if start is None:
+        return True
+    return (lo_s is None or start.timestamp() + 24 * HOUR_S > lo_s) and (hi_s is None or start.timestamp() < hi_s)
+
+
+def _hour_overlaps(start: datetime, lo_s: float | None, hi_s: float | None) -> bool:
+    s = start.timestamp()
+    return (lo_s is None or s + HOUR_S > lo_s) and (hi_s is None or s < hi_s)
 
 
 def stored_files(lake: str | Path | Lake, table: str) -> list[Path]:
@@ -492,11 +513,12 @@ def open_lake(location: str | Path | Lake, s3: S3Options | None = None) -> Lake:
     return Lake(text, str(Path(text.removeprefix("file://"))))
 
 
-def lake_files(lake: Lake, table: str) -> list[str]:
-    """`table_files` of any lake, as the paths or `s3://` URLs DuckDB opens."""
-    if not lake.remote:
+def lake_files(lake: Lake, table: str, lo_s: float | None = None, hi_s: float | None = None) -> list[str]:
+    """The table's live files (of the hours overlapping [lo_s, hi_s) when given), as the paths or `s3://` URLs
+    DuckDB opens."""
+    if not lake.remote and lo_s is None and hi_s is None:
         return [str(p) for p in table_files(lake.root, table)]
-    return [lake.url(str(f)) for part in _object_partitions(lake, table) for f in live_paths(part)]
+    return [lake.url(str(f)) for part in hour_partitions(lake, table, lo_s, hi_s) for f in live_paths(part)]
 
 
 # -- partitions on object storage ---------------------------------------------------------------------------
@@ -505,19 +527,31 @@ def lake_files(lake: Lake, table: str) -> list[str]:
 # whole hour with one record naming every file and no outputs, so a new listing sees the hour whole or not at all.
 
 
-def _object_partitions(lake: Lake, table: str) -> list[HourPartition]:
-    """The table's hours on object storage, from one listing of the table's prefix."""
+def _object_partitions(
+    lake: Lake, table: str, lo_s: float | None = None, hi_s: float | None = None
+) -> list[HourPartition]:
+    """The table's hours on object storage: one listing of the table's prefix; within [lo_s, hi_s), one listing
+    of its `dt=` names and one of each day in range (a time range never lists the rest of the table)."""
     assert lake.fs is not None
+    root = lake.table_root(table)
+    if lo_s is None and hi_s is None:
+        roots = [root]
+    else:
+        names = lake.fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        roots = sorted(
+            i.path for i in names if i.type == pafs.FileType.Directory and _day_overlaps(i.base_name, lo_s, hi_s)
+        )
     by_dir: dict[str, list[tuple[str, int]]] = {}
-    selector = pafs.FileSelector(lake.table_root(table), recursive=True, allow_not_found=True)
-    for info in lake.fs.get_file_info(selector):
-        if info.type == pafs.FileType.File:
-            directory, _, name = info.path.rpartition("/")
-            by_dir.setdefault(directory, []).append((name, int(info.size or 0)))
+    for listed in roots:
+        selector = pafs.FileSelector(listed, recursive=True, allow_not_found=True)
+        for info in lake.fs.get_file_info(selector):
+            if info.type == pafs.FileType.File:
+                directory, _, name = info.path.rpartition("/")
+                by_dir.setdefault(directory, []).append((name, int(info.size or 0)))
     out = []
     for directory, objects in by_dir.items():
         start = _hour_of(directory)
-        if start is not None:
+        if start is not None and _hour_overlaps(start, lo_s, hi_s):
             out.append(HourPartition(table, Path(directory), start, lake, tuple(sorted(objects))))
     return sorted(out, key=lambda p: (p.start, str(p.path)))
 
