@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from core import schema
 from sinks.artifacts.store import ArtifactStore
-from sinks.parquet import layout, object_store
+from sinks.parquet import layout, object_store, trace_index
 
 
 def table_source(
@@ -163,8 +163,21 @@ def connect(
     lake = layout.open_lake(lake)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET parquet_metadata_cache = true")  # views bound again (connect_trace) read no footer twice
     if lake.fs is not None:
         object_store.register(con, lake.fs)
+    create_views(con, lake, tenant, files)
+    register_artifact_function(con, list(artifact_stores or [ArtifactStore(lake.artifact_store, filesystem=lake.fs)]))
+    return con
+
+
+def create_views(
+    con: duckdb.DuckDBPyConnection,
+    lake: layout.Lake,
+    tenant: str | None = None,
+    files: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """(Re)create `connect`'s views on `con`."""
     only = f"WHERE tenant_id = {sql_literal(tenant)}" if tenant is not None else ""
     and_owner = f"AND owners.owner = {sql_literal(tenant)}" if tenant is not None else ""
     files = files or {}
@@ -174,5 +187,30 @@ def connect(
     con.execute(SPANS_VIEW.format(src=spans, traces_src=traces, only_tenant=only))
     con.execute(TRACES_VIEW.format(src=traces, feedback=feedback, only_tenant=only))
     con.execute(FEEDBACK_VIEW.format(src=feedback, traces_src=traces, and_owner=and_owner))
-    register_artifact_function(con, list(artifact_stores or [ArtifactStore(lake.artifact_store, filesystem=lake.fs)]))
+
+
+def connect_trace(
+    lake: str | Path | layout.Lake,
+    trace_id: str,
+    artifact_stores: Sequence[str | ArtifactStore] | None = None,
+    tenant: str | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """`connect` for looking at one trace (`tracelake trace`): the views hold that trace whole, and open only
+    the files that may hold it. The trace-id index (sinks/parquet/trace_index.py) names its `traces` and
+    `feedback` files; its spans started between the trace's start and end, so only those hours of `spans` are
+    listed and opened. A trace with no summary yet is looked for in the hours the index does not cover."""
+    lake = layout.open_lake(lake)
+    trace_id = trace_id.strip().lower()
+    found = trace_index.candidate_files(lake, [trace_id])
+    con = connect(lake, artifact_stores=artifact_stores, tenant=tenant, files={**found.files, "spans": []})
+    lo, hi = con.execute(
+        "SELECT epoch_ns(min(start_time)) / 1e9, epoch_ns(max(coalesce(end_time, start_time))) / 1e9"
+        " FROM traces WHERE trace_id = ?",
+        [trace_id],
+    ).fetchall()[0]
+    if lo is not None:
+        spans = layout.lake_files(lake, "spans", lo, hi + 1e-6)
+    else:
+        spans = layout.lake_files(lake, "spans", found.unindexed_since_s)
+    create_views(con, lake, tenant, {**found.files, "spans": spans})
     return con

@@ -15,7 +15,9 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -586,3 +588,38 @@ def test_a_running_ui_sees_an_object_forget_rewrote_under_the_same_key(s3: S3Ser
     finally:
         reader.close()
         console.close()
+
+
+def test_a_trace_lookup_with_the_index_opens_only_the_traces_files(s3: S3Server) -> None:
+    """`tracelake trace` on S3 once compaction has indexed the days: the index (one object per day), the traces and
+    feedback files it names, and the spans of the trace's own hours; no other object is opened, and `spans/` is
+    listed only for the days the trace spans."""
+    from pipeline.maintenance.compact import Compactor
+    from pipeline.query import connect_trace
+    from sinks.parquet.layout import open_lake
+    from tests.test_trace_index import HOURS, LATE, _rows, _write_hours
+
+    bucket = s3.new_bucket()
+    _write_hours(f"s3://{bucket}/lake", _sink(s3, bucket))
+    lake = open_lake(f"s3://{bucket}/lake")
+    assert not Compactor(lake).run(0).errors
+    whole = _rows(connect(lake), LATE)
+    before = len(s3.requests)
+    looked_up = _rows(connect_trace(lake, LATE), LATE)
+    served = s3.requests[before:]
+    assert looked_up == whole and looked_up["spans"].num_rows == 6
+    paths = [urllib.parse.unquote(p) for _, p in served]
+    objects = [p.split("?")[0] for p in paths if "list-type=2" not in p]
+    opened = {o.split("/lake/")[1].rsplit("/", 1)[0] for o in objects if "/lake/" in o}
+    late_hours = {f"dt={_hour(h)[0]}/hour={_hour(h)[1]}" for h in (HOURS[0], HOURS[1], HOURS[2])}
+    assert opened == {f"spans/{h}" for h in late_hours} | {
+        f"traces/{h}" for h in (late_hours - {f"dt={_hour(HOURS[1])[0]}/hour={_hour(HOURS[1])[1]}"})
+    } | {f"_index/trace_ids/dt={_hour(HOURS[0])[0]}", f"_index/trace_ids/dt={_hour(HOURS[2])[0]}"}, opened
+    spans_listings = [p for p in paths if "list-type=2" in p and "lake/spans" in p]
+    assert all("delimiter=/" in p or "spans/dt=" in p for p in spans_listings), spans_listings
+    assert len(served) <= 40, Counter(m for m, _ in served)
+
+
+def _hour(ns: int) -> tuple[str, str]:
+    t = datetime.fromtimestamp(ns / 1e9, UTC)
+    return t.date().isoformat(), f"{t.hour:02d}"

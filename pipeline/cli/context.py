@@ -62,9 +62,10 @@ def add_lake_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config", help="take the lake path from this config's parquet sink")
 
 
-def open_lake(args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
-    """The lake's views plus `artifact(ref)` over the config's artifact stores; exit 2 when there is no lake."""
-    from pipeline.query import connect
+def open_lake(args: argparse.Namespace, trace_id: str | None = None) -> duckdb.DuckDBPyConnection:
+    """The lake's views plus `artifact(ref)` over the config's artifact stores; exit 2 when there is no lake.
+    With `trace_id`, views for looking at that trace only (`pipeline.query.connect_trace`)."""
+    from pipeline.query import connect, connect_trace
     from sinks.artifacts.configured import open_stores
 
     config = config_from(args)
@@ -78,7 +79,10 @@ def open_lake(args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
         )
         raise SystemExit(2)
     stores = open_stores(config.view()) if not getattr(args, "lake", None) else None  # None: the lake's own
-    return connect(lake, artifact_stores=stores, tenant=getattr(args, "tenant", None))
+    tenant = getattr(args, "tenant", None)
+    if trace_id is not None:
+        return connect_trace(lake, trace_id, artifact_stores=stores, tenant=tenant)
+    return connect(lake, artifact_stores=stores, tenant=tenant)
 
 
 def add_tenant_option(parser: argparse.ArgumentParser) -> None:

@@ -57,7 +57,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     from pipeline.trace_view import FULL, SCREEN, load_trace, render_text, trace_document
 
-    con = open_lake(args)
+    con = open_lake(args, trace_id=args.trace_id)
     trace = load_trace(con, args.trace_id)
     if trace is None:
         print(f"trace {args.trace_id} not found in the lake", file=sys.stderr)

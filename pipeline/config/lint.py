@@ -168,8 +168,8 @@ def _raw_pii_on_kafka(config: Config, env: Mapping[str, str]) -> list[ConfigIssu
         ConfigIssue(
             f"pipelines.traces.process.{first}",
             f"{process[first]!r} redacts in the worker, after Kafka: raw PII is stored on the brokers for the "
-            f"topic's retention; add a pattern-only redact_pii (ner: \"off\") to `pipelines.traces.ingest` so it "
-            "is redacted before the bus (README \"Processes\")",
+            f'topic\'s retention; add a pattern-only redact_pii (ner: "off") to `pipelines.traces.ingest` so it '
+            'is redacted before the bus (README "Processes")',
         )
     ]
 

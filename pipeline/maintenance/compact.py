@@ -65,7 +65,7 @@ import pyarrow.parquet as pq
 
 from core import schema
 from pipeline.maintenance import TABLES, maintenance_lock
-from sinks.parquet import layout, object_store
+from sinks.parquet import layout, object_store, trace_index
 from sinks.parquet.layout import FULL_PREFIX, IDENTITY, TIER_PREFIX, HourPartition, hour_partitions
 
 log = logging.getLogger("tracelake.compact")
@@ -128,6 +128,7 @@ class CompactionReport:
     open_partitions: int = 0  # hours not closed for `older_than` yet, left alone (run without `recent`)
     cutoff_s: float | None = None  # hours ending after this (now - older_than) are too recent
     files_deleted: int = 0  # inputs of earlier runs whose grace period ended
+    days_indexed: list[str] = field(default_factory=list)  # days whose trace-id index this run brought up to date
 
     @property
     def errors(self) -> list[PartitionResult]:
@@ -150,6 +151,8 @@ class CompactionReport:
             )
         if self.files_deleted:
             out.append(f"deleted {self.files_deleted} files replaced by an earlier run (grace period over)")
+        if self.days_indexed:
+            out.append(f"trace-id index brought up to date for {', '.join(self.days_indexed)}")
         done = (
             f"{len(self.planned)} partitions to compact"
             if self.planned
@@ -291,10 +294,30 @@ class Compactor:
                         report.compacted.append(result)
                         if result.error is None:
                             self.retire_inputs(plan, result.outputs)
+                    if not self._interrupted.is_set():
+                        report.days_indexed = self.index_days(report, plans)
                 finally:
                     con, self._con = self._con, None
                     con.close()
         return report
+
+    def index_days(self, report: CompactionReport, plans: list[PartitionPlan]) -> list[str]:
+        """Bring the trace-id index (sinks/parquet/trace_index.py) up to date for the days this run merged a
+        closed `traces` / `feedback` hour of, and the closed days that have none yet."""
+        assert report.cutoff_s is not None
+        merged = {
+            plan.partition.start.date()
+            for plan, result in zip(plans, report.compacted, strict=False)
+            if result.error is None
+            and plan.partition.table in trace_index.INDEXED_TABLES
+            and plan.partition.closed_before(report.cutoff_s)
+        }
+        if not set(self.tables) & set(trace_index.INDEXED_TABLES):
+            return []
+        days = trace_index.days_to_index(self.lake, report.cutoff_s, merged)
+        for day in days:
+            trace_index.update_day(self.lake, day)
+        return [d.isoformat() for d in days]
 
     def interrupt(self) -> None:
         """Stop a run from another thread, for good: the partition being merged is abandoned (temp

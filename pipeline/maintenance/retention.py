@@ -16,10 +16,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from pipeline.maintenance import TABLES, maintenance_lock
-from sinks.parquet import layout
+from sinks.parquet import layout, trace_index
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def apply_retention(
         return []
     now_s = time.time() if now_s is None else now_s
     removed: list[RemovedPartition] = []
+    emptied: set[date] = set()  # days that lost `traces` / `feedback` hours: their trace-id index is updated
     with maintenance_lock(lake, lock_wait_s):
         if not dry_run and not lake.remote:
             layout.empty_trash(lake.root)  # left over by a run that crashed between rename and delete
@@ -74,4 +76,9 @@ def apply_retention(
                 )
                 if not dry_run:
                     layout.drop_partition(lake, part, time.time())
+                    if table in trace_index.INDEXED_TABLES:
+                        emptied.add(part.start.date())
+        indexed = trace_index.index_objects(lake) if emptied else {}
+        for day in sorted(emptied & set(indexed)):
+            trace_index.update_day(lake, day, indexed[day])
     return removed

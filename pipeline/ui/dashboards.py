@@ -16,7 +16,7 @@ import duckdb
 
 from pipeline import query
 from pipeline.ui.lake import HOUR_NS, Hour, LakeReader
-from pipeline.ui.trace_id_index import common_keys
+from sinks.parquet.trace_index import common_keys
 
 MAX_SERIES = 8  # more models/tenants than this: the rest are summed as "other"
 

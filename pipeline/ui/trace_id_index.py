@@ -20,60 +20,10 @@ import threading
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from sinks.parquet.layout import Lake
 from sinks.parquet.object_store import DuckDBS3
-
-# ASCII hex digit -> its value (anything else maps to 0: ids are validated lowercase hex elsewhere)
-_HEX = np.zeros(256, np.uint64)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _HEX[_c] = _i
-for _i, _c in enumerate(b"ABCDEF"):
-    _HEX[_c] = 10 + _i
-_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)  # 16 nibbles, most significant first
-
-
-def id_keys(ids: Sequence[str]) -> np.ndarray:
-    """The first 64 bits of each 32-hex-digit trace id, as uint64."""
-    raw = np.asarray(ids, dtype="S32")
-    if raw.size == 0:
-        return np.zeros(0, np.uint64)
-    return _keys_of(raw.view(np.uint8).reshape(len(raw), 32))
-
-
-def _keys_of(digits: np.ndarray) -> np.ndarray:
-    """Rows of ASCII hex digits (n, >= 16) -> uint64 of the first 16."""
-    return np.bitwise_or.reduce(_HEX[digits[:, :16]] << _SHIFTS, axis=1)
-
-
-def column_keys(column: pa.ChunkedArray) -> np.ndarray:
-    """id_keys of a Parquet `trace_id` column, straight from Arrow's buffers when every id is 32 bytes."""
-    arr = column.combine_chunks().drop_null()
-    if len(arr) == 0:
-        return np.zeros(0, np.uint64)
-    if pa.types.is_string(arr.type) and pc.all(pc.equal(pc.binary_length(arr), 32)).as_py():
-        offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
-        data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
-        return _keys_of(data.reshape(len(arr), 32))
-    return id_keys(arr.to_pylist())
-
-
-def sorted_unique(keys: np.ndarray) -> np.ndarray:
-    """np.unique for uint64 by sorting (numpy 2.4's np.unique hashes and is ~20x slower on millions)."""
-    keys = np.sort(keys)
-    return keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if keys.size else keys
-
-
-def common_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The keys in both sorted arrays."""
-    small, big = (a, b) if a.size <= b.size else (b, a)
-    if small.size == 0 or big.size == 0:
-        return small[:0]
-    pos = np.minimum(np.searchsorted(big, small), big.size - 1)
-    return small[big[pos] == small]
+from sinks.parquet.trace_index import file_keys, id_keys, sorted_unique
 
 
 class TraceIdIndex:
@@ -98,10 +48,9 @@ class TraceIdIndex:
                 cached = self._keys.get(path)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
-            ids = pq.read_table(self.lake.fs_path(path), columns=["trace_id"], filesystem=self.lake.fs)
         except FileNotFoundError:
             return np.zeros(0, np.uint64)
-        keys = sorted_unique(column_keys(ids.column("trace_id")))
+        keys = file_keys(self.lake, self.lake.fs_path(path))
         with self._lock:
             self._keys[path] = (stamp, keys)
         return keys
