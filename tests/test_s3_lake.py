@@ -623,3 +623,29 @@ def test_a_trace_lookup_with_the_index_opens_only_the_traces_files(s3: S3Server)
 def _hour(ns: int) -> tuple[str, str]:
     t = datetime.fromtimestamp(ns / 1e9, UTC)
     return t.date().isoformat(), f"{t.hour:02d}"
+
+
+def test_the_readers_bridge_remembers_a_bounded_number_of_objects(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running UI meets every object compaction ever wrote: the bridge keeps the most recently used ones open
+    and opens a forgotten one again when it is next read."""
+    from sinks.parquet import object_store
+
+    monkeypatch.setattr(object_store, "MAX_KNOWN", 3)
+    bucket = s3.new_bucket()
+    fs = s3.filesystem()
+    for i in range(5):
+        with fs.open_output_stream(f"{bucket}/o{i}") as out:
+            out.write(b"x" * (i + 1))
+    bridge = object_store.DuckDBS3(fs)
+    bridge.note_listed({f"{bucket}/o{i}": i + 1 for i in range(5)})
+    assert [bridge.listed_size(f"s3://{bucket}/o{i}") for i in range(5)] == [None, None, 3, 4, 5]
+    for i in range(5):
+        assert bridge.cat_file(f"s3://{bucket}/o{i}") == b"x" * (i + 1)
+        assert bridge.info(f"s3://{bucket}/o{i}")["size"] == i + 1
+    assert bridge.heads == 5 and len(bridge._handles) == 3
+    assert bridge.info(f"s3://{bucket}/o4")["size"] == 5 and bridge.heads == 5  # still open
+    with bridge.open(f"s3://{bucket}/o0") as fh:  # forgotten: opened again
+        assert fh.read() == b"x"
+    assert bridge.heads == 6 and len(bridge._handles) == 3

@@ -182,3 +182,41 @@ def test_tracelake_trace_uses_the_index(lake: Path) -> None:
     assert out.stdout.count('"span_id"') == 3
     missing = run_cli("trace", "--lake", str(lake), "ee" * 16)
     assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_forget_takes_the_forgotten_ids_out_of_the_index(tmp_path: Path) -> None:
+    from pipeline.maintenance.forget import forget_user
+
+    root = tmp_path / "lake"
+    _write_hours(str(root))
+    sink = ParquetSink(ParquetSinkConfig(path=str(root)))
+    mine = "ee" * 16
+    batch = spans_batch(
+        [
+            {
+                "trace_id": mine,
+                "span_id": "1" * 16,
+                "start": HOURS[1] + 10**9,
+                "end": HOURS[1] + 2 * 10**9,
+                "attrs": {"user.id": "u-42"},
+            }
+        ],
+        "kafka:t/2@1",
+    )
+    summarizer = TraceSummarizer(trace_idle=0, clock=lambda: 0.0)
+    summarizer.observe(batch)
+    sink.write("spans", batch)
+    for part in summarizer.due(force=True):
+        sink.write("traces", part.rows)
+    sink.flush_all()
+    lake = layout.open_lake(root)
+    Compactor(lake).run(0)
+    assert len(trace_index.candidate_files(lake, [mine]).files["traces"]) == 1
+
+    report = forget_user(lake, ["u-42"])
+    assert report.trace_ids == [mine] and report.files_rewritten >= 2
+    found = trace_index.candidate_files(lake, [mine])
+    assert found.files == {"traces": [], "feedback": []}  # the rewritten file is still covered, without the id
+    other = _ids(1)[0]  # a trace of the same rewritten file is still found
+    assert len(trace_index.candidate_files(lake, [other]).files["traces"]) == 1
+    assert _rows(connect_trace(root, other), other) == _rows(connect(root), other)

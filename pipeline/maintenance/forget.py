@@ -13,13 +13,15 @@ removed. A reader sees the old file or the new one, never half. On object storag
 under its own key (a PUT replaces an object whole; names stay, so compaction's records stay true); a query that
 had opened the old object at that moment fails and is run again. Then the artifacts referenced by the
 removed rows and by nothing left in the lake are deleted from the store. Runs under the maintenance
-lock, so it never races compaction or retention.
+lock, so it never races compaction or retention. The trace-id index of each day whose `traces` / `feedback`
+files were rewritten is updated from them (sinks/parquet/trace_index.py), so the forgotten ids leave it too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -31,7 +33,7 @@ from pipeline.maintenance import maintenance_lock
 from sinks.artifacts.gc import lake_files, referenced_refs
 from sinks.artifacts.refs import is_ref
 from sinks.artifacts.store import ArtifactStore
-from sinks.parquet import layout, object_store
+from sinks.parquet import layout, object_store, trace_index
 
 TABLES = ("spans", "holdback", "traces", "feedback")  # holdback: dropped traces wait there for late feedback
 
@@ -114,6 +116,13 @@ def _rewrite(lake: layout.Lake, path: Path, keep: pa.Table) -> bool:
     return False
 
 
+def _day_of(path: Path) -> date:
+    """The day of a lake file's `dt=…` directory."""
+    start = layout.parse_hour(path.parent.parent.name, path.parent.name)
+    assert start is not None, path
+    return start.date()
+
+
 def forget_user(
     lake: str | Path | layout.Lake,
     user_ids: Sequence[str],
@@ -133,6 +142,7 @@ def forget_user(
             return report
         doomed = pa.array(traces, pa.string())
         candidates: set[str] = set()
+        rewritten: dict[date, list[Path]] = {}  # traces / feedback files, by day: their trace-id index is updated
         for table in TABLES:
             removed_rows = 0
             for path in layout.stored_files(lake, table):
@@ -149,7 +159,12 @@ def forget_user(
                     report.files_removed += 1
                 else:
                     report.files_rewritten += 1
+                if table in trace_index.INDEXED_TABLES:
+                    rewritten.setdefault(_day_of(path), []).append(path)
             report.rows[table] = removed_rows
+        indexed = trace_index.index_objects(lake) if rewritten else {}
+        for day in sorted(rewritten.keys() & indexed.keys()):
+            trace_index.update_day(lake, day, indexed[day], changed=[str(p) for p in rewritten[day]])
         if candidates and stores:
             still = referenced_refs(lake_files([lake]), [lake]) if not dry_run else set()
             for ref in sorted(candidates - still):

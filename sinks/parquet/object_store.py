@@ -22,6 +22,7 @@ import logging
 import os
 import posixpath
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -143,9 +144,11 @@ class DuckDBS3(ArrowFSWrapper):
 
     def __init__(self, fs: pafs.FileSystem, confined_to: str | None = None, **kwargs: Any) -> None:
         super().__init__(fs, **kwargs)
-        self._handles: dict[str, tuple[pa.NativeFile, int]] = {}
-        self._changed: dict[str, datetime] = {}  # when `note_listed` saw an object change
-        self._listed: dict[str, int] = {}  # sizes from listings (`note_listed`)
+        # least recently used first, at most MAX_KNOWN each: a long-running UI meets every object compaction ever
+        # wrote, and one forgotten is only opened (HEAD) again when next read
+        self._handles: OrderedDict[str, tuple[pa.NativeFile, int]] = OrderedDict()
+        self._listed: OrderedDict[str, int] = OrderedDict()  # sizes from listings (`note_listed`)
+        self._changed: dict[str, datetime] = {}  # when `note_listed` saw an object change (rare: `forget`; kept)
         self._lock = threading.Lock()
         self._root = confined_to.strip("/") if confined_to else None
         self.heads = 0  # objects opened (pyarrow asks S3 for each one's size once), for benchmarks
@@ -172,12 +175,15 @@ class DuckDBS3(ArrowFSWrapper):
         path = self._inside(path)
         with self._lock:
             found = self._handles.get(path)
+            if found is not None:
+                self._handles.move_to_end(path)
         if found is None:
             handle = self.fs.open_input_file(path)  # HEAD: the size; then ranged GETs per read
             found = (handle, handle.size())
             with self._lock:
                 self.heads += 1
                 found = self._handles.setdefault(path, found)
+                _trim(self._handles)
         return found
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -208,7 +214,10 @@ class DuckDBS3(ArrowFSWrapper):
         """The sizes a listing just showed (paths without `s3://`): objects known with another size are opened again
         when next read."""
         with self._lock:
-            self._listed.update(sizes)
+            for path, size in sizes.items():
+                self._listed[path] = size
+                self._listed.move_to_end(path)
+            _trim(self._listed)
             for path, size in sizes.items():
                 known = self._handles.get(path)
                 if known is not None and known[1] != size:
@@ -219,6 +228,14 @@ class DuckDBS3(ArrowFSWrapper):
         """The object's size as last noted from a listing (`note_listed`), if it was."""
         with self._lock:
             return self._listed.get(self._strip_protocol(path))
+
+
+MAX_KNOWN = 16_384  # objects a bridge keeps open (their sizes), and listed sizes it remembers
+
+
+def _trim(known: OrderedDict[str, Any]) -> None:
+    while len(known) > MAX_KNOWN:
+        known.popitem(last=False)
 
 
 def register(con: duckdb.DuckDBPyConnection, fs: pafs.FileSystem | DuckDBS3) -> DuckDBS3:

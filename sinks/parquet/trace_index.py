@@ -22,7 +22,8 @@ written whole under a name that digests what it covers, and then the older objec
 Files are never changed in place but by `forget`, which only removes rows, so an index stays true for the
 files it names; a reader that lists two objects of one day (between the write and the delete) uses both.
 Retention updates the index of a day it removed hours of (`update_day` again: the day's rows for files
-still there are kept, nothing is read); a day with no file left loses its index.
+still there are kept, nothing is read); a day with no file left loses its index. `forget` updates the days
+whose files it rewrote, reading those files again, so a forgotten trace's id leaves the index too.
 """
 
 from __future__ import annotations
@@ -247,14 +248,16 @@ def days_to_index(lake: Lake, cutoff_s: float, merged: Iterable[date]) -> list[d
     return sorted(days)
 
 
-def update_day(lake: Lake, day: date, existing: list[pafs.FileInfo] | None = None) -> int:
+def update_day(lake: Lake, day: date, existing: list[pafs.FileInfo] | None = None, changed: Iterable[str] = ()) -> int:
     """Bring the day's index up to date with its live files; returns how many files were read for it.
-    `existing`: the day's index objects, when the caller has listed them."""
+    `existing`: the day's index objects, when the caller has listed them; `changed`: files (fs paths) rewritten
+    under their own names since they were indexed (`forget`), read again so that the ids they lost go."""
     existing = index_objects(lake).get(day, []) if existing is None else existing
     files = sorted(set(_day_files(lake, day)))
     position = {f: i for i, f in enumerate(files)}
     parts: list[pa.Table] = []
-    known: set[str] = set()
+    reread = {_relative(lake, str(f)) for f in changed}
+    known = set(reread)  # files the new index has rows for (those in `reread` are read below)
     for info in existing:
         try:
             old = _DayIndex(lake, info)
@@ -271,7 +274,7 @@ def update_day(lake: Lake, day: date, existing: list[pafs.FileInfo] | None = Non
         parts.append(pa.table({"key": rows.column("key").to_numpy()[keep], "file": to[keep].astype(np.uint32)}))
     read = 0
     for f in files:
-        if f in known:
+        if f in known and f not in reread:
             continue
         keys = file_keys(lake, f"{lake.root}/{f}")
         read += 1
@@ -281,7 +284,7 @@ def update_day(lake: Lake, day: date, existing: list[pafs.FileInfo] | None = Non
     digest = hashlib.sha256("\0".join(files).encode()).hexdigest()[:16]
     day_dir = f"{index_root(lake)}/dt={day.isoformat()}"
     target = f"{day_dir}/{digest}.parquet"
-    if files and not any(i.path == target for i in existing):
+    if files and (reread or not any(i.path == target for i in existing)):  # same files, other rows: rewritten
         _write(lake, target, rows.replace_schema_metadata({COVERS_KEY: json.dumps(files).encode()}))
     for info in existing:
         if info.path != target:
