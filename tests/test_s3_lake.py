@@ -287,6 +287,7 @@ def test_compaction_during_writes_counts_every_row_once(s3: S3Server) -> None:
     lake = f"s3://{bucket}/lake"
     batches, per_batch = 24, 25
     written = threading.Event()
+    compacted = threading.Semaphore(0)  # released by each compaction run that merged something
     done_batches: list[int] = []
 
     def write() -> None:
@@ -296,6 +297,8 @@ def test_compaction_during_writes_counts_every_row_once(s3: S3Server) -> None:
                 sink.write("spans", _spans(per_batch, first=i * per_batch), "embedded:0", (i, i))
                 sink.flush_all()
                 done_batches.append(i)
+                if i % 8 == 7:  # let a compaction merge among the writes, however busy the machine is
+                    compacted.acquire(timeout=60)
         finally:
             written.set()
 
@@ -308,7 +311,10 @@ def test_compaction_during_writes_counts_every_row_once(s3: S3Server) -> None:
         before = len(done_batches)
         report = compactor.run(older_than_s=0)
         runs += 1
-        merged += len([r for r in report.compacted if r.error is None])
+        done = len([r for r in report.compacted if r.error is None])
+        merged += done
+        if done:
+            compacted.release()
         assert not report.errors, report.lines()
         count, distinct = (
             connect(lake).execute("SELECT count(*), count(DISTINCT span_id || trace_id) FROM spans").fetchone()
