@@ -242,7 +242,7 @@ def days_to_index(lake: Lake, cutoff_s: float, merged: Iterable[date]) -> list[d
     have = set(index_objects(lake))
     days = set(merged)
     for table in INDEXED_TABLES:
-        for part in layout.hour_partitions(lake, table, None, cutoff_s):
+        for part in layout.hour_partitions(lake, table):  # one listing (a range would list each day: more requests)
             if part.closed_before(cutoff_s) and part.start.date() not in have:
                 days.add(part.start.date())
     return sorted(days)
