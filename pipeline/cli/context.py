@@ -62,8 +62,11 @@ def add_lake_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config", help="take the lake path from this config's parquet sink")
 
 
-def open_lake(args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
-    """The lake's views plus `artifact(ref)` over the config's artifact stores; exit 2 when there is no lake."""
+def open_lake(
+    args: argparse.Namespace, between: tuple[float | None, float | None] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """The lake's views plus `artifact(ref)` over the config's artifact stores; exit 2 when there is no lake.
+    `between`: only the rows of that time range (pipeline.query.connect)."""
     from pipeline.query import connect
     from sinks.artifacts.configured import open_stores
 
@@ -78,7 +81,7 @@ def open_lake(args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
         )
         raise SystemExit(2)
     stores = open_stores(config.view()) if not getattr(args, "lake", None) else None  # None: the lake's own
-    return connect(lake, artifact_stores=stores, tenant=getattr(args, "tenant", None))
+    return connect(lake, artifact_stores=stores, tenant=getattr(args, "tenant", None), between=between)
 
 
 def add_tenant_option(parser: argparse.ArgumentParser) -> None:
