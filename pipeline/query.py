@@ -149,6 +149,7 @@ def connect(
     artifact_stores: Sequence[str | ArtifactStore] | None = None,
     tenant: str | None = None,
     files: Mapping[str, Sequence[str]] | None = None,
+    between: tuple[float | None, float | None] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Views `spans`, `traces`, `feedback` over the lake (a directory or `s3://…`, sinks/parquet/object_store.py);
     `artifact(ref)` reads offloaded values back from `artifact_stores` (default `<lake>/_artifacts`). `tenant`:
@@ -157,7 +158,12 @@ def connect(
 
     `files`: per table, the only files its view reads (as `table_source` takes them; a table not named reads every
     live file). A view binds every file it reads (`union_by_name` opens each footer), so a caller that knows which
-    hours can matter — a time range, one trace's hours — names them here instead of having DuckDB open the lake."""
+    hours can matter — a time range, one trace's hours — names them here instead of having DuckDB open the lake.
+
+    `between`: (since_s, until_s), unix seconds, either end None: each view reads only the rows whose time
+    (`layout.PARTITION_TIME_COLUMN`: spans and trace parts their start_time, feedback its time) lies in
+    [since_s, until_s), from the files of the hours that overlap it (`files_between`; `files` still wins for a
+    table it names). A trace whose parts straddle the range is summarised from its parts in range."""
     from sinks.artifacts.sql import register_artifact_function
 
     lake = layout.open_lake(lake)
@@ -166,7 +172,7 @@ def connect(
     con.execute("SET parquet_metadata_cache = true")  # views bound again (connect_trace) read no footer twice
     if lake.fs is not None:
         object_store.register(con, lake.fs)
-    create_views(con, lake, tenant, files)
+    create_views(con, lake, tenant, files, between)
     register_artifact_function(con, list(artifact_stores or [ArtifactStore(lake.artifact_store, filesystem=lake.fs)]))
     return con
 
@@ -176,14 +182,18 @@ def create_views(
     lake: layout.Lake,
     tenant: str | None = None,
     files: Mapping[str, Sequence[str]] | None = None,
+    between: tuple[float | None, float | None] | None = None,
 ) -> None:
     """(Re)create `connect`'s views on `con`."""
     only = f"WHERE tenant_id = {sql_literal(tenant)}" if tenant is not None else ""
     and_owner = f"AND owners.owner = {sql_literal(tenant)}" if tenant is not None else ""
+    if between is not None:
+        files = {**files_between(lake, *between), **(files or {})}
     files = files or {}
-    traces = table_source(con, lake, "traces", files.get("traces"))
-    feedback = table_source(con, lake, "feedback", files.get("feedback"))
-    spans = table_source(con, lake, "spans", files.get("spans"))
+    traces, feedback, spans = (
+        rows_between(table_source(con, lake, table, files.get(table)), table, between)
+        for table in ("traces", "feedback", "spans")
+    )
     con.execute(SPANS_VIEW.format(src=spans, traces_src=traces, only_tenant=only))
     con.execute(TRACES_VIEW.format(src=traces, feedback=feedback, only_tenant=only))
     con.execute(FEEDBACK_VIEW.format(src=feedback, traces_src=traces, and_owner=and_owner))
@@ -214,3 +224,26 @@ def connect_trace(
         spans = layout.lake_files(lake, "spans", found.unindexed_since_s)
     create_views(con, lake, tenant, {**found.files, "spans": spans})
     return con
+
+
+def files_between(lake: str | Path | layout.Lake, since_s: float | None, until_s: float | None) -> dict[str, list[str]]:
+    """The live files of the hours overlapping [since_s, until_s) of each table the views read, for `connect`'s
+    `files`. On object storage each table costs one listing of its `dt=` names and one per day in range
+    (`layout.hour_partitions`): the rest of the lake is neither listed nor opened."""
+    lake = layout.open_lake(lake)
+    return {table: layout.lake_files(lake, table, since_s, until_s) for table in ("spans", "traces", "feedback")}
+
+
+def rows_between(src: str, table: str, between: tuple[float | None, float | None] | None) -> str:
+    """`src` (a FROM clause of the table's raw rows) keeping the rows whose partition time lies in [since, until):
+    the hours at either end of a range hold rows outside it. Also lets DuckDB skip row groups by their min/max."""
+    if between is None or between == (None, None):
+        return src
+    column = layout.sql_ident(schema.PARTITION_TIME_COLUMN[table])
+    since_s, until_s = between
+    bounds = [
+        f"{column} {op} make_timestamp_ns({round(s * 1e9)})::TIMESTAMPTZ_NS"
+        for op, s in ((">=", since_s), ("<", until_s))
+        if s is not None
+    ]
+    return f"(SELECT * FROM {src} WHERE {' AND '.join(bounds)})"

@@ -83,3 +83,14 @@ def s3_environment(server: S3Server) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextmanager
+def serving_s3() -> Iterator[S3Server]:
+    """A server for the length of a test module (a fixture's body), with this process's AWS environment on it."""
+    server = S3Server()
+    try:
+        with s3_environment(server):
+            yield server
+    finally:
+        server.stop()

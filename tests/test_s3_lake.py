@@ -33,7 +33,7 @@ from pipeline.testing import spans_batch
 from sinks.parquet.config import ParquetSinkConfig, S3Options
 from sinks.parquet.sink import ParquetSink
 from tests.conftest import RunningTracelake, config_yaml
-from tests.s3_server import CREDENTIALS, S3Server, s3_environment
+from tests.s3_server import CREDENTIALS, S3Server, s3_environment, serving_s3
 from tests.test_worker_processes import send_and_kill_worker_1
 
 T0 = 1_763_800_000 * 10**9  # 2025-11-22T08:26:40Z
@@ -42,12 +42,8 @@ HOUR = 3600 * 10**9
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    try:
-        with s3_environment(server):
-            yield server
-    finally:
-        server.stop()
+    with serving_s3() as server:
+        yield server
 
 
 def _sink(server: S3Server, bucket: str, **kw: object) -> ParquetSink:

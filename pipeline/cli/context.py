@@ -62,9 +62,14 @@ def add_lake_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config", help="take the lake path from this config's parquet sink")
 
 
-def open_lake(args: argparse.Namespace, trace_id: str | None = None) -> duckdb.DuckDBPyConnection:
+def open_lake(
+    args: argparse.Namespace,
+    between: tuple[float | None, float | None] | None = None,
+    trace_id: str | None = None,
+) -> duckdb.DuckDBPyConnection:
     """The lake's views plus `artifact(ref)` over the config's artifact stores; exit 2 when there is no lake.
-    With `trace_id`, views for looking at that trace only (`pipeline.query.connect_trace`)."""
+    `between`: only the rows of that time range (pipeline.query.connect); `trace_id`: views for looking at that
+    trace only (`pipeline.query.connect_trace`)."""
     from pipeline.query import connect, connect_trace
     from sinks.artifacts.configured import open_stores
 
@@ -82,7 +87,7 @@ def open_lake(args: argparse.Namespace, trace_id: str | None = None) -> duckdb.D
     tenant = getattr(args, "tenant", None)
     if trace_id is not None:
         return connect_trace(lake, trace_id, artifact_stores=stores, tenant=tenant)
-    return connect(lake, artifact_stores=stores, tenant=tenant)
+    return connect(lake, artifact_stores=stores, tenant=tenant, between=between)
 
 
 def add_tenant_option(parser: argparse.ArgumentParser) -> None:

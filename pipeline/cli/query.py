@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
+import time
+from datetime import UTC, datetime
 
 from core.command import SubParsers
 from pipeline.cli.context import add_lake_options, add_tenant_option, open_lake
+
+_AGO = re.compile(r"^\s*\d+(?:\.\d+)?\s*(?:s|m|h|d)\s*$")  # a duration with its unit, as the config takes them
+TIME_FORMS = "a duration back from now (30s, 90m, 2h, 7d) or an ISO-8601 time (2026-12-01, 2026-12-01T10:00, …Z)"
+
+
+def parse_time(value: str, now_s: float | None = None) -> float:
+    """`--since` / `--until` as unix seconds: a duration before `now_s` (default: now) or an ISO-8601 date or time,
+    UTC unless it names an offset. A bare number is refused: seconds ago and a unix time would both be guesses."""
+    if _AGO.match(value):
+        from core.config import parse_duration  # pydantic: not in `tracelake run`'s light import of this package
+
+        return (time.time() if now_s is None else now_s) - parse_duration(value)
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {TIME_FORMS}, got {value!r}") from None
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _table_width(args: argparse.Namespace) -> int | None:
@@ -32,7 +52,13 @@ def cmd_query(args: argparse.Namespace) -> int:
     if bool(args.sql) == bool(args.saved):
         print("tracelake query: give either SQL or --saved NAME (see --list-saved)", file=sys.stderr)
         return 2
-    con = open_lake(args)
+    if args.since is not None and args.until is not None and args.until <= args.since:
+        print(
+            f"tracelake query: --until ({_iso(args.until)}) must be after --since ({_iso(args.since)})", file=sys.stderr
+        )
+        return 2
+    ranged = args.since is not None or args.until is not None
+    con = open_lake(args, (args.since, args.until) if ranged else None)
     try:
         if args.saved:
             saved = saved_queries.load_saved(args.saved)
@@ -52,6 +78,10 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(f"query error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -88,6 +118,15 @@ def add_commands(sub: SubParsers) -> None:
     q.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a saved query's parameter")
     q.add_argument("--list-saved", action="store_true", help="list the saved queries and their parameters")
     add_tenant_option(q)
+    q.add_argument(
+        "--since",
+        type=parse_time,
+        metavar="T",
+        help=f"only rows at or after T: {TIME_FORMS}. A row's time is a span's start_time, a trace part's"
+        " start_time (a trace whose parts straddle the range is summarised from its parts in range), a feedback"
+        " row's time; only the dt=/hour= partitions overlapping the range are listed and read",
+    )
+    q.add_argument("--until", type=parse_time, metavar="T", help="only rows before T (same forms as --since)")
     q.add_argument("sql", nargs="?")
     q.set_defaults(func=cmd_query)
 
