@@ -651,3 +651,19 @@ def test_the_readers_bridge_remembers_a_bounded_number_of_objects(
     with bridge.open(f"s3://{bucket}/o0") as fh:  # forgotten: opened again
         assert fh.read() == b"x"
     assert bridge.heads == 6 and len(bridge._handles) == 3
+
+
+def test_the_ui_on_an_indexed_s3_lake_starts_without_opening_a_traces_file(s3: S3Server) -> None:
+    from pipeline.maintenance.compact import Compactor
+    from pipeline.ui.lake import LakeReader
+    from tests.test_trace_index import RATED, _write_hours
+
+    bucket = s3.new_bucket()
+    _write_hours(f"s3://{bucket}/lake", _sink(s3, bucket))
+    assert not Compactor(f"s3://{bucket}/lake").run(0).errors
+    reader = LakeReader(f"s3://{bucket}/lake")
+    before = len(s3.requests)
+    reader.warm()
+    opened = [p for m, p in s3.requests[before:] if "list-type=2" not in p]
+    assert opened and all("/_index/trace_ids/" in p for p in opened), opened
+    assert [h.start_ns for h in reader.hours_holding("feedback", [RATED])]

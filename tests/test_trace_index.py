@@ -220,3 +220,16 @@ def test_forget_takes_the_forgotten_ids_out_of_the_index(tmp_path: Path) -> None
     other = _ids(1)[0]  # a trace of the same rewritten file is still found
     assert len(trace_index.candidate_files(lake, [other]).files["traces"]) == 1
     assert _rows(connect_trace(root, other), other) == _rows(connect(root), other)
+
+
+def test_the_ui_starts_its_id_index_from_the_lakes(lake: Path) -> None:
+    from pipeline.ui.lake import LakeReader
+
+    reader = LakeReader(lake)
+    covered = trace_index.covered_keys(reader.lake)
+    for table in ("traces", "feedback"):
+        files = reader.files(table)
+        assert reader.ids[table].seed(covered, files) == len(files) > 0  # every file of a compacted lake
+        for f in files:  # the index's keys of a file are the file's own
+            assert (reader.ids[table]._file_keys(f) == trace_index.file_keys(reader.lake, f)).all()
+    assert reader.hours_holding("traces", [RATED]) and reader.hours_holding("feedback", [RATED])

@@ -29,6 +29,7 @@ from pipeline.maintenance import retry_vanished
 from pipeline.ui.trace_id_index import TraceIdIndex
 from sinks.parquet import object_store
 from sinks.parquet.layout import Lake, file_sizes, full_run_digest, hour_partitions, live_paths, open_lake
+from sinks.parquet.trace_index import covered_keys
 
 T = TypeVar("T")
 HOUR_NS = 3600 * 10**9
@@ -119,8 +120,11 @@ class LakeReader:
         self._names = itertools.count()  # relations registered on a cursor (`owned_feedback`)
 
     def warm(self) -> None:
-        """Read the id index of every `traces` and `feedback` file (a server does it once at start)."""
-        for table in self.ids:
+        """Read the id index of every `traces` and `feedback` file (a server does it once at start): from the lake's
+        trace-id index where it covers them, else from each file."""
+        covered = covered_keys(self.lake)
+        for table, index in self.ids.items():
+            index.seed(covered, self.files(table))
             self.hours_holding(table, [])
 
     def close(self) -> None:

@@ -9,6 +9,9 @@ holds (8 bytes per row: 22 MB for those 2.8 million), read once and kept while t
 object storage a file is read through the lake's filesystem and kept while it is listed with the same size
 (`tracelake forget` is the one writer that rewrites an object under its key, with fewer rows).
 
+A lake that compaction has indexed (sinks/parquet/trace_index.py) gives the keys of the files it covers in one read
+per day (`seed`, at the server's start), so only the files written since are read one by one.
+
 An answer may name a file that does not hold the id (two ids sharing their first 64 bits, about one
 chance in 10^19 per pair), never miss one: the caller's query then filters by the whole id.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,14 +39,17 @@ class TraceIdIndex:
         self._keys: dict[str, tuple[tuple[int, int], np.ndarray]] = {}
         self._lock = threading.Lock()
 
+    def _stamp(self, path: str) -> tuple[int, int]:
+        """What says a file is unchanged: its listed size on object storage, its size and mtime on disk."""
+        if self.lake.remote:
+            return ((self._s3.listed_size(path) or 0) if self._s3 is not None else 0, 0)
+        st = os.stat(path)
+        return (st.st_size, st.st_mtime_ns)
+
     def _file_keys(self, path: str) -> np.ndarray:
         """The keys of one file (a local path or an `s3://` URL); none when it is gone."""
         try:
-            if self.lake.remote:
-                stamp = ((self._s3.listed_size(path) or 0) if self._s3 is not None else 0, 0)
-            else:
-                st = os.stat(path)
-                stamp = (st.st_size, st.st_mtime_ns)
+            stamp = self._stamp(path)
             with self._lock:
                 cached = self._keys.get(path)
             if cached is not None and cached[0] == stamp:
@@ -54,6 +60,25 @@ class TraceIdIndex:
         with self._lock:
             self._keys[path] = (stamp, keys)
         return keys
+
+    def seed(self, covered: Mapping[str, np.ndarray], files: Iterable[str]) -> int:
+        """Take the keys of those of `files` the lake's own trace-id index covers from it (`covered`:
+        sinks/parquet/trace_index.py `covered_keys`, one read per day) instead of reading each file; returns how
+        many. On object storage the files' sizes must have been listed (`note_listed`) first."""
+        wanted = set(files)
+        taken = 0
+        for name, keys in covered.items():
+            path = self.lake.url(f"{self.lake.root}/{name}")
+            if path not in wanted:
+                continue
+            try:
+                stamp = self._stamp(path)
+            except FileNotFoundError:
+                continue
+            with self._lock:
+                self._keys.setdefault(path, (stamp, keys))
+            taken += 1
+        return taken
 
     def files_with(self, files: Iterable[str], ids: Sequence[str]) -> dict[str, list[str]]:
         """The files (of `files`) that may hold any of `ids`, and which ids each may hold."""

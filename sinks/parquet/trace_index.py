@@ -189,6 +189,25 @@ class _DayIndex:
         return self._file.read(columns=["key", "file"])
 
 
+def covered_keys(lake: Lake) -> dict[str, np.ndarray]:
+    """Every file the lake's index covers (paths relative to the lake root) with the keys it holds, sorted and
+    unique: one whole read per index object instead of one per file (the UI's in-memory index starts from it)."""
+    out: dict[str, np.ndarray] = {}
+    for infos in index_objects(lake).values():
+        for info in infos:
+            try:
+                day = _DayIndex(lake, info)
+            except FileNotFoundError:
+                continue
+            rows = day.table()
+            files, keys = rows.column("file").to_numpy(), rows.column("key").to_numpy()
+            order = np.argsort(files, kind="stable")  # keys stay sorted within each file
+            bounds = np.searchsorted(files[order], np.arange(len(day.covers) + 1))
+            for i, name in enumerate(day.covers):
+                out[name] = keys[order[bounds[i] : bounds[i + 1]]]
+    return out
+
+
 @dataclass(frozen=True)
 class Candidates:
     """Where rows of some trace ids may be: per indexed table, the files to open (as DuckDB opens them)."""
