@@ -35,6 +35,14 @@ HOUR_NS = 3600 * 10**9
 NOW_S = time.time()
 CLOSED = (int(NOW_S) // 3600 - 3) * HOUR_NS  # start of an hour that ended two hours ago
 OPEN = (int(NOW_S) // 3600) * HOUR_NS  # start of the current hour
+
+
+# the compactor's "now" for tests that count open and closed hours: OPEN stays the open hour even when the test
+# runs after the hour this module was imported in has ended
+def frozen() -> float:
+    return NOW_S
+
+
 VIEWS = {
     "spans": "select * from spans order by trace_id, span_id",
     "traces": "select * from traces order by trace_id",
@@ -150,9 +158,9 @@ def test_closed_hours_become_sorted_deduplicated_files_and_views_do_not_change(t
 
 def test_a_second_run_finds_nothing_to_do_and_a_late_file_is_merged_next_time(tmp_path: Path) -> None:
     build_lake(tmp_path, files=4)
-    Compactor(tmp_path).run(older_than_s=0)
+    Compactor(tmp_path, clock=frozen).run(older_than_s=0)
     state = snapshot(tmp_path)
-    report = Compactor(tmp_path).run(older_than_s=0)
+    report = Compactor(tmp_path, clock=frozen).run(older_than_s=0)
     assert report.compacted == [] and report.skipped == 3 and snapshot(tmp_path) == state
 
     # a late span lands in the compacted hour (e.g. from a slow client): the next run merges it in
@@ -160,7 +168,7 @@ def test_a_second_run_finds_nothing_to_do_and_a_late_file_is_merged_next_time(tm
     sink.write("spans", _batch(["f" * 32], 2, CLOSED, "kafka:t/0@99"))
     sink.flush_all()
     before = views(tmp_path)
-    report = Compactor(tmp_path).run(older_than_s=0)
+    report = Compactor(tmp_path, clock=frozen).run(older_than_s=0)
     assert [(r.table, r.inputs) for r in report.compacted] == [("spans", 2)]
     assert views(tmp_path) == before
 
@@ -169,9 +177,9 @@ def test_older_than_protects_recent_hours(tmp_path: Path) -> None:
     build_lake(tmp_path, files=3)
     state = snapshot(tmp_path)
     # the closed hour ended two hours ago: three hours of protection leave everything alone
-    report = Compactor(tmp_path).run(older_than_s=3 * 3600)
+    report = Compactor(tmp_path, clock=frozen).run(older_than_s=3 * 3600)
     assert report.compacted == [] and report.open_partitions == 6 and snapshot(tmp_path) == state
-    dry = Compactor(tmp_path).run(older_than_s=3600, dry_run=True)
+    dry = Compactor(tmp_path, clock=frozen).run(older_than_s=3600, dry_run=True)
     assert len(dry.planned) == 3 and snapshot(tmp_path) == state
     assert "would compact spans/dt=" in "\n".join(dry.lines())
     # --older-than 0s: the hour in progress is still too recent, and the report says why
