@@ -204,25 +204,32 @@ def connect_trace(
     trace_id: str,
     artifact_stores: Sequence[str | ArtifactStore] | None = None,
     tenant: str | None = None,
+    between: tuple[float | None, float | None] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """`connect` for looking at one trace (`tracelake trace`): the views hold that trace whole, and open only
     the files that may hold it. The trace-id index (sinks/parquet/trace_index.py) names its `traces` and
     `feedback` files; its spans started between the trace's start and end, so only those hours of `spans` are
-    listed and opened. A trace with no summary yet is looked for in the hours the index does not cover."""
+    listed and opened. A trace with no summary yet is looked for in the hours the index does not cover.
+    `between` (since_s, until_s): only the hours overlapping that range are looked at (fewer day indexes read)."""
     lake = layout.open_lake(lake)
     trace_id = trace_id.strip().lower()
-    found = trace_index.candidate_files(lake, [trace_id])
+    since_s, until_s = between or (None, None)
+    found = trace_index.candidate_files(lake, [trace_id], since_s, until_s)
     con = connect(lake, artifact_stores=artifact_stores, tenant=tenant, files={**found.files, "spans": []})
     lo, hi = con.execute(
         "SELECT epoch_ns(min(start_time)) / 1e9, epoch_ns(max(coalesce(end_time, start_time))) / 1e9"
         " FROM traces WHERE trace_id = ?",
         [trace_id],
     ).fetchall()[0]
-    if lo is not None:
-        spans = layout.lake_files(lake, "spans", lo, hi + 1e-6)
+    if lo is None:  # not summarised yet
+        lo, hi = found.unindexed_since_s, None
     else:
-        spans = layout.lake_files(lake, "spans", found.unindexed_since_s)
-    create_views(con, lake, tenant, {**found.files, "spans": spans})
+        hi += 1e-6  # the hour the trace ends in
+    if since_s is not None:
+        lo = since_s if lo is None else max(lo, since_s)
+    if until_s is not None:
+        hi = until_s if hi is None else min(hi, until_s)
+    create_views(con, lake, tenant, {**found.files, "spans": layout.lake_files(lake, "spans", lo, hi)})
     return con
 
 

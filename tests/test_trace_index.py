@@ -233,3 +233,19 @@ def test_the_ui_starts_its_id_index_from_the_lakes(lake: Path) -> None:
         for f in files:  # the index's keys of a file are the file's own
             assert (reader.ids[table]._file_keys(f) == trace_index.file_keys(reader.lake, f)).all()
     assert reader.hours_holding("traces", [RATED]) and reader.hours_holding("feedback", [RATED])
+
+
+def test_a_time_range_bounds_what_a_lookup_reads(lake: Path) -> None:
+    day2 = datetime.fromisoformat(_day(HOURS[2])).replace(tzinfo=UTC).timestamp()
+    found = trace_index.candidate_files(layout.open_lake(lake), [_ids(0)[1]], day2, None)
+    assert found.files["traces"] == []  # its hour is on the first day: that day's index and files are not read
+    late = _rows(connect_trace(lake, LATE, between=(day2, None)), LATE)
+    assert late["spans"].num_rows == 3 and late["traces"]["start_time"][0].as_py().timestamp() >= day2
+
+    trace_id = _ids(2)[3]
+    inside = run_cli("trace", "--lake", str(lake), "--json", "--since", _day(HOURS[2]), trace_id)
+    assert inside.returncode == 0 and inside.stdout.count('"span_id"') == 3, inside.stderr
+    before = run_cli("trace", "--lake", str(lake), "--until", _day(HOURS[2]), trace_id)
+    assert before.returncode == 1 and "not found" in before.stderr
+    empty = run_cli("trace", "--lake", str(lake), "--since", "2026-12-02", "--until", "2026-12-01", trace_id)
+    assert empty.returncode == 2 and "tracelake trace: --until (2026-12-01T00:00:00Z) must be after" in empty.stderr

@@ -69,7 +69,7 @@ def open_lake(
 ) -> duckdb.DuckDBPyConnection:
     """The lake's views plus `artifact(ref)` over the config's artifact stores; exit 2 when there is no lake.
     `between`: only the rows of that time range (pipeline.query.connect); `trace_id`: views for looking at that
-    trace only (`pipeline.query.connect_trace`)."""
+    trace only (`pipeline.query.connect_trace`, in the hours of `between` when given)."""
     from pipeline.query import connect, connect_trace
     from sinks.artifacts.configured import open_stores
 
@@ -86,7 +86,7 @@ def open_lake(
     stores = open_stores(config.view()) if not getattr(args, "lake", None) else None  # None: the lake's own
     tenant = getattr(args, "tenant", None)
     if trace_id is not None:
-        return connect_trace(lake, trace_id, artifact_stores=stores, tenant=tenant)
+        return connect_trace(lake, trace_id, artifact_stores=stores, tenant=tenant, between=between)
     return connect(lake, artifact_stores=stores, tenant=tenant, between=between)
 
 

@@ -52,13 +52,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     if bool(args.sql) == bool(args.saved):
         print("tracelake query: give either SQL or --saved NAME (see --list-saved)", file=sys.stderr)
         return 2
-    if args.since is not None and args.until is not None and args.until <= args.since:
-        print(
-            f"tracelake query: --until ({_iso(args.until)}) must be after --since ({_iso(args.since)})", file=sys.stderr
-        )
-        return 2
-    ranged = args.since is not None or args.until is not None
-    con = open_lake(args, (args.since, args.until) if ranged else None)
+    between = _time_range(args)
+    con = open_lake(args, between)
     try:
         if args.saved:
             saved = saved_queries.load_saved(args.saved)
@@ -80,6 +75,17 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _time_range(args: argparse.Namespace) -> tuple[float | None, float | None] | None:
+    """`--since` / `--until` (None when neither is given); exit 2 when the range is empty."""
+    if args.since is not None and args.until is not None and args.until <= args.since:
+        print(
+            f"tracelake {args.command}: --until ({_iso(args.until)}) must be after --since ({_iso(args.since)})",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return (args.since, args.until) if args.since is not None or args.until is not None else None
+
+
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -87,7 +93,7 @@ def _iso(seconds: float) -> str:
 def cmd_trace(args: argparse.Namespace) -> int:
     from pipeline.trace_view import FULL, SCREEN, load_trace, render_text, trace_document
 
-    con = open_lake(args, trace_id=args.trace_id)
+    con = open_lake(args, _time_range(args), trace_id=args.trace_id)
     trace = load_trace(con, args.trace_id)
     if trace is None:
         print(f"trace {args.trace_id} not found in the lake", file=sys.stderr)
@@ -100,6 +106,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
     color = sys.stdout.isatty() and not args.no_color
     print(render_text(trace, width, color, FULL if args.full else SCREEN))
     return 0
+
+
+def _add_time_range(parser: argparse.ArgumentParser, since_help: str, until_help: str) -> None:
+    parser.add_argument("--since", type=parse_time, metavar="T", help=since_help)
+    parser.add_argument("--until", type=parse_time, metavar="T", help=until_help)
 
 
 def add_commands(sub: SubParsers) -> None:
@@ -118,15 +129,13 @@ def add_commands(sub: SubParsers) -> None:
     q.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a saved query's parameter")
     q.add_argument("--list-saved", action="store_true", help="list the saved queries and their parameters")
     add_tenant_option(q)
-    q.add_argument(
-        "--since",
-        type=parse_time,
-        metavar="T",
-        help=f"only rows at or after T: {TIME_FORMS}. A row's time is a span's start_time, a trace part's"
+    _add_time_range(
+        q,
+        f"only rows at or after T: {TIME_FORMS}. A row's time is a span's start_time, a trace part's"
         " start_time (a trace whose parts straddle the range is summarised from its parts in range), a feedback"
         " row's time; only the dt=/hour= partitions overlapping the range are listed and read",
+        "only rows before T (same forms as --since)",
     )
-    q.add_argument("--until", type=parse_time, metavar="T", help="only rows before T (same forms as --since)")
     q.add_argument("sql", nargs="?")
     q.set_defaults(func=cmd_query)
 
@@ -143,5 +152,11 @@ def add_commands(sub: SubParsers) -> None:
         help="the whole trace as one JSON document: summary, spans (all columns, conversation), feedback",
     )
     add_tenant_option(t)
+    _add_time_range(
+        t,
+        f"look only in the hour partitions from T on: {TIME_FORMS}. Without it every day's trace-id index is read"
+        " (two requests each on S3); parts, spans and feedback of the trace outside the range are not shown",
+        "look only in the hour partitions before T (same forms as --since)",
+    )
     t.add_argument("trace_id")
     t.set_defaults(func=cmd_trace)

@@ -151,7 +151,7 @@ def hour_partitions(
         lake = lake.root
     out = []
     for day in table_dir(lake, table).glob("dt=*"):
-        if not _day_overlaps(day.name, lo_s, hi_s):
+        if not day_overlaps(day.name, lo_s, hi_s):
             continue
         for d in day.glob("hour=*"):
             start = parse_hour(day.name, d.name)
@@ -160,7 +160,7 @@ def hour_partitions(
     return sorted(out, key=lambda p: (p.start, str(p.path)))
 
 
-def _day_overlaps(dt_name: str, lo_s: float | None, hi_s: float | None) -> bool:
+def day_overlaps(dt_name: str, lo_s: float | None, hi_s: float | None) -> bool:
     """Whether a `dt=YYYY-MM-DD` directory may hold hours overlapping [lo_s, hi_s) (other names: yes)."""
     if lo_s is None and hi_s is None:
         return True
@@ -539,7 +539,7 @@ def _object_partitions(
     else:
         names = lake.fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
         roots = sorted(
-            i.path for i in names if i.type == pafs.FileType.Directory and _day_overlaps(i.base_name, lo_s, hi_s)
+            i.path for i in names if i.type == pafs.FileType.Directory and day_overlaps(i.base_name, lo_s, hi_s)
         )
     by_dir: dict[str, list[tuple[str, int]]] = {}
     for listed in roots:

@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -218,27 +219,45 @@ class Candidates:
     unindexed_since_s: float | None
 
 
-def candidate_files(lake: Lake, trace_ids: Sequence[str]) -> Candidates:
+INDEX_READERS = 8  # day indexes read at once (on S3 each is a HEAD and two ranged GETs of latency)
+
+
+def _probe(lake: Lake, info: pafs.FileInfo, wanted: np.ndarray) -> tuple[list[str], set[str]] | None:
+    """(what a day index covers, which of those may hold the keys); None when it was replaced since the listing."""
+    try:
+        day = _DayIndex(lake, info)
+    except FileNotFoundError:
+        return None
+    return day.covers, day.files_holding(wanted)
+
+
+def candidate_files(
+    lake: Lake, trace_ids: Sequence[str], lo_s: float | None = None, hi_s: float | None = None
+) -> Candidates:
     """For `traces` and `feedback`: the live files that may hold rows of the ids — those the day indexes name,
-    and every file no index covers. Lists those two tables and the index; reads each day's index footer and
-    the row groups that may hold the ids; opens no data file."""
+    and every file no index covers; with `lo_s` / `hi_s`, of the hours overlapping [lo_s, hi_s) only. Lists
+    those two tables and the index; reads each day's index footer and the row groups that may hold the ids;
+    opens no data file."""
     wanted = np.sort(id_keys([i.lower() for i in trace_ids]))
+    days = [
+        info
+        for day, infos in index_objects(lake).items()
+        if layout.day_overlaps(f"dt={day.isoformat()}", lo_s, hi_s)
+        for info in infos
+    ]
     covered: set[str] = set()
     hits: set[str] = set()
-    for infos in index_objects(lake).values():
-        for info in infos:
-            try:
-                day = _DayIndex(lake, info)
-            except FileNotFoundError:  # replaced by a newer index of the day since the listing
-                continue
-            covered.update(day.covers)
-            hits |= day.files_holding(wanted)
+    with ThreadPoolExecutor(max_workers=min(INDEX_READERS, max(len(days), 1))) as pool:
+        for probed in pool.map(lambda info: _probe(lake, info, wanted), days):
+            if probed is not None:
+                covered.update(probed[0])
+                hits |= probed[1]
     files: dict[str, list[str]] = {}
     uncovered_hours: list[float] = []
     newest_covered: float | None = None
     for table in INDEXED_TABLES:
         files[table] = []
-        for part in layout.hour_partitions(lake, table):
+        for part in layout.hour_partitions(lake, table, lo_s, hi_s):
             for f in map(str, layout.live_paths(part)):
                 name = _relative(lake, f)
                 if name not in covered:
