@@ -667,3 +667,25 @@ def test_the_ui_on_an_indexed_s3_lake_starts_without_opening_a_traces_file(s3: S
     opened = [p for m, p in s3.requests[before:] if "list-type=2" not in p]
     assert opened and all("/_index/trace_ids/" in p for p in opened), opened
     assert [h.start_ns for h in reader.hours_holding("feedback", [RATED])]
+
+
+def test_gc_aborts_the_uploads_a_dead_writer_left_under_the_lake(s3: S3Server, tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from sinks.parquet.object_store import abort_abandoned_uploads, s3_client
+
+    bucket = s3.new_bucket()
+    client = s3_client(S3Options())
+    keys = ["lake/spans/dt=2026-12-01/hour=10/a.parquet", "lake/_artifacts/ab/cd", "elsewhere/x"]
+    started = [client.create_multipart_upload(Bucket=bucket, Key=k)["UploadId"] for k in keys]
+    client.upload_part(Bucket=bucket, Key=keys[0], UploadId=started[0], PartNumber=1, Body=b"x" * 100)
+    initiated = max(u["Initiated"] for u in client.list_multipart_uploads(Bucket=bucket)["Uploads"])
+    # moto stamps every upload with one fixed time: `now` says how long ago that was
+    young = abort_abandoned_uploads(S3Options(), f"{bucket}/lake", 3600, now=initiated + timedelta(minutes=10))
+    assert young == []
+    config = _lake_config(tmp_path, bucket, s3)
+    dry = _cli("gc", "--config", str(config), "--force", "--dry-run")
+    assert dry.returncode == 0 and "would abort 2 incomplete uploads begun more than 3600s ago" in dry.stdout, dry
+    done = _cli("gc", "--config", str(config), "--force")
+    assert done.returncode == 0 and f"s3://{bucket}/lake: aborted 2 incomplete uploads" in done.stdout, done
+    assert [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])] == ["elsewhere/x"]

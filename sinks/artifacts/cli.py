@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from core.command import CommandContext, ConfigView, SubParsers
 from sinks.artifacts.configured import OFFLOAD_TYPE, object_storage, open_store, store_uris
+
+if TYPE_CHECKING:  # imported where used: the CLI starts without pyarrow
+    from sinks.parquet.layout import Lake
 
 
 def gc_grace(config: ConfigView) -> float:
@@ -54,7 +58,7 @@ def cmd_gc(args: argparse.Namespace, context: CommandContext) -> int:
     from core.config import parse_duration
     from sinks.artifacts.gc import GcRefused, collect
     from sinks.parquet.config import ParquetSinkConfig
-    from sinks.parquet.layout import Lake, open_lake
+    from sinks.parquet.layout import open_lake
 
     config = context.load_config(args.config)
     uris = [args.store] if args.store else store_uris(config)
@@ -83,7 +87,27 @@ def cmd_gc(args: argparse.Namespace, context: CommandContext) -> int:
             for ref in report.deleted:
                 print(ref)
         print(report.summary())  # a summary, like compact/retention/forget print theirs: stdout
+    for lake in lakes:
+        if lake.remote:
+            status = max(status, _abort_abandoned_uploads(lake, grace, args.dry_run))
     return status
+
+
+def _abort_abandoned_uploads(lake: Lake, grace_s: float, dry_run: bool) -> int:
+    """Incomplete multipart uploads a killed writer left under an S3 lake (its artifacts included)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from sinks.parquet.config import S3Options
+    from sinks.parquet.object_store import abort_abandoned_uploads
+
+    try:
+        keys = abort_abandoned_uploads(lake.s3 or S3Options(), lake.root, grace_s, dry_run=dry_run)
+    except (BotoCoreError, ClientError) as e:  # no permission, server unreachable
+        print(f"tracelake gc: {lake}: cannot list or abort incomplete uploads: {e}", file=sys.stderr)
+        return 1
+    verb = "would abort" if dry_run else "aborted"
+    print(f"{lake}: {verb} {len(keys)} incomplete uploads begun more than {grace_s:.0f}s ago (left by dead writers)")
+    return 0
 
 
 def add_artifact_command(subparsers: SubParsers, context: CommandContext) -> None:

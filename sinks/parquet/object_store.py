@@ -67,7 +67,8 @@ def endpoint_of(options: S3Options) -> str | None:
 
 def s3_client(options: S3Options) -> Any:
     """A botocore S3 client with the same endpoint and credentials as `s3_filesystem`, for what pyarrow cannot
-    send: conditional writes (`If-None-Match` / `If-Match`, pipeline/maintenance/object_lock.py)."""
+    send: conditional writes (`If-None-Match` / `If-Match`, pipeline/maintenance/object_lock.py), and multipart
+    uploads to list and abort (`abort_abandoned_uploads`)."""
     import botocore.session
     from botocore.config import Config
 
@@ -89,6 +90,32 @@ def s3_client(options: S3Options) -> Any:
         aws_session_token=_secret(options.session_token),
         config=config,
     )
+
+
+def abort_abandoned_uploads(
+    options: S3Options, root: str, older_than_s: float, now: datetime | None = None, dry_run: bool = False
+) -> list[str]:
+    """Abort the multipart uploads under `root` (`bucket/prefix`) begun more than `older_than_s` before `now` (the
+    server's `Initiated` time against this host's clock): what a writer killed mid-upload leaves behind, invisible
+    but billed. A live upload takes seconds (a sink file, a compaction output), so an hour-old one has no writer.
+    Returns the keys (would be) aborted."""
+    client = s3_client(options)
+    bucket, _, prefix = root.partition("/")
+    now = now or datetime.now(UTC)
+    aborted = []
+    for page in client.get_paginator("list_multipart_uploads").paginate(
+        Bucket=bucket, Prefix=f"{prefix.rstrip('/')}/" if prefix else ""
+    ):
+        for upload in page.get("Uploads", []):
+            if (now - upload["Initiated"]).total_seconds() <= older_than_s:
+                continue
+            if not dry_run:
+                try:
+                    client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                except client.exceptions.NoSuchUpload:  # completed or aborted meanwhile
+                    continue
+            aborted.append(upload["Key"])
+    return aborted
 
 
 _UNCHANGING = datetime(2000, 1, 1, tzinfo=UTC)
