@@ -123,7 +123,11 @@ def add_artifact_command(subparsers: SubParsers, context: CommandContext) -> Non
 
 def add_gc_command(subparsers: SubParsers, context: CommandContext) -> None:
     """`tracelake gc` (core.command.CommandPlugin)."""
-    gc = subparsers.add_parser("gc", help="delete artifacts that no remaining lake partition references")
+    gc = subparsers.add_parser(
+        "gc",
+        help="delete artifacts that no remaining lake partition references; on an S3 lake, abort the incomplete"
+        " uploads of writers that died",
+    )
     gc.add_argument("--config", help="lake and store from this config (default: ./lake, ./lake/_artifacts)")
     gc.add_argument("--store", help="store URI or path (overrides the config)")
     gc.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
