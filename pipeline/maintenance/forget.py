@@ -99,20 +99,14 @@ def _artifact_refs(rows: pa.Table) -> set[str]:
 def _rewrite(lake: layout.Lake, path: Path, keep: pa.Table) -> bool:
     """Replace `path` with `keep`; an empty result removes the file. Returns whether it was removed.
     On object storage the object is uploaded again under its key (a PUT replaces it whole)."""
-    if lake.fs is not None:
-        if keep.num_rows == 0:
-            lake.fs.delete_file(str(path))
-            return True
-        out = pa.BufferOutputStream()
-        pq.write_table(keep, out, compression="zstd")
-        layout.put_file(lake, str(path), out.getvalue())
-        return False
     if keep.num_rows == 0:
-        path.unlink()
-        layout.fsync_dir(path.parent)
+        if lake.fs is not None:
+            lake.fs.delete_file(str(path))
+        else:
+            path.unlink()
+            layout.fsync_dir(path.parent)
         return True
-    with layout.durable_output(path) as fh:
-        pq.write_table(keep, fh, compression="zstd")
+    layout.put_table(lake, path, keep, compression="zstd")
     return False
 
 

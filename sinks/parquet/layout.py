@@ -47,12 +47,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from core import schema
 from sinks.parquet.config import S3Options, lake_scheme
@@ -640,11 +641,6 @@ def expire_partition(part: HourPartition, grace_s: float, now_s: float) -> list[
     return done
 
 
-def remote_hours(lake: Lake, table: str) -> list[tuple[datetime, str]]:
-    """The `dt=…/hour=…` prefixes of a table on object storage, oldest first: (hour start, fs path)."""
-    return [(p.start, str(p.path)) for p in _object_partitions(lake, table)]
-
-
 def _hour_of(directory: str) -> datetime | None:
     """The hour a `…/dt=…/hour=…` prefix holds."""
     dt_dir, _, hour_name = directory.rpartition("/")
@@ -684,6 +680,23 @@ def upload_file(lake: Lake, local: Path, fs_path: str) -> None:
     with open(local, "rb") as src, lake.fs.open_output_stream(fs_path, compression=None) as out:
         while chunk := src.read(8 * 2**20):
             out.write(chunk)
+
+
+def put_table(lake: Lake, fs_path: str | Path, rows: pa.Table, sync_dir: bool = True, **options: Any) -> int:
+    """`rows` as one Parquet file at `fs_path`, whole or not at all: one upload on object storage, a temp file
+    fsynced and renamed on disk (the directory made if needed, and fsynced unless `sync_dir` is off). `options`
+    go to `pq.write_table`; returns the file's size."""
+    if lake.remote:
+        out = pa.BufferOutputStream()
+        pq.write_table(rows, out, **options)
+        data = out.getvalue()
+        put_file(lake, str(fs_path), data)
+        return int(data.size)
+    path = Path(fs_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with durable_output(path, sync_dir=sync_dir) as fh:
+        pq.write_table(rows, fh, **options)
+    return path.stat().st_size
 
 
 def put_file(lake: Lake, fs_path: str, data: pa.Buffer) -> None:

@@ -27,7 +27,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from core import metrics, schema
 from core.sink import SinkWriteError
@@ -232,21 +231,10 @@ class ParquetSink:
             "compression_level": self.config.compression_level,
             "row_group_size": 128 * 1024,
         }
-        if self.lake.remote:
-            # the whole file in memory, then one upload: nothing appears under the key until it completes
-            key = f"{self.lake.table_root(buf.table)}/{buf.partition}/{name}"
-            out = pa.BufferOutputStream()
-            pq.write_table(rows, out, **options)
-            data = out.getvalue()
-            layout.put_file(self.lake, key, data)
-            final, size = self.lake.url(key), data.size
-        else:
-            directory = layout.table_dir(self.root, buf.table) / buf.partition
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / name
-            with layout.durable_output(path, sync_dir=False) as fh:
-                pq.write_table(rows, fh, **options)
-            final, size = str(path), path.stat().st_size
+        # on object storage the whole file in memory, then one upload: nothing appears under the key until it completes
+        key = f"{self.lake.table_root(buf.table)}/{buf.partition}/{name}"
+        size = layout.put_table(self.lake, key, rows, sync_dir=False, **options)
+        final = self.lake.url(key)
         if buf.failures:
             log.info("wrote %s after %d failed attempts", final, buf.failures)
         result = WrittenFile(buf.table, final, rows.num_rows, size, time.perf_counter() - t0)

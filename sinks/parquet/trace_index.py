@@ -36,7 +36,6 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -323,21 +322,17 @@ def update_day(lake: Lake, day: date, existing: list[pafs.FileInfo] | None = Non
     day_dir = f"{index_root(lake)}/dt={day.isoformat()}"
     target = f"{day_dir}/{digest}.parquet"
     if files and (reread or not any(i.path == target for i in existing)):  # same files, other rows: rewritten
-        _write(lake, target, rows.replace_schema_metadata({COVERS_KEY: json.dumps(files).encode()}))
+        meta = {COVERS_KEY: json.dumps(files).encode()}
+        layout.put_table(
+            lake,
+            target,
+            rows.replace_schema_metadata(meta),
+            row_group_size=ROW_GROUP_ROWS,
+            compression="zstd",
+            write_statistics=True,
+        )
     for info in existing:
         if info.path != target:
             with contextlib.suppress(FileNotFoundError):
                 _fs(lake).delete_file(info.path)
     return read
-
-
-def _write(lake: Lake, fs_path: str, rows: pa.Table) -> None:
-    sink = pa.BufferOutputStream()
-    pq.write_table(rows, sink, row_group_size=ROW_GROUP_ROWS, compression="zstd", write_statistics=True)
-    if lake.remote:
-        layout.put_file(lake, fs_path, sink.getvalue())
-        return
-    path = Path(fs_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with layout.durable_output(path) as out:
-        out.write(sink.getvalue().to_pybytes())
