@@ -172,12 +172,12 @@ def connect(
     con.execute("SET parquet_metadata_cache = true")  # views bound again (connect_trace) read no footer twice
     if lake.fs is not None:
         object_store.register(con, lake.fs)
-    create_views(con, lake, tenant, files, between)
+    _bind_views(con, lake, tenant, files, between)
     register_artifact_function(con, list(artifact_stores or [ArtifactStore(lake.artifact_store, filesystem=lake.fs)]))
     return con
 
 
-def create_views(
+def _bind_views(
     con: duckdb.DuckDBPyConnection,
     lake: layout.Lake,
     tenant: str | None = None,
@@ -229,7 +229,7 @@ def connect_trace(
         lo = since_s if lo is None else max(lo, since_s)
     if until_s is not None:
         hi = until_s if hi is None else min(hi, until_s)
-    create_views(con, lake, tenant, {**found.files, "spans": layout.lake_files(lake, "spans", lo, hi)})
+    _bind_views(con, lake, tenant, {**found.files, "spans": layout.lake_files(lake, "spans", lo, hi)})
     return con
 
 
