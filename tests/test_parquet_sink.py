@@ -129,22 +129,20 @@ def test_unwritable_lake_keeps_rows_and_recovers(tmp_path: Path, caplog: pytest.
 
 def test_disk_full_midwrite_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ENOSPC cannot be produced portably without a tiny filesystem, so the write call is made to fail."""
-    import sinks.parquet.sink as sink_module
-
     sink = ParquetSink(ParquetSinkConfig(path=str(tmp_path)))
     sink.write("spans", _spans(3))
-    real = sink_module.pq.write_table
+    real = pq.write_table
 
     def full(table: pa.Table, where: object, **kw: object) -> None:
         real(table.slice(0, 1), where, **kw)  # some bytes reach the temp file, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(sink_module.pq, "write_table", full)
+    monkeypatch.setattr(pq, "write_table", full)
     with pytest.raises(SinkWriteError, match="No space left on device"):
         sink.flush_all()
     assert list(tmp_path.rglob("*")) != [] and _files(tmp_path) == []
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # the temp file was removed
-    monkeypatch.setattr(sink_module.pq, "write_table", real)
+    monkeypatch.setattr(pq, "write_table", real)
     (w,) = sink.flush_all()
     assert w.rows == 3
 
